@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/worker"
+)
+
+func gatewayFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, EnvVars: []string{"MAPLE_LISTEN"},
+			Usage: "TCP address for players"},
+		&cli.BoolFlag{Name: "reuseport", EnvVars: []string{"MAPLE_REUSEPORT"},
+			Usage: "bind with SO_REUSEPORT, so a new gateway can take over the port (rolling restart)"},
+		&cli.IntFlag{Name: "max-frame", Value: box.DefaultMaxFrame, EnvVars: []string{"MAPLE_MAX_FRAME"},
+			Usage: "largest frame (packet_len) accepted, in bytes"},
+		&cli.IntFlag{Name: "max-conns", Value: gateway.DefaultMaxConns, EnvVars: []string{"MAPLE_MAX_CONNS"},
+			Usage: "most client connections held; more are refused"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: gateway.DefaultIdleTimeout, EnvVars: []string{"MAPLE_IDLE_TIMEOUT"},
+			Usage: "close a client that sent nothing this long (-1s: never)"},
+		&cli.IntFlag{Name: "out-buffer", Value: gateway.DefaultOutBuffer, EnvVars: []string{"MAPLE_OUT_BUFFER"},
+			Usage: "bytes queued for one client before it is dropped as not reading"},
+		&cli.IntFlag{Name: "backlog", Value: gateway.DefaultBacklog, EnvVars: []string{"MAPLE_BACKLOG"},
+			Usage: "frames held while Redis is slow or away; past it frames get -10002"},
+		&cli.IntFlag{Name: "queue-bound", Value: gateway.DefaultQueueBound, EnvVars: []string{"MAPLE_QUEUE_BOUND"},
+			Usage: "frames waiting in one partition queue past which frames get -10002 (-1: no bound)"},
+		&cli.IntFlag{Name: "loops", Value: gateway.DefaultLoops, EnvVars: []string{"MAPLE_LOOPS"},
+			Usage: "event loops serving sockets"},
+		&cli.StringFlag{Name: "id", EnvVars: []string{"MAPLE_GATEWAY_ID"},
+			Usage: "gateway id (default: random)"},
+	}
+}
+
+func workerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "concurrency", Value: worker.DefaultConcurrency, EnvVars: []string{"MAPLE_CONCURRENCY"},
+			Usage: "handlers running at once (one connection's frames always run one at a time)"},
+		&cli.DurationFlag{Name: "lease", Value: worker.DefaultLease, EnvVars: []string{"MAPLE_LEASE"},
+			Usage: "a killed worker's frames move to another worker within this time"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Value: worker.DefaultShutdownTimeout, EnvVars: []string{"MAPLE_SHUTDOWN_TIMEOUT"},
+			Usage: "on SIGTERM, time to finish the frames in hand"},
+		&cli.IntFlag{Name: "max-deliveries", Value: worker.DefaultMaxDeliveries, EnvVars: []string{"MAPLE_MAX_DELIVERIES"},
+			Usage: "tries before a frame goes to the dead-letter list"},
+		&cli.DurationFlag{Name: "handler-timeout", Value: worker.DefaultHandlerTimeout, EnvVars: []string{"MAPLE_HANDLER_TIMEOUT"},
+			Usage: "deadline of each handler's context"},
+		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"MAPLE_WORKER_ID"},
+			Usage: "worker id (default: random)"},
+	}
+}
+
+func gatewayOptions(c *cli.Context, ro *redis.UniversalOptions) gateway.Options {
+	return gateway.Options{
+		Listen: c.String("listen"), ReusePort: c.Bool("reuseport"), Redis: ro,
+		Prefix: c.String("prefix"), Partitions: c.Int("partitions"), ID: c.String("id"),
+		MaxFrame: c.Int("max-frame"), MaxConns: c.Int("max-conns"), IdleTimeout: c.Duration("idle-timeout"),
+		OutBuffer: c.Int("out-buffer"), Backlog: c.Int("backlog"), QueueBound: c.Int("queue-bound"),
+		Loops: c.Int("loops"),
+	}
+}
+
+func workerOptions(c *cli.Context, ro *redis.UniversalOptions) worker.Options {
+	return worker.Options{
+		Redis: ro, Prefix: c.String("prefix"), Partitions: c.Int("partitions"), ID: c.String("worker-id"),
+		Concurrency: c.Int("concurrency"), Lease: c.Duration("lease"),
+		ShutdownTimeout: c.Duration("shutdown-timeout"), MaxDeliveries: c.Int("max-deliveries"),
+		HandlerTimeout: c.Duration("handler-timeout"),
+	}
+}
+
+func commonFlags(extra ...[]cli.Flag) []cli.Flag {
+	fs := []cli.Flag{redisFlag, prefixFlag, partitionsFlag}
+	for _, e := range extra {
+		fs = append(fs, e...)
+	}
+	return append(fs, logFlags()...)
+}
+
+func gatewayCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "gateway",
+		Usage: "hold player connections and move their frames through Redis",
+		Flags: commonFlags(gatewayFlags()),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c, stderr)
+			if err != nil {
+				return err
+			}
+			ro, err := redisOptions(c)
+			if err != nil {
+				return err
+			}
+			o := gatewayOptions(c, ro)
+			o.Logger = log
+			gw, err := gateway.New(o)
+			if err != nil {
+				return err
+			}
+			return gw.Run(c.Context)
+		},
+	}
+}
+
+func workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "worker",
+		Usage: "run the demo game's handlers on frames from Redis",
+		Flags: commonFlags(workerFlags()),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c, stderr)
+			if err != nil {
+				return err
+			}
+			ro, err := redisOptions(c)
+			if err != nil {
+				return err
+			}
+			o := workerOptions(c, ro)
+			o.Logger = log
+			w, err := worker.New(demo.New(), o)
+			if err != nil {
+				return err
+			}
+			return w.Run(c.Context)
+		},
+	}
+}
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run a whole farm in one process: embedded Redis, a gateway and the demo worker",
+		Flags: append(gatewayFlags(), append([]cli.Flag{
+			&cli.StringFlag{Name: "redis-listen", Value: "127.0.0.1:0", EnvVars: []string{"MAPLE_REDIS_LISTEN"},
+				Usage: "address of the embedded Redis (miniredis), for redis-cli"},
+			prefixFlag, partitionsFlag,
+		}, append(workerFlags(), logFlags()...)...)...),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c, stderr)
+			if err != nil {
+				return err
+			}
+			mr := miniredis.NewMiniRedis()
+			if err := mr.StartAddr(c.String("redis-listen")); err != nil {
+				return fmt.Errorf("embedded redis on %s: %w", c.String("redis-listen"), err)
+			}
+			defer mr.Close()
+			mr.ClockTTL(true) // real time TTLs: leases and heartbeats expire
+			ro := &redis.UniversalOptions{Addrs: []string{mr.Addr()}}
+
+			go_ := gatewayOptions(c, ro)
+			go_.Logger = log
+			gw, err := gateway.New(go_)
+			if err != nil {
+				return err
+			}
+			wo := workerOptions(c, ro)
+			wo.Logger = log
+			w, err := worker.New(demo.New(), wo)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(c.Context)
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make(chan error, 2)
+			wg.Add(2)
+			go func() { defer wg.Done(); errs <- gw.Run(ctx) }()
+			go func() { defer wg.Done(); errs <- w.Run(ctx) }()
+			select {
+			case <-gw.Ready():
+				addr := dialable(gw.Addr())
+				fmt.Fprintf(c.App.Writer, "maple dev: gateway on %s, embedded redis on %s\n", addr, mr.Addr())
+				fmt.Fprintf(c.App.Writer, "try:  go run ./cmd/maple client --addr %s --cmd 1 --body hi\n", addr)
+				fmt.Fprintf(c.App.Writer, "      redis-cli -p %s PUBLISH maple:trigger '{\"op\":\"broadcast\",\"cmd\":100,\"body\":\"hello\"}'\n", port(mr.Addr()))
+			case err := <-errs:
+				cancel()
+				wg.Wait()
+				return err
+			}
+			var first error
+			select {
+			case <-ctx.Done():
+			case first = <-errs:
+				cancel()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if first == nil && err != nil && !errors.Is(err, context.Canceled) {
+					first = err
+				}
+			}
+			return first
+		},
+	}
+}
+
+// dialable turns a listen address like [::]:28000 into one a client can
+// dial.
+func dialable(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if ta.IP == nil || ta.IP.IsUnspecified() {
+		return "127.0.0.1:" + strconv.Itoa(ta.Port)
+	}
+	return ta.String()
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}

@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tidwall/evio"
+)
+
+// This file is the only one that knows evio. evio v1.0.8 is frozen and has
+// two traps (docs/design.md, "evio"):
+//
+//  1. Output returned from a Wake replaces the connection's unsent output
+//     instead of appending to it. We read the unsent bytes (the unexported
+//     field conn.out) on the loop goroutine and return them followed by the
+//     new bytes, so nothing is lost or reordered.
+//  2. A Close action waits until pending output is written, forever if the
+//     client stops reading. We shut the socket down (field conn.fd), which
+//     makes the pending write fail and evio close the connection.
+//
+// evio_test.go pins both fields, so an evio change fails loudly.
+
+// Errors a transport reports as the reason a connection ended.
+var (
+	errSlowClient = errors.New("gateway: client does not read its output")
+	errIdle       = errors.New("gateway: idle timeout")
+	errShutdown   = errors.New("gateway: shutting down")
+)
+
+// closeGrace is how long a close waits for queued output to reach a client
+// before the socket is shut down.
+const closeGrace = 2 * time.Second
+
+type evioTransport struct {
+	listen    string // evio address, e.g. tcp://:28000?reuseport=true
+	loops     int
+	outLimit  int           // bytes queued per connection before it is dropped
+	stall     time.Duration // output with no progress this long: dropped
+	idle      time.Duration // no input this long: closed (0: never)
+	ev        events
+	log       *slog.Logger
+	addr      chan net.Addr // the bound address, once serving
+	stopping  atomic.Bool
+	mu        sync.Mutex
+	peers     map[*evioPeer]struct{}
+	lastSweep time.Time
+}
+
+// evioPeer is a connection's state shared between the loop goroutine and
+// the goroutines that send to it.
+type evioPeer struct {
+	t    *evioTransport
+	c    evio.Conn
+	addr string
+	core *conn // set once in opened
+
+	mu       sync.Mutex
+	pending  []byte // output not yet handed to evio
+	woken    bool   // a Wake is on its way; send need not Wake again
+	closing  time.Time
+	kill     error // set: shut the socket down at the next wake
+	lastIn   atomic.Int64
+	unsent   int       // loop only: evio's unsent bytes after our last wake
+	stallAt  time.Time // loop only: when output stopped making progress
+	shutdown bool      // loop only
+}
+
+func (p *evioPeer) remoteAddr() string { return p.addr }
+
+func (p *evioPeer) send(b []byte) {
+	p.mu.Lock()
+	if p.kill != nil || p.shutdown {
+		p.mu.Unlock()
+		return
+	}
+	if len(p.pending)+len(b) > p.t.outLimit {
+		p.kill = errSlowClient
+		p.pending = nil
+	} else {
+		p.pending = append(p.pending, b...)
+	}
+	wake := !p.woken
+	p.woken = true
+	p.mu.Unlock()
+	if wake {
+		p.c.Wake()
+	}
+}
+
+func (p *evioPeer) close() {
+	p.mu.Lock()
+	if p.closing.IsZero() {
+		p.closing = time.Now()
+	}
+	wake := !p.woken
+	p.woken = true
+	p.mu.Unlock()
+	if wake {
+		p.c.Wake()
+	}
+}
+
+// abort makes the next wake shut the connection down at once.
+func (p *evioPeer) abort(reason error) {
+	p.mu.Lock()
+	if p.kill == nil {
+		p.kill = reason
+	}
+	wake := !p.woken
+	p.woken = true
+	p.mu.Unlock()
+	if wake {
+		p.c.Wake()
+	}
+}
+
+func (t *evioTransport) serve(ctx context.Context) error {
+	t.peers = make(map[*evioPeer]struct{})
+	var ev evio.Events
+	ev.NumLoops = t.loops
+	ev.LoadBalance = evio.LeastConnections
+	ev.Serving = func(s evio.Server) evio.Action {
+		t.addr <- s.Addrs[0]
+		return evio.None
+	}
+	ev.Opened = func(c evio.Conn) ([]byte, evio.Options, evio.Action) {
+		p := &evioPeer{t: t, c: c, addr: c.RemoteAddr().String()}
+		p.lastIn.Store(time.Now().UnixNano())
+		core, err := t.ev.opened(p)
+		if err != nil {
+			return nil, evio.Options{}, evio.Close
+		}
+		p.core = core
+		c.SetContext(p)
+		t.mu.Lock()
+		t.peers[p] = struct{}{}
+		t.mu.Unlock()
+		return nil, evio.Options{TCPKeepAlive: time.Minute, ReuseInputBuffer: true}, evio.None
+	}
+	ev.Closed = func(c evio.Conn, err error) evio.Action {
+		p, _ := c.Context().(*evioPeer)
+		if p == nil {
+			return evio.None
+		}
+		t.mu.Lock()
+		delete(t.peers, p)
+		t.mu.Unlock()
+		p.mu.Lock()
+		p.shutdown = true
+		if p.kill != nil && err == nil {
+			err = p.kill
+		}
+		p.mu.Unlock()
+		if err == nil && t.stopping.Load() {
+			err = errShutdown
+		}
+		t.ev.closed(p.core, err)
+		return evio.None
+	}
+	ev.Data = func(c evio.Conn, in []byte) ([]byte, evio.Action) {
+		p := c.Context().(*evioPeer)
+		if in == nil {
+			return p.wake()
+		}
+		p.lastIn.Store(time.Now().UnixNano())
+		if err := t.ev.data(p.core, in); err != nil {
+			p.mu.Lock()
+			p.kill = err
+			p.mu.Unlock()
+			return nil, evio.Close
+		}
+		return nil, evio.None
+	}
+	ev.Tick = func() (time.Duration, evio.Action) {
+		if t.stopping.Load() {
+			return 0, evio.Shutdown
+		}
+		t.sweep()
+		return 100 * time.Millisecond, evio.None
+	}
+	go func() {
+		<-ctx.Done()
+		t.stopping.Store(true)
+	}()
+	return evio.Serve(ev, t.listen)
+}
+
+// wake runs on the connection's loop goroutine after a Wake: it hands the
+// queued output to evio behind what evio has not written yet, and carries
+// out closes.
+func (p *evioPeer) wake() ([]byte, evio.Action) {
+	p.mu.Lock()
+	out := p.pending
+	p.pending = nil
+	p.woken = false
+	kill := p.kill
+	closing := p.closing
+	p.mu.Unlock()
+
+	unsent := unsentOutput(p.c)
+	now := time.Now()
+	if kill == nil {
+		switch {
+		case len(unsent)+len(out) > p.t.outLimit:
+			kill = errSlowClient
+		case len(unsent) == 0 || len(unsent) < p.unsent:
+			p.stallAt = time.Time{} // progress
+		case p.stallAt.IsZero():
+			p.stallAt = now
+		case p.t.stall > 0 && now.Sub(p.stallAt) > p.t.stall:
+			kill = errSlowClient
+		}
+		if !closing.IsZero() && now.Sub(closing) > closeGrace {
+			kill = errShutdown
+		}
+	}
+	if kill != nil {
+		p.mu.Lock()
+		p.kill = kill
+		p.mu.Unlock()
+		shutdownSocket(p.c)
+		return nil, evio.Close
+	}
+	if len(out) > 0 {
+		out = append(unsent[:len(unsent):len(unsent)], out...)
+	} else {
+		out = unsent
+	}
+	p.unsent = len(out)
+	if !closing.IsZero() {
+		return out, evio.Close
+	}
+	if len(unsent) > 0 && len(out) == len(unsent) {
+		// Nothing new: returning nil keeps evio's own buffer as it is.
+		return nil, evio.None
+	}
+	return out, evio.None
+}
+
+// sweep runs on loop 0 about every 100 ms: it wakes connections that are
+// idle, closing, or whose output may be stuck, so their own loop acts.
+func (t *evioTransport) sweep() {
+	now := time.Now()
+	if now.Sub(t.lastSweep) < time.Second {
+		return
+	}
+	t.lastSweep = now
+	t.mu.Lock()
+	peers := make([]*evioPeer, 0, len(t.peers))
+	for p := range t.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+	for _, p := range peers {
+		if t.idle > 0 && now.Sub(time.Unix(0, p.lastIn.Load())) > t.idle {
+			p.abort(errIdle)
+			continue
+		}
+		p.mu.Lock()
+		check := !p.closing.IsZero() || p.unsent > 0
+		wake := check && !p.woken
+		if wake {
+			p.woken = true
+		}
+		p.mu.Unlock()
+		if wake {
+			p.c.Wake()
+		}
+	}
+}
+
+// unsentOutput returns the bytes evio has not written to the socket yet.
+// Only call it on the connection's loop goroutine.
+func unsentOutput(c evio.Conn) []byte {
+	return reflect.ValueOf(c).Elem().FieldByName("out").Bytes()
+}
+
+// shutdownSocket makes evio's pending write fail so it closes the
+// connection even when the client reads nothing. Loop goroutine only.
+func shutdownSocket(c evio.Conn) {
+	fd := int(reflect.ValueOf(c).Elem().FieldByName("fd").Int())
+	_ = syscall.Shutdown(fd, syscall.SHUT_RDWR)
+}

@@ -1,0 +1,392 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/store"
+)
+
+// Defaults for Options; each is defined once and reused by the CLI's help.
+const (
+	DefaultListen      = ":28000"
+	DefaultMaxConns    = 100_000
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultOutBuffer   = 1 << 20 // bytes queued for one client
+	DefaultWriteStall  = 15 * time.Second
+	DefaultBacklog     = 100_000 // frames held while Redis is slow or away
+	DefaultQueueBound  = 1_000_000
+	DefaultLoops       = 1
+)
+
+// Options configure a gateway. Zero values mean the defaults above.
+type Options struct {
+	// Listen is the TCP address, like ":28000". With ReusePort several
+	// gateways can bind the same port (rolling restart).
+	Listen    string
+	ReusePort bool
+	// Redis connects to the farm's Redis (required).
+	Redis *redis.UniversalOptions
+	// Prefix starts every key name; "" means store.DefaultPrefix.
+	Prefix string
+	// Partitions is used only if this gateway is the farm's first process.
+	Partitions int
+	// ID names the gateway farm-wide; "" means a random one.
+	ID string
+	// MaxFrame is the largest packet_len accepted; 0 means box.DefaultMaxFrame.
+	MaxFrame int
+	// MaxConns is the most client connections held; more are refused.
+	MaxConns int
+	// IdleTimeout closes a client that sent nothing this long; -1 disables.
+	IdleTimeout time.Duration
+	// OutBuffer bounds the bytes queued for one client; a client that does
+	// not read past it is closed, so memory stays bounded.
+	OutBuffer int
+	// WriteStall closes a client whose queued output has not moved this long.
+	WriteStall time.Duration
+	// Backlog is how many frames wait in the gateway while Redis is slow or
+	// unreachable; past it frames are answered -10002 (busy).
+	Backlog int
+	// QueueBound is the length of a partition queue past which frames are
+	// answered -10002 instead of queued; -1 means unbounded.
+	QueueBound int
+	// Loops is the number of event loops (goroutines serving sockets).
+	Loops int
+	// Logger receives lifecycle and error logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = box.DefaultMaxFrame
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	} else if o.IdleTimeout < 0 {
+		o.IdleTimeout = 0
+	}
+	if o.OutBuffer <= 0 {
+		o.OutBuffer = DefaultOutBuffer
+	}
+	if o.WriteStall <= 0 {
+		o.WriteStall = DefaultWriteStall
+	}
+	if o.Backlog <= 0 {
+		o.Backlog = DefaultBacklog
+	}
+	if o.QueueBound == 0 {
+		o.QueueBound = DefaultQueueBound
+	} else if o.QueueBound < 0 {
+		o.QueueBound = 0
+	}
+	if o.Loops <= 0 {
+		o.Loops = DefaultLoops
+	}
+	if o.ID == "" {
+		o.ID = randomID()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Stats are a gateway's counters since it started.
+type Stats struct {
+	Conns      atomic.Int64 // open now
+	Accepted   atomic.Int64
+	Refused    atomic.Int64 // over MaxConns
+	FramesIn   atomic.Int64
+	FramesOut  atomic.Int64
+	BytesIn    atomic.Int64
+	BytesOut   atomic.Int64
+	BadFrames  atomic.Int64
+	Busy       atomic.Int64 // frames answered -10002
+	SlowClosed atomic.Int64 // clients dropped for not reading
+	IdleClosed atomic.Int64
+	RedisErrs  atomic.Int64
+	Pipelines  atomic.Int64 // Redis round trips of the pusher
+}
+
+// Server is a gateway: it holds client connections, queues their frames in
+// Redis and writes back what workers send.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	keys  store.Keys
+	rdb   redis.UniversalClient // pipelines
+	block redis.UniversalClient // the blocking pop of the outbound list
+	st    *store.Store
+	parts int
+
+	Stats Stats
+
+	connSeq atomic.Uint64
+	mu      sync.RWMutex
+	conns   map[string]*conn
+
+	queue *pushQueue
+	addr  chan net.Addr
+	ready chan struct{}
+	bound net.Addr
+}
+
+// New checks opts and returns a gateway; Run starts it.
+func New(opts Options) (*Server, error) {
+	if opts.Redis == nil {
+		return nil, errors.New("gateway: Options.Redis is required")
+	}
+	o := opts.withDefaults()
+	if strings.ContainsAny(o.ID, "{}") {
+		return nil, fmt.Errorf("gateway: id %q may not contain braces", o.ID)
+	}
+	s := &Server{
+		opts:  o,
+		log:   o.Logger.With("gw", o.ID),
+		keys:  store.NewKeys(o.Prefix),
+		conns: make(map[string]*conn),
+		queue: newPushQueue(o.Backlog),
+		addr:  make(chan net.Addr, 1),
+		ready: make(chan struct{}),
+	}
+	return s, nil
+}
+
+// ID returns the gateway's farm-wide id.
+func (s *Server) ID() string { return s.opts.ID }
+
+// Ready is closed once the gateway listens; Addr is then valid.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the bound listen address (after Ready).
+func (s *Server) Addr() net.Addr { return s.bound }
+
+// Run connects to Redis, serves clients until ctx is cancelled, then closes
+// every connection, queues their close events and returns.
+func (s *Server) Run(ctx context.Context) error {
+	ro := *s.opts.Redis
+	s.rdb = redis.NewUniversalClient(&ro)
+	defer s.rdb.Close()
+	bo := ro
+	bo.PoolSize = 2
+	bo.ReadTimeout = -1 // BRPOP sets its own deadline
+	s.block = redis.NewUniversalClient(&bo)
+	defer s.block.Close()
+	s.st = store.New(s.rdb, s.opts.Prefix)
+
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	parts, err := s.st.Partitions(cctx, s.opts.Partitions)
+	if err == nil {
+		err = store.LoadScripts(cctx, s.rdb)
+	}
+	cancel()
+	if err != nil {
+		return fmt.Errorf("gateway: redis %v: %w", ro.Addrs, err)
+	}
+	s.parts = parts
+
+	listen := "tcp://" + s.opts.Listen
+	if s.opts.ReusePort {
+		listen += "?reuseport=true"
+	}
+	t := &evioTransport{
+		listen: listen, loops: s.opts.Loops, outLimit: s.opts.OutBuffer,
+		stall: s.opts.WriteStall, idle: s.opts.IdleTimeout,
+		ev: s, log: s.log, addr: s.addr,
+	}
+
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	defer stopServe()
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	pusherDone := make(chan struct{})
+	wg.Add(2)
+	go func() { defer wg.Done(); s.runOutbound(bg) }()
+	go func() { defer wg.Done(); s.runHeartbeat(bg) }()
+	go func() { defer close(pusherDone); s.runPusher(bg) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- t.serve(serveCtx) }()
+	select {
+	case a := <-s.addr:
+		s.bound = a
+		close(s.ready)
+		s.log.Info("listening", "addr", a.String(), "partitions", parts)
+	case err := <-serveErr:
+		stopBG()
+		wg.Wait()
+		return fmt.Errorf("gateway: listen %s: %w", s.opts.Listen, err)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	s.log.Info("stopping", "conns", s.Stats.Conns.Load())
+	stopServe()
+	if err == nil {
+		err = <-serveErr // evio closed every connection: close events are queued
+	}
+	// The pusher hands the last events to Redis before it returns.
+	s.queue.finish()
+	select {
+	case <-pusherDone:
+	case <-time.After(10 * time.Second):
+		s.log.Error("gave up flushing frames to redis", "n", s.queue.len())
+	}
+	stopBG()
+	wg.Wait()
+	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = s.st.Deregister(dctx, s.keys.Gateways(), s.opts.ID)
+	_ = s.rdb.Del(dctx, s.keys.Outbound(s.opts.ID)).Err()
+	dcancel()
+	s.log.Info("stopped")
+	return err
+}
+
+// runHeartbeat tells the farm this gateway is alive, once a second.
+func (s *Server) runHeartbeat(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if err := s.st.Heartbeat(ctx, s.keys.Gateways(), s.opts.ID, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Debug("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) lookup(id string) *conn {
+	s.mu.RLock()
+	c := s.conns[id]
+	s.mu.RUnlock()
+	return c
+}
+
+// opened implements events.
+func (s *Server) opened(p peer) (*conn, error) {
+	if s.Stats.Conns.Load() >= int64(s.opts.MaxConns) {
+		s.Stats.Refused.Add(1)
+		s.log.Warn("connection refused: at max connections", "addr", p.remoteAddr(), "n", s.opts.MaxConns)
+		return nil, errors.New("gateway: too many connections")
+	}
+	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
+	c := &conn{id: id, addr: p.remoteAddr(), peer: p, part: store.PartitionOf(id, s.parts)}
+	s.mu.Lock()
+	s.conns[id] = c
+	s.mu.Unlock()
+	s.Stats.Conns.Add(1)
+	s.Stats.Accepted.Add(1)
+	s.enqueue(c, store.KindOpen, nil)
+	s.log.Debug("opened", "conn", id, "addr", c.addr)
+	return c, nil
+}
+
+// data implements events: it cuts frames out of the stream and queues them.
+// It runs on the event loop, so it never waits on Redis.
+func (s *Server) data(c *conn, in []byte) error {
+	s.Stats.BytesIn.Add(int64(len(in)))
+	buf := in
+	if len(c.in) > 0 {
+		c.in = append(c.in, in...)
+		buf = c.in
+	}
+	for {
+		frame, err := box.Split(buf, s.opts.MaxFrame)
+		if err != nil {
+			s.Stats.BadFrames.Add(1)
+			s.log.Warn("bad frame: closing connection", "conn", c.id, "addr", c.addr, "err", err)
+			return err
+		}
+		if frame == nil {
+			break
+		}
+		buf = buf[len(frame):]
+		s.Stats.FramesIn.Add(1)
+		if !s.enqueue(c, store.KindFrame, frame) {
+			s.Stats.Busy.Add(1)
+			c.peer.send(busyReply(frame))
+		}
+	}
+	// Keep the unparsed tail; evio reuses its input buffer, so copy it.
+	if len(buf) == 0 {
+		c.in = c.in[:0]
+		if cap(c.in) > 64<<10 {
+			c.in = nil
+		}
+	} else if len(c.in) == 0 || &buf[0] != &c.in[0] {
+		c.in = append(c.in[:0], buf...)
+	}
+	return nil
+}
+
+// closed implements events: the workers get the connection's close event
+// after all its frames.
+func (s *Server) closed(c *conn, err error) {
+	s.mu.Lock()
+	delete(s.conns, c.id)
+	s.mu.Unlock()
+	s.Stats.Conns.Add(-1)
+	switch {
+	case errors.Is(err, errSlowClient):
+		s.Stats.SlowClosed.Add(1)
+		s.log.Warn("client does not read: closed", "conn", c.id, "addr", c.addr)
+	case errors.Is(err, errIdle):
+		s.Stats.IdleClosed.Add(1)
+		s.log.Debug("idle client closed", "conn", c.id, "addr", c.addr)
+	}
+	s.enqueue(c, store.KindClose, nil)
+	s.log.Debug("closed", "conn", c.id, "addr", c.addr, "err", err)
+}
+
+// enqueue hands an event of c to the pusher. Only frames can be refused
+// (backlog full); open and close always go through.
+func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
+	c.seq++
+	e := store.Envelope{Kind: kind, Seq: c.seq, Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
+	enc := store.AppendEnvelope(make([]byte, 0, store.EnvelopeSize(&e)), &e)
+	it := pushItem{c: c, env: enc}
+	if kind == store.KindFrame {
+		h, _ := box.ParseHeader(frame)
+		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true
+	}
+	if !s.queue.push(it) {
+		c.seq-- // not queued: the workers must not see a gap
+		return false
+	}
+	return true
+}
+
+// busyReply answers a frame that could not be queued.
+func busyReply(frame []byte) []byte {
+	h, _ := box.ParseHeader(frame)
+	return box.Append(nil, h.Cmd, box.RetBusy, h.SN, nil)
+}

@@ -1,0 +1,158 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Kind says what an inbound envelope carries.
+type Kind byte
+
+// Inbound envelope kinds.
+const (
+	KindFrame  Kind = 1 // a client's frame
+	KindOpen   Kind = 2 // a connection opened (no frame)
+	KindClose  Kind = 3 // a connection closed (no frame); maple's close_client
+	KindSystem Kind = 4 // a frame with no client: write_to_worker, a timer
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindFrame:
+		return "frame"
+	case KindOpen:
+		return "open"
+	case KindClose:
+		return "close"
+	case KindSystem:
+		return "system"
+	}
+	return fmt.Sprintf("kind(%d)", byte(k))
+}
+
+// envelopeVersion is the first byte of every encoded envelope, so that a
+// worker of a later release can still read what an older gateway queued.
+const envelopeVersion = 1
+
+// Envelope is what a gateway hands the workers: one client frame, or a
+// connection's open or close event, and where it came from. It is stored in
+// the inbound stream's field "e" in a compact binary form.
+type Envelope struct {
+	Kind    Kind
+	Seq     uint64 // per-connection sequence: open is 1, then every frame, close last
+	Gateway string // id of the gateway holding the connection
+	Conn    string // farm-wide unique connection id
+	Addr    string // client's address
+	UID     string // user id bound to the connection, if any
+	Frame   []byte // the whole Box frame, header included (KindFrame, KindSystem)
+}
+
+// ErrBadEnvelope reports bytes that are not an envelope of this release.
+var ErrBadEnvelope = errors.New("store: bad envelope")
+
+// AppendEnvelope encodes e onto dst.
+func AppendEnvelope(dst []byte, e *Envelope) []byte {
+	dst = append(dst, envelopeVersion, byte(e.Kind))
+	dst = binary.AppendUvarint(dst, e.Seq)
+	dst = appendString(dst, e.Gateway)
+	dst = appendString(dst, e.Conn)
+	dst = appendString(dst, e.Addr)
+	dst = appendString(dst, e.UID)
+	return append(dst, e.Frame...)
+}
+
+// EnvelopeSize is an upper bound of the encoded size of e, for sizing
+// buffers.
+func EnvelopeSize(e *Envelope) int {
+	return 2 + 10 + 4*binary.MaxVarintLen32 + len(e.Gateway) + len(e.Conn) + len(e.Addr) + len(e.UID) + len(e.Frame)
+}
+
+// DecodeEnvelope parses b. Frame aliases b.
+func DecodeEnvelope(b []byte) (Envelope, error) {
+	var e Envelope
+	if len(b) < 2 || b[0] != envelopeVersion {
+		return e, fmt.Errorf("%w: version", ErrBadEnvelope)
+	}
+	e.Kind = Kind(b[1])
+	b = b[2:]
+	var n int
+	e.Seq, n = binary.Uvarint(b)
+	if n <= 0 {
+		return e, fmt.Errorf("%w: seq", ErrBadEnvelope)
+	}
+	b = b[n:]
+	var err error
+	for _, f := range []*string{&e.Gateway, &e.Conn, &e.Addr, &e.UID} {
+		if *f, b, err = readString(b); err != nil {
+			return e, err
+		}
+	}
+	if len(b) > 0 {
+		e.Frame = b
+	}
+	return e, nil
+}
+
+// OutKind says what an outbound message asks a gateway to do.
+type OutKind byte
+
+// Outbound message kinds.
+const (
+	OutWrite     OutKind = 1 // write Frames to connection Conn
+	OutClose     OutKind = 2 // close connection Conn after writing what is queued
+	OutBind      OutKind = 3 // connection Conn is now logged in as UID
+	OutUnbind    OutKind = 4 // connection Conn is logged out
+	OutBroadcast OutKind = 5 // write Frames to every connection of the gateway
+)
+
+// Out is a message from the workers to one gateway, popped from its
+// Outbound list.
+type Out struct {
+	Kind   OutKind
+	Conn   string
+	UID    string
+	Frames []byte // zero or more whole Box frames, back to back
+}
+
+// AppendOut encodes m onto dst.
+func AppendOut(dst []byte, m *Out) []byte {
+	dst = append(dst, envelopeVersion, byte(m.Kind))
+	dst = appendString(dst, m.Conn)
+	dst = appendString(dst, m.UID)
+	return append(dst, m.Frames...)
+}
+
+// DecodeOut parses b. Frames aliases b.
+func DecodeOut(b []byte) (Out, error) {
+	var m Out
+	if len(b) < 2 || b[0] != envelopeVersion {
+		return m, fmt.Errorf("%w: out version", ErrBadEnvelope)
+	}
+	m.Kind = OutKind(b[1])
+	b = b[2:]
+	var err error
+	if m.Conn, b, err = readString(b); err != nil {
+		return m, err
+	}
+	if m.UID, b, err = readString(b); err != nil {
+		return m, err
+	}
+	if len(b) > 0 {
+		m.Frames = b
+	}
+	return m, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func readString(b []byte) (string, []byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return "", nil, fmt.Errorf("%w: string", ErrBadEnvelope)
+	}
+	return string(b[k : k+int(n)]), b[k+int(n):], nil
+}

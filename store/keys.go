@@ -1,0 +1,114 @@
+package store
+
+import (
+	"hash/crc32"
+	"strconv"
+)
+
+// DefaultPrefix starts every key and channel name of a farm.
+const DefaultPrefix = "maple"
+
+// DefaultPartitions is the number of inbound queues of a new farm. The
+// number is fixed the first time any process of a farm starts (see
+// Store.Partitions); afterwards every process reads it from Redis.
+const DefaultPartitions = 16
+
+// ConsumerGroup is the consumer group of every inbound stream.
+const ConsumerGroup = "workers"
+
+// Keys names every Redis key and channel of one farm. It is the only place
+// where key names are spelled; the table in doc.go says who writes and
+// reads each one.
+//
+// Keys that one Lua script or one blocking command touches together share a
+// hash tag ({...}), so the farm runs unchanged on Redis Cluster:
+//
+//   - {p<N>}: everything of inbound partition N (stream, owner lease,
+//     dead letters, timers)
+//   - {gw:<id>}: everything of one gateway (its outbound list)
+//   - {u:<uid>}: everything of one user (session, groups)
+//   - {g:<name>}: the members of one group
+type Keys struct {
+	Prefix string
+}
+
+// NewKeys returns the key namer for prefix ("" means DefaultPrefix).
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Keys{Prefix: prefix}
+}
+
+func (k Keys) partTag(p int) string { return k.Prefix + ":{p" + strconv.Itoa(p) + "}" }
+
+// Inbound is the stream of partition p: envelopes from gateways (frames,
+// open and close events), timers that fell due, and operator frames.
+func (k Keys) Inbound(p int) string { return k.partTag(p) + ":in" }
+
+// Owner holds the id of the worker that leases partition p.
+func (k Keys) Owner(p int) string { return k.partTag(p) + ":owner" }
+
+// Dead is the dead-letter stream of partition p.
+func (k Keys) Dead(p int) string { return k.partTag(p) + ":dead" }
+
+// Timers is the sorted set (score = due time, unix ms) of partition p's
+// timers; TimerData holds their envelopes by timer id.
+func (k Keys) Timers(p int) string { return k.partTag(p) + ":timers" }
+
+// TimerData is the hash of timer id -> envelope for partition p.
+func (k Keys) TimerData(p int) string { return k.partTag(p) + ":timerdata" }
+
+// Outbound is the list a gateway pops its replies, pushes and control
+// messages from. Workers LPUSH, the gateway RPOPs: first in, first out.
+func (k Keys) Outbound(gw string) string { return k.Prefix + ":{gw:" + gw + "}:out" }
+
+// GatewayUsers is the set of user ids logged in on a gateway, so that the
+// sessions of a dead gateway can be removed.
+func (k Keys) GatewayUsers(gw string) string { return k.Prefix + ":{gw:" + gw + "}:users" }
+
+// Gateways is the registry of live gateways: sorted set of id -> last
+// heartbeat (unix ms).
+func (k Keys) Gateways() string { return k.Prefix + ":gateways" }
+
+// Workers is the registry of live workers: sorted set of id -> last
+// heartbeat (unix ms).
+func (k Keys) Workers() string { return k.Prefix + ":workers" }
+
+// PartitionCount holds the farm's number of partitions.
+func (k Keys) PartitionCount() string { return k.Prefix + ":partitions" }
+
+// Session is the hash that binds a user id to a connection: gw, conn.
+func (k Keys) Session(uid string) string { return k.Prefix + ":{u:" + uid + "}:session" }
+
+// UserGroups is the set of groups a user belongs to.
+func (k Keys) UserGroups(uid string) string { return k.Prefix + ":{u:" + uid + "}:groups" }
+
+// User is a game's per-user hash of fields.
+func (k Keys) User(uid string) string { return k.Prefix + ":{u:" + uid + "}:data" }
+
+// Group is the set of user ids in a group (room, table, lobby).
+func (k Keys) Group(name string) string { return k.Prefix + ":{g:" + name + "}:members" }
+
+// Counter is a named counter (the demo's cmd 3).
+func (k Keys) Counter(name string) string { return k.Prefix + ":{c:" + name + "}:counter" }
+
+// Cron marks that a periodic job ran for one period.
+func (k Keys) Cron(job string) string { return k.Prefix + ":{cron:" + job + "}:last" }
+
+// Stat is where a process reports its counters; it expires when the
+// process stops reporting.
+func (k Keys) Stat(kind, id string) string { return k.Prefix + ":stat:" + kind + ":" + id }
+
+// StatPattern matches every Stat key.
+func (k Keys) StatPattern() string { return k.Prefix + ":stat:*" }
+
+// TriggerChannel is the pub/sub channel gateways listen to for operator
+// triggers (PROTOCOL.md section 4).
+func (k Keys) TriggerChannel() string { return k.Prefix + ":trigger" }
+
+// PartitionOf maps a connection id to its partition. All events of one
+// connection go to one partition, which is what keeps them in order.
+func PartitionOf(connID string, partitions int) int {
+	return int(crc32.ChecksumIEEE([]byte(connID)) % uint32(partitions))
+}

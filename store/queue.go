@@ -1,0 +1,377 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+)
+
+// PartBatch is the envelopes a gateway queues on one partition in one
+// round trip. Enqueue fills Accepted.
+type PartBatch struct {
+	Part      int
+	Envelopes []any // encoded envelopes ([]byte)
+	Accepted  []bool
+}
+
+// Enqueue appends every batch to its partition's inbound stream, all in one
+// pipeline. bound is the queue limit past which client frames are refused
+// (Accepted false); 0 means no limit. On a network error the caller cannot
+// know which batches were applied and should send them again: workers drop
+// the copies by their per-connection sequence number.
+func (s *Store) Enqueue(ctx context.Context, batches []PartBatch, bound int) error {
+	todo := make([]int, len(batches))
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(todo))
+		for j, i := range todo {
+			b := &batches[i]
+			args := make([]any, 0, 1+len(b.Envelopes))
+			args = append(args, bound)
+			args = append(args, b.Envelopes...)
+			cmds[j] = scriptEnqueue.EvalSha(ctx, pipe, []string{s.Keys.Inbound(b.Part)}, args...)
+		}
+		_, _ = pipe.Exec(ctx) // errors are read per command below
+		var again []int
+		for j, c := range cmds {
+			res, err := c.Int64Slice()
+			if IsNoScript(err) && attempt == 0 {
+				again = append(again, todo[j]) // nothing of it ran
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("store: enqueue: %w", err)
+			}
+			b := &batches[todo[j]]
+			b.Accepted = b.Accepted[:0]
+			for _, r := range res {
+				b.Accepted = append(b.Accepted, r == 1)
+			}
+		}
+		if len(again) == 0 {
+			return nil
+		}
+		if err := LoadScripts(ctx, s.rdb); err != nil {
+			return err
+		}
+		todo = again
+	}
+}
+
+// Delivery is one inbound entry handed to a worker.
+type Delivery struct {
+	Part       int
+	ID         string // stream entry id
+	Deliveries int64  // 1 on first delivery; more after a worker died with it
+	Env        Envelope
+	Raw        []byte // the encoded envelope, for dead letters
+}
+
+// EnsureGroups creates the consumer group of each partition's stream,
+// reading from the start so that frames queued before any worker ran are
+// served.
+func (s *Store) EnsureGroups(ctx context.Context, parts int) error {
+	for p := 0; p < parts; p++ {
+		err := s.rdb.XGroupCreateMkStream(ctx, s.Keys.Inbound(p), ConsumerGroup, "0").Err()
+		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			return fmt.Errorf("store: create group on partition %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// ReadInbound takes up to count new entries from each of parts for
+// consumer, waiting up to block when there are none. On Redis Cluster the
+// partitions must share a slot, so call it with one partition at a time.
+func (s *Store) ReadInbound(ctx context.Context, consumer string, parts []int, count int64, block time.Duration) ([]Delivery, error) {
+	streams := make([]string, 0, 2*len(parts))
+	for _, p := range parts {
+		streams = append(streams, s.Keys.Inbound(p))
+	}
+	for range parts {
+		streams = append(streams, ">")
+	}
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: ConsumerGroup, Consumer: consumer, Streams: streams, Count: count, Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		if redis.HasErrorPrefix(err, "NOGROUP") {
+			// The stream was deleted (FLUSHALL, or an operator): recreate.
+			for _, p := range parts {
+				_ = s.rdb.XGroupCreateMkStream(ctx, s.Keys.Inbound(p), ConsumerGroup, "0").Err()
+			}
+		}
+		return nil, fmt.Errorf("store: read inbound: %w", err)
+	}
+	var out []Delivery
+	for _, st := range res {
+		p := s.partOf(st.Stream)
+		for _, m := range st.Messages {
+			out = append(out, toDelivery(p, m, 1))
+		}
+	}
+	return out, nil
+}
+
+// partOf recovers the partition number from an inbound stream key.
+func (s *Store) partOf(key string) int {
+	i := strings.Index(key, ":{p")
+	j := strings.Index(key, "}:in")
+	if i < 0 || j < i {
+		return -1
+	}
+	n, _ := strconv.Atoi(key[i+3 : j])
+	return n
+}
+
+// toDelivery decodes a stream entry. An entry without an envelope but with
+// "cmd" (and "body") fields is an operator's frame for the workers, queued
+// straight from redis-cli (docs/operations.md).
+func toDelivery(p int, m redis.XMessage, deliveries int64) Delivery {
+	d := Delivery{Part: p, ID: m.ID, Deliveries: deliveries}
+	if e, ok := m.Values["e"].(string); ok {
+		d.Raw = []byte(e)
+		env, err := DecodeEnvelope(d.Raw)
+		if err != nil {
+			d.Env = Envelope{Kind: 0}
+			return d
+		}
+		d.Env = env
+		return d
+	}
+	cmdStr, _ := m.Values["cmd"].(string)
+	cmd, err := strconv.ParseInt(cmdStr, 10, 32)
+	if err != nil {
+		d.Env = Envelope{Kind: 0}
+		return d
+	}
+	body, _ := m.Values["body"].(string)
+	d.Env = Envelope{Kind: KindSystem, Frame: box.Append(nil, int32(cmd), 0, 0, []byte(body))}
+	d.Raw = AppendEnvelope(nil, &d.Env)
+	return d
+}
+
+// ClaimPending takes over the entries of partition p that other consumers
+// (workers that died or let the lease go) took but never acknowledged, in
+// stream order. The delivery count of each grows by one.
+func (s *Store) ClaimPending(ctx context.Context, p int, consumer string) ([]Delivery, error) {
+	key := s.Keys.Inbound(p)
+	var out []Delivery
+	start := "-"
+	for {
+		pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: key, Group: ConsumerGroup, Start: start, End: "+", Count: 1000,
+		}).Result()
+		if err != nil {
+			return out, fmt.Errorf("store: pending on partition %d: %w", p, err)
+		}
+		if len(pend) == 0 {
+			return out, nil
+		}
+		var ids []string
+		counts := make(map[string]int64, len(pend))
+		for _, pe := range pend {
+			if pe.Consumer != consumer {
+				ids = append(ids, pe.ID)
+				counts[pe.ID] = pe.RetryCount + 1
+			}
+		}
+		if len(ids) > 0 {
+			msgs, err := s.rdb.XClaim(ctx, &redis.XClaimArgs{
+				Stream: key, Group: ConsumerGroup, Consumer: consumer, MinIdle: 0, Messages: ids,
+			}).Result()
+			if err != nil {
+				return out, fmt.Errorf("store: claim on partition %d: %w", p, err)
+			}
+			for _, m := range msgs {
+				if m.Values == nil {
+					continue // trimmed meanwhile
+				}
+				out = append(out, toDelivery(p, m, counts[m.ID]))
+			}
+			// Entries deleted from the stream stay pending with no data;
+			// acknowledge them so they are not claimed forever.
+			if len(msgs) < len(ids) {
+				seen := make(map[string]bool, len(msgs))
+				for _, m := range msgs {
+					seen[m.ID] = true
+				}
+				for _, id := range ids {
+					if !seen[id] {
+						s.rdb.XAck(ctx, key, ConsumerGroup, id)
+					}
+				}
+			}
+		}
+		if len(pend) < 1000 {
+			return out, nil
+		}
+		start = "(" + pend[len(pend)-1].ID
+	}
+}
+
+// Ack queues on pipe the acknowledgement of entries of partition p.
+func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids ...string) {
+	pipe.XAck(ctx, s.Keys.Inbound(p), ConsumerGroup, ids...)
+}
+
+// Trim deletes the entries of partition p older than minID (all handled
+// and acknowledged), so the stream length is the backlog.
+func (s *Store) Trim(ctx context.Context, pipe redis.Pipeliner, p int, minID string) {
+	pipe.XTrimMinID(ctx, s.Keys.Inbound(p), minID)
+}
+
+// DeadLetter moves d from its partition to the partition's dead-letter
+// stream, atomically.
+func (s *Store) DeadLetter(ctx context.Context, d Delivery, reason string) error {
+	keys := []string{s.Keys.Inbound(d.Part), s.Keys.Dead(d.Part)}
+	err := scriptDeadLetter.Run(ctx, s.rdb, keys, ConsumerGroup, d.ID, d.Raw, d.Deliveries, reason).Err()
+	if err != nil {
+		return fmt.Errorf("store: dead letter %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// DeadLetters lists the dead letters of partition p (up to count).
+func (s *Store) DeadLetters(ctx context.Context, p int, count int64) ([]DeadLetter, error) {
+	msgs, err := s.rdb.XRangeN(ctx, s.Keys.Dead(p), "-", "+", count).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(msgs))
+	for _, m := range msgs {
+		dl := DeadLetter{Part: p, ID: m.ID}
+		dl.From, _ = m.Values["from"].(string)
+		dl.Reason, _ = m.Values["reason"].(string)
+		n, _ := m.Values["deliveries"].(string)
+		dl.Deliveries, _ = strconv.ParseInt(n, 10, 64)
+		if e, ok := m.Values["e"].(string); ok {
+			dl.Env, _ = DecodeEnvelope([]byte(e))
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+// DeadLetter is an entry that failed too often, kept for an operator.
+type DeadLetter struct {
+	Part       int
+	ID         string // id in the dead-letter stream
+	From       string // its id in the inbound stream
+	Deliveries int64
+	Reason     string
+	Env        Envelope
+}
+
+// Requeue puts a dead letter back on its partition's inbound stream.
+func (s *Store) Requeue(ctx context.Context, p int, id string) error {
+	err := scriptDeadRequeue.Run(ctx, s.rdb, []string{s.Keys.Dead(p), s.Keys.Inbound(p)}, id).Err()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("store: requeue %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("store: requeue %s: %w", id, err)
+	}
+	return nil
+}
+
+// AcquireLease takes or renews the lease on partition p for worker id.
+func (s *Store) AcquireLease(ctx context.Context, p int, id string, ttl time.Duration) (bool, error) {
+	n, err := scriptLeaseAcquire.Run(ctx, s.rdb, []string{s.Keys.Owner(p)}, id, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("store: lease partition %d: %w", p, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease gives up the lease on partition p if id holds it.
+func (s *Store) ReleaseLease(ctx context.Context, p int, id string) error {
+	if err := scriptLeaseRelease.Run(ctx, s.rdb, []string{s.Keys.Owner(p)}, id).Err(); err != nil {
+		return fmt.Errorf("store: release partition %d: %w", p, err)
+	}
+	return nil
+}
+
+// QueueLen returns the number of entries in partition p's stream (waiting,
+// in flight, or handled but not yet trimmed).
+func (s *Store) QueueLen(ctx context.Context, p int) (int64, error) {
+	return s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result()
+}
+
+// PushOut queues on pipe messages for gateway gw, first one first out.
+func (s *Store) PushOut(ctx context.Context, pipe redis.Pipeliner, gw string, msgs ...any) {
+	pipe.LPush(ctx, s.Keys.Outbound(gw), msgs...)
+}
+
+// PopOut takes up to n messages for gateway gw without waiting.
+func (s *Store) PopOut(ctx context.Context, gw string, n int) ([]string, error) {
+	v, err := s.rdb.RPopCount(ctx, s.Keys.Outbound(gw), n).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return v, err
+}
+
+// WaitOut waits up to timeout (whole seconds, at least one) for a message
+// for gateway gw. It uses its own client rdb, since a blocked command holds
+// a connection.
+func (s *Store) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (string, error) {
+	v, err := rdb.BRPop(ctx, timeout, s.Keys.Outbound(gw)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return v[1], nil
+}
+
+// NextID returns the smallest stream id greater than id, for trimming
+// everything up to and including id.
+func NextID(id string) string {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return id
+	}
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return id
+	}
+	return ms + "-" + strconv.FormatUint(n+1, 10)
+}
+
+// CompareIDs orders two stream ids: -1, 0 or 1.
+func CompareIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	x, _ := strconv.ParseUint(am, 10, 64)
+	y, _ := strconv.ParseUint(bm, 10, 64)
+	if x != y {
+		if x < y {
+			return -1
+		}
+		return 1
+	}
+	x, _ = strconv.ParseUint(as, 10, 64)
+	y, _ = strconv.ParseUint(bs, 10, 64)
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,213 @@
+// Package storetest starts Redis servers for tests, as httptest starts HTTP
+// servers: a real redis-server on a free port in a temp dir, stopped by pid
+// when the test ends, or an in-process miniredis.
+package storetest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+// Server is a redis-server process started for a test.
+type Server struct {
+	Addr string // host:port
+	Dir  string // its working directory (AOF files live here)
+	Port int
+	args []string
+	cmd  *exec.Cmd
+	tb   testing.TB
+}
+
+// URL returns the redis:// URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Options tune a Server.
+type Options struct {
+	// AOF turns on append-only persistence with fsync on every write.
+	AOF bool
+	// Args are extra redis-server arguments.
+	Args []string
+}
+
+var prefixSeq atomic.Int64
+
+// Prefix returns a key prefix unique to this test process and call, so
+// tests can share a server.
+func Prefix(tb testing.TB) string {
+	return fmt.Sprintf("t%d_%d", os.Getpid(), prefixSeq.Add(1))
+}
+
+// binary finds redis-server, failing the test with advice if it is missing.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
+		return "/usr/bin/redis-server"
+	}
+	tb.Fatal("storetest: redis-server is not installed; integration tests need it " +
+		"(Debian/Ubuntu: apt-get install redis-server; .ci/run installs it)")
+	return ""
+}
+
+// Start runs a fresh redis-server on a free 127.0.0.1 port and stops it
+// when the test ends.
+func Start(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	s := &Server{Dir: tb.TempDir(), tb: tb}
+	s.args = []string{"--bind", "127.0.0.1", "--save", "", "--dir", s.Dir, "--daemonize", "no", "--logfile", "redis.log"}
+	if opts.AOF {
+		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		s.args = append(s.args, "--appendonly", "no")
+	}
+	s.args = append(s.args, opts.Args...)
+	for try := 0; ; try++ {
+		s.Port = freePort(tb)
+		err := s.start()
+		if err == nil {
+			break
+		}
+		if try == 4 {
+			tb.Fatalf("storetest: redis-server did not start: %v", err)
+		}
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() error {
+	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
+	args := append([]string{"--port", strconv.Itoa(s.Port)}, s.args...)
+	s.cmd = exec.Command(binary(s.tb), args...)
+	s.cmd.Dir = s.Dir
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if ping(s.Addr) {
+			return nil
+		}
+		if s.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	s.kill()
+	return fmt.Errorf("not answering on %s; log: %s", s.Addr, lastLines(string(log), 5))
+}
+
+// Kill stops the server with SIGKILL, as a crash would.
+func (s *Server) Kill() { s.kill() }
+
+func (s *Server) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same port and directory (with
+// AOF on, it reloads its data).
+func (s *Server) Restart() {
+	s.tb.Helper()
+	var err error
+	for try := 0; try < 50; try++ {
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // the port may linger briefly
+	}
+	s.tb.Fatalf("storetest: restart redis-server: %v", err)
+}
+
+// Stop ends the server (SIGTERM, then SIGKILL after 5 s).
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	s.cmd = nil
+}
+
+// Pid returns the server's process id (0 when stopped).
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// Mini starts an in-process miniredis whose TTLs follow the wall clock,
+// closed when the test ends.
+func Mini(tb testing.TB) *miniredis.Miniredis {
+	tb.Helper()
+	m := miniredis.NewMiniRedis()
+	if err := m.Start(); err != nil {
+		tb.Fatalf("storetest: miniredis: %v", err)
+	}
+	m.ClockTTL(true)
+	tb.Cleanup(m.Close)
+	return m
+}
+
+// FreePort returns a TCP port that was free a moment ago.
+func FreePort(tb testing.TB) int { return freePort(tb) }
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("storetest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func ping(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

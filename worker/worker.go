@@ -1,0 +1,691 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/store"
+)
+
+// Defaults for Options; each is defined once and reused by the CLI's help.
+const (
+	DefaultConcurrency     = 64
+	DefaultLease           = 5 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultMaxDeliveries   = 5
+	DefaultHandlerTimeout  = 30 * time.Second
+	DefaultBatch           = 256
+)
+
+// Options configure a worker. Zero values mean the defaults above.
+type Options struct {
+	// Redis connects to the farm's Redis (required).
+	Redis *redis.UniversalOptions
+	// Prefix starts every key name; "" means store.DefaultPrefix.
+	Prefix string
+	// Partitions is used only if this worker is the farm's first process.
+	Partitions int
+	// ID names the worker farm-wide; "" means a random one.
+	ID string
+	// Concurrency is how many handlers run at once. Frames of one
+	// connection always run one at a time, in order.
+	Concurrency int
+	// Lease is how long a partition stays with a worker that stopped
+	// renewing it: a killed worker's frames go to another within it.
+	Lease time.Duration
+	// ShutdownTimeout bounds the drain after Run's ctx is cancelled.
+	ShutdownTimeout time.Duration
+	// MaxDeliveries is how often a frame is tried before it goes to the
+	// dead-letter stream.
+	MaxDeliveries int
+	// HandlerTimeout is the deadline of each handler's ctx.
+	HandlerTimeout time.Duration
+	// Batch is how many entries one read takes per partition.
+	Batch int
+	// Logger receives lifecycle and error logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.MaxDeliveries <= 0 {
+		o.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if o.HandlerTimeout <= 0 {
+		o.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.ID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		o.ID = hex.EncodeToString(b[:])
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Stats are a worker's counters since it started.
+type Stats struct {
+	Handled     atomic.Int64 // requests that ran
+	Failed      atomic.Int64 // handler errors and panics (-10001)
+	NoRoute     atomic.Int64
+	Redelivered atomic.Int64
+	Duplicates  atomic.Int64 // copies dropped by sequence number
+	DeadLetters atomic.Int64
+	InFlight    atomic.Int64
+	HandlerNs   atomic.Int64 // total handler time
+	RedisErrs   atomic.Int64
+	Reads       atomic.Int64 // Redis round trips reading
+	Writes      atomic.Int64 // Redis round trips writing
+	Partitions  atomic.Int64 // leased now
+}
+
+// Worker pulls the farm's frames from Redis and runs an App on them. It
+// holds no game state: any number of workers may run, start, stop or die.
+type Worker struct {
+	app  *App
+	opts Options
+	log  *slog.Logger
+	st   *store.Store
+	rdb  redis.UniversalClient
+	read redis.UniversalClient // blocking reads hold a connection each
+
+	parts int
+	Stats Stats
+
+	mu       sync.Mutex
+	owned    map[int]*partition
+	queues   map[string]*connQueue
+	lastSeq  map[string]seqMark
+	inflight int // entries read and not yet acknowledged
+	space    *sync.Cond
+	sem      chan struct{}
+	handlers sync.WaitGroup
+
+	wr *writer
+}
+
+// partition is a leased partition's state.
+type partition struct {
+	n         int
+	releasing bool
+	inflight  map[string]struct{} // entry ids read, not acknowledged
+	lastRead  string
+}
+
+// connQueue holds one connection's entries, run one at a time.
+type connQueue struct {
+	items   []store.Delivery
+	running bool
+}
+
+type seqMark struct {
+	seq    uint64
+	closed time.Time
+}
+
+// New returns a worker that runs app.
+func New(app *App, opts Options) (*Worker, error) {
+	if app == nil {
+		return nil, errors.New("worker: nil app")
+	}
+	if opts.Redis == nil {
+		return nil, errors.New("worker: Options.Redis is required")
+	}
+	o := opts.withDefaults()
+	w := &Worker{
+		app:     app,
+		opts:    o,
+		log:     o.Logger.With("worker", o.ID),
+		owned:   make(map[int]*partition),
+		queues:  make(map[string]*connQueue),
+		lastSeq: make(map[string]seqMark),
+		sem:     make(chan struct{}, o.Concurrency),
+	}
+	w.space = sync.NewCond(&w.mu)
+	return w, nil
+}
+
+// ID returns the worker's farm-wide id.
+func (w *Worker) ID() string { return w.opts.ID }
+
+// Run serves until ctx is cancelled, then drains: it stops reading,
+// finishes and acknowledges what it holds (up to ShutdownTimeout), gives
+// its partitions up and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	w.app.build()
+	ro := *w.opts.Redis
+	w.rdb = redis.NewUniversalClient(&ro)
+	defer w.rdb.Close()
+	bo := ro
+	bo.ReadTimeout = -1 // blocking reads set their own deadline
+	w.read = redis.NewUniversalClient(&bo)
+	defer w.read.Close()
+	w.st = store.New(w.rdb, w.opts.Prefix)
+
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	parts, err := w.st.Partitions(sctx, w.opts.Partitions)
+	if err == nil {
+		err = w.st.EnsureGroups(sctx, parts)
+	}
+	if err == nil {
+		err = store.LoadScripts(sctx, w.rdb)
+	}
+	cancel()
+	if err != nil {
+		return fmt.Errorf("worker: redis %v: %w", ro.Addrs, err)
+	}
+	w.parts = parts
+	w.log.Info("started", "partitions", parts, "concurrency", w.opts.Concurrency)
+
+	// Background duties run on their own ctx, so that on shutdown they
+	// keep going until the drain is over.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	w.wr = newWriter(w)
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); w.wr.run(bg) }()
+	leasesDone := make(chan struct{})
+	readCtx, stopRead := context.WithCancel(bg)
+	go func() { defer close(leasesDone); w.runLeases(readCtx, bg) }()
+	readerDone := make(chan struct{})
+	go func() { defer close(readerDone); w.runReader(readCtx) }()
+
+	<-ctx.Done()
+	start := time.Now()
+	w.mu.Lock()
+	w.log.Info("draining", "inflight", w.inflight)
+	w.mu.Unlock()
+	stopRead()
+	w.space.Broadcast()
+	<-readerDone
+	<-leasesDone
+
+	// Let handlers finish what was read, up to the timeout.
+	drained := make(chan struct{})
+	go func() { w.waitIdle(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(w.opts.ShutdownTimeout):
+		w.mu.Lock()
+		w.log.Warn("shutdown timeout: leaving frames to other workers", "inflight", w.inflight)
+		w.mu.Unlock()
+	}
+	w.wr.flush(bg)
+	stopBG()
+	w.space.Broadcast() // wake release goroutines so they see bg end
+	<-writerDone
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	w.mu.Lock()
+	owned := make([]int, 0, len(w.owned))
+	for p := range w.owned {
+		owned = append(owned, p)
+	}
+	w.mu.Unlock()
+	for _, p := range owned {
+		_ = w.st.ReleaseLease(rctx, p, w.opts.ID)
+	}
+	_ = w.st.Deregister(rctx, w.st.Keys.Workers(), w.opts.ID)
+	w.log.Info("stopped", "dur", time.Since(start))
+	return nil
+}
+
+// waitIdle returns once nothing is queued or running.
+func (w *Worker) waitIdle() {
+	w.mu.Lock()
+	for w.inflight > 0 {
+		w.space.Wait()
+	}
+	w.mu.Unlock()
+}
+
+// runLeases keeps this worker's share of the partitions: it renews its
+// leases, takes free partitions up to ceil(partitions/live workers), and
+// hands extra ones back once their frames are done, so a new worker gets
+// work and a dead one's partitions move on within one lease.
+func (w *Worker) runLeases(ctx, bg context.Context) {
+	log := w.log.With("duty", "leases")
+	every := w.opts.Lease / 5
+	offset := mrand.IntN(w.parts)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		w.leaseRound(ctx, bg, log, offset)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset int) {
+	now := time.Now()
+	if err := w.st.Heartbeat(ctx, w.st.Keys.Workers(), w.opts.ID, now); err != nil {
+		if ctx.Err() == nil {
+			w.Stats.RedisErrs.Add(1)
+			log.Error("heartbeat failed", "err", err)
+		}
+		return
+	}
+	alive, err := w.st.Alive(ctx, w.st.Keys.Workers(), now, w.opts.Lease)
+	if err != nil || len(alive) == 0 {
+		return
+	}
+	target := (w.parts + len(alive) - 1) / len(alive)
+
+	// Renew what we hold.
+	w.mu.Lock()
+	held := make([]int, 0, len(w.owned))
+	for p := range w.owned {
+		held = append(held, p)
+	}
+	w.mu.Unlock()
+	for _, p := range held {
+		ok, err := w.st.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
+		if err != nil {
+			w.Stats.RedisErrs.Add(1)
+			continue // keep it; the next round retries
+		}
+		if !ok {
+			log.Warn("lease lost", "partition", p)
+			w.mu.Lock()
+			delete(w.owned, p)
+			w.mu.Unlock()
+		}
+	}
+
+	w.mu.Lock()
+	active := 0
+	for _, pt := range w.owned {
+		if !pt.releasing {
+			active++
+		}
+	}
+	w.mu.Unlock()
+
+	// Give extra partitions back, once their frames are done.
+	for _, p := range held {
+		if active <= target {
+			break
+		}
+		w.mu.Lock()
+		pt := w.owned[p]
+		if pt != nil && !pt.releasing {
+			pt.releasing = true
+			active--
+			go w.release(bg, pt)
+		}
+		w.mu.Unlock()
+	}
+
+	// Take free partitions up to our share.
+	for i := 0; i < w.parts && active < target; i++ {
+		p := (offset + i) % w.parts
+		w.mu.Lock()
+		_, mine := w.owned[p]
+		w.mu.Unlock()
+		if mine {
+			continue
+		}
+		ok, err := w.st.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
+		if err != nil || !ok {
+			continue
+		}
+		claimed, err := w.st.ClaimPending(ctx, p, w.opts.ID)
+		if err != nil {
+			log.Error("claim failed; giving the partition back", "partition", p, "err", err)
+			_ = w.st.ReleaseLease(ctx, p, w.opts.ID)
+			continue
+		}
+		pt := &partition{n: p, inflight: make(map[string]struct{})}
+		w.mu.Lock()
+		w.owned[p] = pt
+		w.mu.Unlock()
+		active++
+		if len(claimed) > 0 {
+			log.Info("took over frames of a stopped worker", "partition", p, "n", len(claimed))
+			w.Stats.Redelivered.Add(int64(len(claimed)))
+		}
+		for _, d := range claimed {
+			w.admit(pt, d, false)
+		}
+		log.Debug("partition acquired", "partition", p)
+	}
+	w.Stats.Partitions.Store(int64(active))
+}
+
+// release hands partition pt back once its frames are handled and
+// acknowledged.
+func (w *Worker) release(ctx context.Context, pt *partition) {
+	w.mu.Lock()
+	for len(pt.inflight) > 0 && ctx.Err() == nil {
+		w.space.Wait()
+	}
+	w.mu.Unlock()
+	w.wr.flush(ctx)
+	w.mu.Lock()
+	if w.owned[pt.n] == pt {
+		delete(w.owned, pt.n)
+	}
+	w.mu.Unlock()
+	if err := w.st.ReleaseLease(ctx, pt.n, w.opts.ID); err != nil {
+		w.log.Error("release failed", "partition", pt.n, "err", err)
+	}
+	w.log.Debug("partition released", "partition", pt.n)
+}
+
+// maxInflight bounds the entries a worker holds in memory.
+func (w *Worker) maxInflight() int { return 4 * w.opts.Concurrency }
+
+// runReader reads new entries of the leased partitions, one round trip for
+// all of them (one per partition on Redis Cluster, where they live in
+// different slots).
+func (w *Worker) runReader(ctx context.Context) {
+	log := w.log.With("duty", "reader")
+	_, cluster := w.rdb.(*redis.ClusterClient)
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		w.mu.Lock()
+		for w.inflight >= w.maxInflight() && ctx.Err() == nil {
+			w.space.Wait()
+		}
+		var parts []int
+		for p, pt := range w.owned {
+			if !pt.releasing {
+				parts = append(parts, p)
+			}
+		}
+		w.mu.Unlock()
+		if len(parts) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if cluster {
+			parts = parts[mrand.IntN(len(parts)):][:1]
+		}
+		w.Stats.Reads.Add(1)
+		ds, err := w.st.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.Stats.RedisErrs.Add(1)
+			log.Error("read failed, retrying", "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		w.mu.Lock()
+		for _, d := range ds {
+			pt := w.owned[d.Part]
+			if pt == nil {
+				// Lease lost while reading: the entry stays pending and the
+				// next owner claims it.
+				continue
+			}
+			w.admitLocked(pt, d, true)
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *Worker) admit(pt *partition, d store.Delivery, fresh bool) {
+	w.mu.Lock()
+	w.admitLocked(pt, d, fresh)
+	w.mu.Unlock()
+}
+
+// admitLocked queues d behind the entries of its connection.
+func (w *Worker) admitLocked(pt *partition, d store.Delivery, fresh bool) {
+	pt.inflight[d.ID] = struct{}{}
+	if fresh || pt.lastRead == "" || store.CompareIDs(d.ID, pt.lastRead) > 0 {
+		pt.lastRead = d.ID
+	}
+	w.inflight++
+	w.Stats.InFlight.Store(int64(w.inflight))
+	key := d.Env.Conn
+	if key == "" {
+		key = "\x00" + d.ID // no connection: no order to keep
+	}
+	q := w.queues[key]
+	if q == nil {
+		q = &connQueue{}
+		w.queues[key] = q
+	}
+	q.items = append(q.items, d)
+	if !q.running {
+		q.running = true
+		w.handlers.Add(1)
+		go w.drainConn(key, q)
+	}
+}
+
+// drainConn runs one connection's entries one after another.
+func (w *Worker) drainConn(key string, q *connQueue) {
+	defer w.handlers.Done()
+	for {
+		w.mu.Lock()
+		if len(q.items) == 0 {
+			q.running = false
+			delete(w.queues, key)
+			w.mu.Unlock()
+			return
+		}
+		d := q.items[0]
+		q.items[0] = store.Delivery{}
+		q.items = q.items[1:]
+		w.mu.Unlock()
+
+		w.sem <- struct{}{}
+		w.handle(d)
+		<-w.sem
+	}
+}
+
+// handle runs the app on one entry and queues its acknowledgement behind
+// whatever the handler sent.
+func (w *Worker) handle(d store.Delivery) {
+	defer w.done(d)
+	if d.Env.Kind == 0 {
+		w.log.Error("unreadable entry: moving to dead letters", "partition", d.Part, "id", d.ID)
+		w.deadLetter(d, "unreadable entry")
+		return
+	}
+	if d.Deliveries > int64(w.opts.MaxDeliveries) {
+		w.log.Error("frame failed too often: moving to dead letters",
+			"partition", d.Part, "id", d.ID, "conn", d.Env.Conn, "n", d.Deliveries)
+		w.deadLetter(d, "max deliveries")
+		return
+	}
+	if w.duplicate(d) {
+		w.Stats.Duplicates.Add(1)
+		w.wr.ack(d.Part, d.ID)
+		return
+	}
+	r := &Request{
+		Kind:       d.Env.Kind,
+		Conn:       Conn{Gateway: d.Env.Gateway, ID: d.Env.Conn, Addr: d.Env.Addr, UID: d.Env.UID},
+		Deliveries: d.Deliveries,
+		Store:      w.st,
+		w:          w,
+	}
+	if len(d.Env.Frame) > 0 {
+		b, err := box.Decode(d.Env.Frame)
+		if err != nil {
+			w.deadLetter(d, "bad frame: "+err.Error())
+			return
+		}
+		r.Box = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.opts.HandlerTimeout)
+	start := time.Now()
+	err := w.serve(ctx, r)
+	cancel()
+	w.Stats.HandlerNs.Add(int64(time.Since(start)))
+	w.Stats.Handled.Add(1)
+	w.answer(r, err)
+	w.wr.ack(d.Part, d.ID)
+}
+
+// serve runs the app, turning a panic into an error.
+func (w *Worker) serve(ctx context.Context, r *Request) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &panicError{value: p, stack: stack()}
+		}
+	}()
+	return w.app.ServeBox(ctx, r)
+}
+
+// answer maps a handler's error to the reply the client gets (spec §2).
+func (w *Worker) answer(r *Request, err error) {
+	if err == nil || errors.Is(err, ErrStop) {
+		return
+	}
+	var we *Error
+	var pe *panicError
+	switch {
+	case errors.As(err, &we):
+		if we.Ret == box.RetNoRoute {
+			w.Stats.NoRoute.Add(1)
+			w.log.Debug("no route", "cmd", r.Box.Cmd, "conn", r.Conn.ID)
+		}
+		if r.Kind == Frame && !r.replied {
+			_ = r.ReplyRet(we.Ret, nil)
+		}
+		return
+	case errors.As(err, &pe):
+		w.Stats.Failed.Add(1)
+		w.log.Error("handler panicked", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(),
+			"err", pe.value, "stack", string(pe.stack))
+	default:
+		w.Stats.Failed.Add(1)
+		w.log.Error("handler failed", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(), "err", err)
+	}
+	if r.Kind == Frame && !r.replied {
+		_ = r.ReplyRet(box.RetHandlerFailed, nil)
+	}
+}
+
+// duplicate reports whether d is a copy of an entry this worker already
+// handled: a gateway resends a batch when Redis failed mid-way.
+func (w *Worker) duplicate(d store.Delivery) bool {
+	if d.Env.Conn == "" || d.Env.Seq == 0 {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m, ok := w.lastSeq[d.Env.Conn]
+	if ok && d.Env.Seq <= m.seq {
+		return true
+	}
+	m.seq = d.Env.Seq
+	if d.Env.Kind == Close {
+		m.closed = time.Now()
+	}
+	w.lastSeq[d.Env.Conn] = m
+	if len(w.lastSeq)%1024 == 0 {
+		w.forgetClosedLocked()
+	}
+	return false
+}
+
+// forgetClosedLocked drops the sequence marks of connections closed a
+// while ago; a copy of their events cannot arrive that late.
+func (w *Worker) forgetClosedLocked() {
+	cut := time.Now().Add(-time.Minute)
+	for id, m := range w.lastSeq {
+		if !m.closed.IsZero() && m.closed.Before(cut) {
+			delete(w.lastSeq, id)
+		}
+	}
+}
+
+func (w *Worker) deadLetter(d store.Delivery, reason string) {
+	w.Stats.DeadLetters.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.st.DeadLetter(ctx, d, reason); err != nil {
+		w.log.Error("dead letter failed; the entry stays pending", "id", d.ID, "err", err)
+	}
+}
+
+// done forgets an entry once its acknowledgement is queued.
+func (w *Worker) done(d store.Delivery) {
+	w.mu.Lock()
+	if pt := w.owned[d.Part]; pt != nil {
+		delete(pt.inflight, d.ID)
+	}
+	w.inflight--
+	w.Stats.InFlight.Store(int64(w.inflight))
+	w.mu.Unlock()
+	w.space.Broadcast()
+}
+
+// trimPoints returns, per leased partition, the id below which every
+// entry is handled, so the streams can be trimmed to their backlog.
+func (w *Worker) trimPoints() map[int]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[int]string, len(w.owned))
+	for p, pt := range w.owned {
+		if pt.lastRead == "" {
+			continue
+		}
+		min := store.NextID(pt.lastRead)
+		for id := range pt.inflight {
+			if store.CompareIDs(id, min) < 0 {
+				min = id
+			}
+		}
+		out[p] = min
+	}
+	return out
+}
+
+// writeTo queues frames for a connection on a gateway.
+func (w *Worker) writeTo(gw, conn string, frames []byte) {
+	w.sendOut(gw, &store.Out{Kind: store.OutWrite, Conn: conn, Frames: frames})
+}
+
+func (w *Worker) sendOut(gw string, m *store.Out) {
+	if gw == "" || strings.ContainsAny(gw, "{}") {
+		w.log.Debug("no gateway for outbound message", "conn", m.Conn)
+		return
+	}
+	w.wr.out(gw, store.AppendOut(nil, m))
+}

@@ -1,0 +1,172 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// writer owns the worker's writes to Redis: replies, pushes and control
+// messages for gateways, and acknowledgements. One goroutine sends
+// whatever piled up in one pipeline, in the order it was queued, so a
+// reply always reaches Redis before the acknowledgement of its frame, and
+// replies to one connection keep the order of its requests.
+type writer struct {
+	w      *Worker
+	ops    chan writeOp
+	lastTr time.Time
+}
+
+type writeOp struct {
+	gw      string // outbound message for this gateway...
+	payload []byte
+	part    int // ...or acknowledgement of entry id of partition part
+	id      string
+	barrier chan struct{} // ...or a flush request
+}
+
+const writeBatch = 1024
+
+func newWriter(w *Worker) *writer {
+	return &writer{w: w, ops: make(chan writeOp, 8192)}
+}
+
+func (wr *writer) out(gw string, payload []byte) { wr.ops <- writeOp{gw: gw, payload: payload} }
+
+func (wr *writer) ack(part int, id string) { wr.ops <- writeOp{part: part, id: id} }
+
+// flush returns once everything queued before it is in Redis (or ctx ends).
+func (wr *writer) flush(ctx context.Context) {
+	ch := make(chan struct{})
+	select {
+	case wr.ops <- writeOp{barrier: ch}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+func (wr *writer) run(ctx context.Context) {
+	log := wr.w.log.With("duty", "writer")
+	batch := make([]writeOp, 0, writeBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case op := <-wr.ops:
+			batch = append(batch, op)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < writeBatch {
+			select {
+			case op := <-wr.ops:
+				batch = append(batch, op)
+			default:
+				break more
+			}
+		}
+		backoff := 10 * time.Millisecond
+		for {
+			err := wr.send(ctx, batch)
+			if err == nil {
+				break
+			}
+			wr.w.Stats.RedisErrs.Add(1)
+			if ctx.Err() != nil {
+				log.Error("stopped with writes not sent", "n", len(batch), "err", err)
+				return
+			}
+			log.Error("redis write failed, retrying", "n", len(batch), "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+		for _, op := range batch {
+			if op.barrier != nil {
+				close(op.barrier)
+			}
+		}
+	}
+}
+
+// send writes one batch: outbound messages grouped per gateway (LPUSH
+// keeps their order), then acknowledgements grouped per partition, then,
+// now and then, trims.
+func (wr *writer) send(ctx context.Context, batch []writeOp) error {
+	st := wr.w.st
+	pipe := st.Client().Pipeline()
+	var outs map[string][]any
+	var gws []string
+	var acks map[int][]string
+	var parts []int
+	for _, op := range batch {
+		switch {
+		case op.gw != "":
+			if outs == nil {
+				outs = make(map[string][]any)
+			}
+			if _, ok := outs[op.gw]; !ok {
+				gws = append(gws, op.gw)
+			}
+			outs[op.gw] = append(outs[op.gw], op.payload)
+		case op.id != "":
+			if acks == nil {
+				acks = make(map[int][]string)
+			}
+			if _, ok := acks[op.part]; !ok {
+				parts = append(parts, op.part)
+			}
+			acks[op.part] = append(acks[op.part], op.id)
+		}
+	}
+	for _, gw := range gws {
+		st.PushOut(ctx, pipe, gw, outs[gw]...)
+	}
+	for _, p := range parts {
+		st.Ack(ctx, pipe, p, acks[p]...)
+	}
+	if now := time.Now(); now.Sub(wr.lastTr) > 200*time.Millisecond {
+		wr.lastTr = now
+		for p, min := range wr.w.trimPoints() {
+			st.Trim(ctx, pipe, p, min)
+		}
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	wr.w.Stats.Writes.Add(1)
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		for _, c := range cmds {
+			if c.Err() != nil && !isTransient(c.Err()) {
+				// A command the server refused will be refused again.
+				wr.w.log.Error("redis refused a write", "err", c.Err(), "cmd", c.Name())
+				return nil
+			}
+		}
+	}
+	return err
+}
+
+// isTransient reports whether err may go away by retrying (network, server
+// restarting), as opposed to a command the server rejects.
+func isTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "MASTERDOWN") ||
+			redis.HasErrorPrefix(err, "TRYAGAIN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
+			redis.HasErrorPrefix(err, "READONLY")
+	}
+	return true
+}
