@@ -14,7 +14,7 @@
 // DroppedPushes), because a reader that stalled on pushes would also stall
 // every reply behind them.
 //
-//	c, err := client.Dial(ctx, "127.0.0.1:7000", client.Options{})
+//	c, err := client.Dial(ctx, "127.0.0.1:28000", client.Options{})
 //	if err != nil {
 //		return err
 //	}
@@ -83,7 +83,7 @@ func (o Options) withDefaults() Options {
 // concurrent use.
 type Conn struct {
 	nc         net.Conn
-	pushes     chan box.Box  // sent to by the reader only, closed when it exits
+	pushes     chan box.Box  // sent to by the reader only; never closed
 	done       chan struct{} // closed once, by end
 	readerDone chan struct{}
 	dropped    atomic.Uint64
@@ -125,8 +125,8 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 // If ctx ends first, Request returns ctx.Err(); a reply that comes later
 // goes to Pushes. A ctx deadline also bounds the write; a write that fails
 // after part of the frame went out ends the connection, since the stream
-// cannot be resynced. If the connection ends, Request returns an error wrapping
-// ErrClosed and the cause.
+// cannot be resynced. If the connection ends, Request returns an error
+// wrapping ErrClosed and the cause.
 func (c *Conn) Request(ctx context.Context, cmd int32, body []byte) (box.Box, error) {
 	ch := make(chan box.Box, 1)
 	c.mu.Lock()
@@ -229,7 +229,6 @@ func (c *Conn) forget(sn uint32) {
 // for its sn, or to Pushes, until the connection ends.
 func (c *Conn) read(r *box.Reader) {
 	defer close(c.readerDone)
-	defer close(c.pushes)
 	for {
 		b, err := r.Next()
 		if err != nil {
@@ -291,8 +290,9 @@ func (c *Conn) fail(err error) error {
 
 // Pushes returns the frames that answer no waiting Request: pushes (sn 0)
 // and replies whose Request has given up or that were written with Send.
-// The channel is closed after the connection ends; frames already in it can
-// still be received. When it is full the oldest frame is dropped.
+// When it is full the oldest frame is dropped. The channel is never closed,
+// so that a select on it and on Done cannot spin on a closed channel: watch
+// Done for the end. Frames already in it can still be received after that.
 func (c *Conn) Pushes() <-chan box.Box { return c.pushes }
 
 // DroppedPushes returns how many frames were dropped because Pushes was full.
@@ -308,9 +308,9 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
-// Close ends the connection: waiting Requests return ErrClosed. It waits
-// for the reader goroutine to stop, so Pushes is closed when it returns.
-// Closing an ended Conn does nothing and returns nil.
+// Close ends the connection: waiting Requests return ErrClosed. It returns
+// once the reader goroutine has stopped, so no frame reaches Pushes after
+// it. Closing an ended Conn does nothing and returns nil.
 func (c *Conn) Close() error {
 	var err error
 	if c.end(ErrClosed) {

@@ -294,8 +294,10 @@ func TestServerCloseFailsPending(t *testing.T) {
 	if err := c.Send(cmdEcho, 1, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Send after the end: %v, want ErrClosed", err)
 	}
-	if _, ok := <-c.Pushes(); ok {
-		t.Errorf("Pushes still open after the end")
+	select {
+	case b := <-c.Pushes():
+		t.Errorf("unexpected frame on Pushes: %+v", b.Header)
+	default:
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("Close after the end = %v, want nil", err)
@@ -326,8 +328,10 @@ func TestClose(t *testing.T) {
 	default:
 		t.Error("Done not closed after Close")
 	}
-	if _, ok := <-c.Pushes(); ok {
-		t.Error("Pushes still open after Close")
+	select {
+	case b := <-c.Pushes():
+		t.Errorf("unexpected frame on Pushes: %+v", b.Header)
+	default:
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)

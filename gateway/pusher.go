@@ -93,6 +93,7 @@ func (s *Server) runPusher(ctx context.Context) {
 			return
 		}
 		if len(items) == 0 {
+			spare = items // take swapped our spare in; keep this one
 			select {
 			case <-s.queue.signal:
 			case <-ctx.Done():
