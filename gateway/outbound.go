@@ -72,10 +72,9 @@ func (s *Server) deliver(raw string) {
 	case store.OutClose:
 		c.peer.close()
 	case store.OutBind:
-		uid := m.UID
-		c.uid.Store(&uid)
+		s.setUID(c, m.UID)
 	case store.OutUnbind:
-		c.uid.Store(nil)
+		s.setUID(c, "")
 	}
 }
 

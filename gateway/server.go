@@ -118,19 +118,21 @@ func randomID() string {
 
 // Stats are a gateway's counters since it started.
 type Stats struct {
-	Conns      atomic.Int64 // open now
-	Accepted   atomic.Int64
-	Refused    atomic.Int64 // over MaxConns
-	FramesIn   atomic.Int64
-	FramesOut  atomic.Int64
-	BytesIn    atomic.Int64
-	BytesOut   atomic.Int64
-	BadFrames  atomic.Int64
-	Busy       atomic.Int64 // frames answered -10002
-	SlowClosed atomic.Int64 // clients dropped for not reading
-	IdleClosed atomic.Int64
-	RedisErrs  atomic.Int64
-	Pipelines  atomic.Int64 // Redis round trips of the pusher
+	Conns       atomic.Int64 // open now
+	Accepted    atomic.Int64
+	Refused     atomic.Int64 // over MaxConns
+	FramesIn    atomic.Int64
+	FramesOut   atomic.Int64
+	BytesIn     atomic.Int64
+	BytesOut    atomic.Int64
+	BadFrames   atomic.Int64
+	Busy        atomic.Int64 // frames answered -10002
+	SlowClosed  atomic.Int64 // clients dropped for not reading
+	IdleClosed  atomic.Int64
+	RedisErrs   atomic.Int64
+	Pipelines   atomic.Int64 // Redis round trips of the pusher
+	Triggers    atomic.Int64 // triggers applied
+	BadTriggers atomic.Int64 // malformed triggers ignored
 }
 
 // Server is a gateway: it holds client connections, queues their frames in
@@ -149,6 +151,7 @@ type Server struct {
 	connSeq atomic.Uint64
 	mu      sync.RWMutex
 	conns   map[string]*conn
+	byUID   map[string][]*conn // logged-in connections by user id
 
 	queue *pushQueue
 	addr  chan net.Addr
@@ -170,6 +173,7 @@ func New(opts Options) (*Server, error) {
 		log:   o.Logger.With("gw", o.ID),
 		keys:  store.NewKeys(o.Prefix),
 		conns: make(map[string]*conn),
+		byUID: make(map[string][]*conn),
 		queue: newPushQueue(o.Backlog),
 		addr:  make(chan net.Addr, 1),
 		ready: make(chan struct{}),
@@ -225,7 +229,8 @@ func (s *Server) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	pusherDone := make(chan struct{})
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); s.runTriggers(bg) }()
 	go func() { defer wg.Done(); s.runOutbound(bg) }()
 	go func() { defer wg.Done(); s.runHeartbeat(bg) }()
 	go func() { defer close(pusherDone); s.runPusher(bg) }()
@@ -353,6 +358,7 @@ func (s *Server) data(c *conn, in []byte) error {
 func (s *Server) closed(c *conn, err error) {
 	s.mu.Lock()
 	delete(s.conns, c.id)
+	s.unindexLocked(c)
 	s.mu.Unlock()
 	s.Stats.Conns.Add(-1)
 	switch {
@@ -389,4 +395,36 @@ func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
 func busyReply(frame []byte) []byte {
 	h, _ := box.ParseHeader(frame)
 	return box.Append(nil, h.Cmd, box.RetBusy, h.SN, nil)
+}
+
+// setUID records that c is logged in as uid ("" for logged out).
+func (s *Server) setUID(c *conn, uid string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unindexLocked(c)
+	if uid == "" {
+		c.uid.Store(nil)
+		return
+	}
+	c.uid.Store(&uid)
+	s.byUID[uid] = append(s.byUID[uid], c)
+}
+
+func (s *Server) unindexLocked(c *conn) {
+	uid := c.userID()
+	if uid == "" {
+		return
+	}
+	list := s.byUID[uid]
+	for i, x := range list {
+		if x == c {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.byUID, uid)
+	} else {
+		s.byUID[uid] = list
+	}
 }

@@ -15,6 +15,7 @@ const (
 	KindOpen   Kind = 2 // a connection opened (no frame)
 	KindClose  Kind = 3 // a connection closed (no frame); maple's close_client
 	KindSystem Kind = 4 // a frame with no client: write_to_worker, a timer
+	KindJob    Kind = 5 // one period of a periodic job; Frame's body is its name
 )
 
 func (k Kind) String() string {
@@ -27,6 +28,8 @@ func (k Kind) String() string {
 		return "close"
 	case KindSystem:
 		return "system"
+	case KindJob:
+		return "job"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }

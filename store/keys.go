@@ -93,8 +93,9 @@ func (k Keys) Group(name string) string { return k.Prefix + ":{g:" + name + "}:m
 // Counter is a named counter (the demo's cmd 3).
 func (k Keys) Counter(name string) string { return k.Prefix + ":{c:" + name + "}:counter" }
 
-// Cron marks that a periodic job ran for one period.
-func (k Keys) Cron(job string) string { return k.Prefix + ":{cron:" + job + "}:last" }
+// Cron holds the last period a periodic job was started for. It lives
+// with the partition the job's runs are queued on (PartitionOf(job)).
+func (k Keys) Cron(p int, job string) string { return k.partTag(p) + ":cron:" + job }
 
 // Stat is where a process reports its counters; it expires when the
 // process stops reporting.
@@ -102,6 +103,10 @@ func (k Keys) Stat(kind, id string) string { return k.Prefix + ":stat:" + kind +
 
 // StatPattern matches every Stat key.
 func (k Keys) StatPattern() string { return k.Prefix + ":stat:*" }
+
+// TriggerOnce marks a write_to_worker trigger as taken by one gateway
+// (every gateway receives it); digest identifies the message.
+func (k Keys) TriggerOnce(digest string) string { return k.Prefix + ":trigger:once:" + digest }
 
 // TriggerChannel is the pub/sub channel gateways listen to for operator
 // triggers (PROTOCOL.md section 4).

@@ -20,16 +20,28 @@ var (
 	scriptDeadLetter   = loadScript("dead_letter")
 	scriptDeadRequeue  = loadScript("dead_requeue")
 	scriptCounterIncr  = loadScript("counter_incr")
+	scriptSessionBind  = loadScript("session_bind")
+	scriptSessionUnbnd = loadScript("session_unbind")
+	scriptTimerAdd     = loadScript("timer_add")
+	scriptTimerCancel  = loadScript("timer_cancel")
+	scriptTimerDue     = loadScript("timer_due")
+	scriptCronClaim    = loadScript("cron_claim")
 )
 
 // scripts lists every script by file name, for preloading and tests.
 var scripts = map[string]*redis.Script{
-	"enqueue":       scriptEnqueue,
-	"lease_acquire": scriptLeaseAcquire,
-	"lease_release": scriptLeaseRelease,
-	"dead_letter":   scriptDeadLetter,
-	"dead_requeue":  scriptDeadRequeue,
-	"counter_incr":  scriptCounterIncr,
+	"enqueue":        scriptEnqueue,
+	"lease_acquire":  scriptLeaseAcquire,
+	"lease_release":  scriptLeaseRelease,
+	"dead_letter":    scriptDeadLetter,
+	"dead_requeue":   scriptDeadRequeue,
+	"counter_incr":   scriptCounterIncr,
+	"session_bind":   scriptSessionBind,
+	"session_unbind": scriptSessionUnbnd,
+	"timer_add":      scriptTimerAdd,
+	"timer_cancel":   scriptTimerCancel,
+	"timer_due":      scriptTimerDue,
+	"cron_claim":     scriptCronClaim,
 }
 
 func loadScript(name string) *redis.Script {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Handler serves one request: a client frame, a connection's open or close
@@ -33,6 +34,7 @@ type App struct {
 	routes  map[int32]*route
 	onOpen  []HandlerFunc
 	onClose []HandlerFunc
+	jobs    []*job
 
 	once     sync.Once
 	chains   map[int32]Handler
@@ -88,6 +90,30 @@ func (a *App) OnOpen(f HandlerFunc) { a.onOpen = append(a.onOpen, f) }
 // OnClose adds a handler for a closed connection (maple's close_client);
 // it runs after every frame of that connection was handled.
 func (a *App) OnClose(f HandlerFunc) { a.onClose = append(a.onClose, f) }
+
+// job is a periodic job declared with Every.
+type job struct {
+	name   string
+	period time.Duration
+	f      HandlerFunc
+}
+
+// Every declares a periodic job: once per period across the whole farm,
+// not once per worker, f runs on some live worker as a request of Kind Job
+// (Box.Body holds the job's name). Periods are aligned to the Unix epoch.
+// A period is claimed in Redis and queued like a frame, so a run whose
+// worker dies is taken over like any other frame. name must be unique.
+func (a *App) Every(name string, period time.Duration, f HandlerFunc) {
+	if period <= 0 || name == "" {
+		panic("worker: Every needs a name and a positive period")
+	}
+	for _, j := range a.jobs {
+		if j.name == name {
+			panic(fmt.Sprintf("worker: job %q declared twice", name))
+		}
+	}
+	a.jobs = append(a.jobs, &job{name: name, period: period, f: f})
+}
 
 // Group returns a new route group of the app.
 func (a *App) Group(name string) *Group {
@@ -175,6 +201,14 @@ func (a *App) ServeBox(ctx context.Context, r *Request) error {
 		return runAll(ctx, r, a.onOpen)
 	case Close:
 		return runAll(ctx, r, a.onClose)
+	case Job:
+		name := string(r.Box.Body)
+		for _, j := range a.jobs {
+			if j.name == name {
+				return j.f(ctx, r)
+			}
+		}
+		return fmt.Errorf("worker: no periodic job %q in this app", name)
 	}
 	if h, ok := a.chains[r.Box.Cmd]; ok {
 		return h.ServeBox(ctx, r)

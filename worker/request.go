@@ -18,6 +18,7 @@ const (
 	Open   = store.KindOpen   // a connection opened
 	Close  = store.KindClose  // a connection closed
 	System = store.KindSystem // a frame with no client (timer, operator)
+	Job    = store.KindJob    // one period of a periodic job (App.Every)
 )
 
 // Conn tells where a request came from.

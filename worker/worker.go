@@ -27,6 +27,8 @@ const (
 	DefaultMaxDeliveries   = 5
 	DefaultHandlerTimeout  = 30 * time.Second
 	DefaultBatch           = 256
+	DefaultGatewayTimeout  = 10 * time.Second
+	DefaultTimerTick       = 100 * time.Millisecond
 )
 
 // Options configure a worker. Zero values mean the defaults above.
@@ -54,6 +56,16 @@ type Options struct {
 	HandlerTimeout time.Duration
 	// Batch is how many entries one read takes per partition.
 	Batch int
+	// LoginMode says what Request.Login does when the user is connected
+	// elsewhere: store.Kick (default) closes the older connection,
+	// store.Refuse fails the new login.
+	LoginMode store.LoginMode
+	// GatewayTimeout is how long a gateway may miss heartbeats before its
+	// sessions are removed (it died without saying so).
+	GatewayTimeout time.Duration
+	// TimerTick is how often due timers are moved to the streams: a
+	// timer fires at most this late (plus queueing).
+	TimerTick time.Duration
 	// Logger receives lifecycle and error logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -76,6 +88,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
+	}
+	if o.LoginMode == "" {
+		o.LoginMode = store.Kick
+	}
+	if o.GatewayTimeout <= 0 {
+		o.GatewayTimeout = DefaultGatewayTimeout
+	}
+	if o.TimerTick <= 0 {
+		o.TimerTick = DefaultTimerTick
 	}
 	if o.ID == "" {
 		var b [6]byte
@@ -102,6 +123,7 @@ type Stats struct {
 	Reads       atomic.Int64 // Redis round trips reading
 	Writes      atomic.Int64 // Redis round trips writing
 	Partitions  atomic.Int64 // leased now
+	PushSkipped atomic.Int64 // pushes to users who were not connected
 }
 
 // Worker pulls the farm's frames from Redis and runs an App on them. It
@@ -121,7 +143,8 @@ type Worker struct {
 	owned    map[int]*partition
 	queues   map[string]*connQueue
 	lastSeq  map[string]seqMark
-	inflight int // entries read and not yet acknowledged
+	deadGW   map[string]time.Time // gateways found dead: drop messages for them
+	inflight int                  // entries read and not yet acknowledged
 	space    *sync.Cond
 	sem      chan struct{}
 	handlers sync.WaitGroup
@@ -143,9 +166,11 @@ type connQueue struct {
 	running bool
 }
 
+// seqMark is what a worker remembers of a connection it served.
 type seqMark struct {
-	seq    uint64
+	seq    uint64 // last envelope handled, to drop resent copies
 	closed time.Time
+	uid    string // user logged in by a handler on this worker
 }
 
 // New returns a worker that runs app.
@@ -164,6 +189,7 @@ func New(app *App, opts Options) (*Worker, error) {
 		owned:   make(map[int]*partition),
 		queues:  make(map[string]*connQueue),
 		lastSeq: make(map[string]seqMark),
+		deadGW:  make(map[string]time.Time),
 		sem:     make(chan struct{}, o.Concurrency),
 	}
 	w.space = sync.NewCond(&w.mu)
@@ -214,6 +240,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { defer close(leasesDone); w.runLeases(readCtx, bg) }()
 	readerDone := make(chan struct{})
 	go func() { defer close(readerDone); w.runReader(readCtx) }()
+	timersDone := make(chan struct{})
+	go func() { defer close(timersDone); w.runTimers(readCtx) }()
 
 	<-ctx.Done()
 	start := time.Now()
@@ -224,6 +252,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.space.Broadcast()
 	<-readerDone
 	<-leasesDone
+	<-timersDone
 
 	// Let handlers finish what was read, up to the timeout.
 	drained := make(chan struct{})
@@ -275,8 +304,13 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 	offset := mrand.IntN(w.parts)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var lastReap time.Time
 	for {
 		w.leaseRound(ctx, bg, log, offset)
+		if time.Since(lastReap) > 2*time.Second {
+			lastReap = time.Now()
+			w.reapGateways(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -543,6 +577,11 @@ func (w *Worker) handle(d store.Delivery) {
 		Store:      w.st,
 		w:          w,
 	}
+	if r.Conn.UID == "" && r.Conn.ID != "" {
+		// Logged in by an earlier frame whose bind the gateway had not
+		// seen when it queued this one.
+		r.Conn.UID = w.uidOf(r.Conn.ID)
+	}
 	if len(d.Env.Frame) > 0 {
 		b, err := box.Decode(d.Env.Frame)
 		if err != nil {
@@ -558,6 +597,14 @@ func (w *Worker) handle(d store.Delivery) {
 	w.Stats.HandlerNs.Add(int64(time.Since(start)))
 	w.Stats.Handled.Add(1)
 	w.answer(r, err)
+	if r.Kind == Close && r.Conn.UID != "" {
+		// A disconnect ends the session, unless a newer login replaced it.
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := w.st.UnbindUser(uctx, r.Conn.UID, store.Session{Gateway: r.Conn.Gateway, Conn: r.Conn.ID}); err != nil {
+			w.log.Error("unbind on close failed", "uid", r.Conn.UID, "conn", r.Conn.ID, "err", err)
+		}
+		cancel()
+	}
 	w.wr.ack(d.Part, d.ID)
 }
 
@@ -686,6 +733,12 @@ func (w *Worker) sendOut(gw string, m *store.Out) {
 	if gw == "" || strings.ContainsAny(gw, "{}") {
 		w.log.Debug("no gateway for outbound message", "conn", m.Conn)
 		return
+	}
+	w.mu.Lock()
+	_, dead := w.deadGW[gw]
+	w.mu.Unlock()
+	if dead {
+		return // its list was deleted; writing would only recreate it
 	}
 	w.wr.out(gw, store.AppendOut(nil, m))
 }

@@ -31,7 +31,16 @@ const MaxSleep = 10 * time.Second
 func New() *worker.App {
 	app := worker.NewApp()
 	app.Route(CmdEcho, echo)
+	app.Route(CmdLogin, login)
 	app.Route(CmdCounter, counter)
+	app.Route(CmdWhoami, whoami)
+
+	// Routes that need a logged-in player.
+	player := app.Group("player")
+	player.Before(requireLogin)
+	player.Route(CmdJoin, join)
+	player.Route(CmdSay, say)
+
 	app.Route(CmdSleep, sleep)
 	app.Route(CmdPanic, func(ctx context.Context, r *worker.Request) error {
 		panic("demo: cmd 8 panics on purpose")
@@ -65,4 +74,67 @@ func sleep(ctx context.Context, r *worker.Request) error {
 		return ctx.Err()
 	}
 	return r.Reply(r.Box.Body)
+}
+
+// login binds the connection to the user id in the body; an older
+// connection of the same user, on any gateway, is closed.
+func login(ctx context.Context, r *worker.Request) error {
+	uid := string(r.Box.Body)
+	if uid == "" {
+		return errors.New("demo: login needs a user id")
+	}
+	if err := r.Login(ctx, uid); err != nil {
+		return err
+	}
+	return r.Reply(nil)
+}
+
+func whoami(ctx context.Context, r *worker.Request) error {
+	return r.Reply([]byte(r.Conn.UID))
+}
+
+func requireLogin(ctx context.Context, r *worker.Request) error {
+	if r.Conn.UID == "" {
+		return worker.ErrLoginRequired
+	}
+	return nil
+}
+
+func join(ctx context.Context, r *worker.Request) error {
+	group := string(r.Box.Body)
+	if group == "" {
+		return errors.New("demo: join needs a group name")
+	}
+	if err := r.Store.JoinGroup(ctx, group, r.Conn.UID); err != nil {
+		return err
+	}
+	return r.Reply(nil)
+}
+
+// say pushes "<uid>: <text>" to every member of the sender's groups, the
+// sender included, once each.
+func say(ctx context.Context, r *worker.Request) error {
+	groups, err := r.Store.GroupsOf(ctx, r.Conn.UID)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{r.Conn.UID: true}
+	uids := []string{r.Conn.UID}
+	for _, g := range groups {
+		members, err := r.Store.Members(ctx, g)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if !seen[m] {
+				seen[m] = true
+				uids = append(uids, m)
+			}
+		}
+	}
+	msg := append([]byte(r.Conn.UID+": "), r.Box.Body...)
+	if _, err := r.PushUsers(ctx, uids, CmdSay, msg); err != nil {
+		return err
+	}
+	return r.Reply(nil)
 }

@@ -1,0 +1,180 @@
+// Package trigger lets operators and other systems act on players from
+// outside the farm: push to users, a group or everyone, close users, or
+// queue a frame for the workers. Messages are JSON on the pub/sub channel
+// "<prefix>:trigger" (PROTOCOL.md section 4), so redis-cli can send them as
+// well as this package:
+//
+//	PUBLISH maple:trigger '{"op":"write_to_users","uids":["42"],"cmd":100,"body":"hello"}'
+//
+// Every gateway receives every message and acts on its own connections, so
+// a push reaches each connected user once, wherever they are. Pub/sub is
+// at most once: a gateway that is reconnecting to Redis misses what is
+// published meanwhile.
+package trigger
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/store"
+)
+
+// Operations (the "op" field).
+const (
+	OpWriteToUsers  = "write_to_users"
+	OpWriteToGroup  = "write_to_group"
+	OpBroadcast     = "broadcast"
+	OpCloseUsers    = "close_users"
+	OpWriteToWorker = "write_to_worker"
+)
+
+// Message is one trigger.
+type Message struct {
+	Op      string   `json:"op"`
+	UIDs    []string `json:"uids,omitempty"`
+	Group   string   `json:"group,omitempty"`
+	Cmd     int32    `json:"cmd,omitempty"`
+	Ret     int32    `json:"ret,omitempty"`
+	Body    string   `json:"body,omitempty"`
+	BodyB64 string   `json:"body_b64,omitempty"`
+	// ID only makes a message distinct: gateways take identical
+	// write_to_worker messages published within a few seconds once.
+	ID string `json:"id,omitempty"`
+}
+
+// ErrMalformed is wrapped by every Parse error.
+var ErrMalformed = errors.New("trigger: malformed message")
+
+// Parse decodes and checks a message; the error says what is wrong.
+func Parse(data []byte) (Message, []byte, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	body := []byte(m.Body)
+	if m.BodyB64 != "" {
+		if m.Body != "" {
+			return m, nil, fmt.Errorf("%w: body and body_b64 both set", ErrMalformed)
+		}
+		b, err := base64.StdEncoding.DecodeString(m.BodyB64)
+		if err != nil {
+			return m, nil, fmt.Errorf("%w: body_b64: %v", ErrMalformed, err)
+		}
+		body = b
+	}
+	switch m.Op {
+	case OpWriteToUsers:
+		if len(m.UIDs) == 0 {
+			return m, nil, fmt.Errorf("%w: %s needs uids", ErrMalformed, m.Op)
+		}
+	case OpCloseUsers:
+		if len(m.UIDs) == 0 {
+			return m, nil, fmt.Errorf("%w: %s needs uids", ErrMalformed, m.Op)
+		}
+		return m, nil, nil
+	case OpWriteToGroup:
+		if m.Group == "" {
+			return m, nil, fmt.Errorf("%w: %s needs group", ErrMalformed, m.Op)
+		}
+	case OpBroadcast, OpWriteToWorker:
+	case "":
+		return m, nil, fmt.Errorf("%w: no op", ErrMalformed)
+	default:
+		return m, nil, fmt.Errorf("%w: unknown op %q", ErrMalformed, m.Op)
+	}
+	if m.Cmd == 0 {
+		return m, nil, fmt.Errorf("%w: %s needs a non-zero cmd", ErrMalformed, m.Op)
+	}
+	return m, body, nil
+}
+
+// Publisher sends triggers from Go.
+type Publisher struct {
+	rdb   redis.UniversalClient
+	keys  store.Keys
+	st    *store.Store
+	parts int
+}
+
+// NewPublisher returns a Publisher for the farm with the given key prefix
+// ("" is the default).
+func NewPublisher(rdb redis.UniversalClient, prefix string) *Publisher {
+	return &Publisher{rdb: rdb, keys: store.NewKeys(prefix), st: store.New(rdb, prefix)}
+}
+
+// Publish sends m and returns how many gateways received it.
+func (p *Publisher) Publish(ctx context.Context, m Message) (int64, error) {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	if _, _, err := Parse(data); err != nil {
+		return 0, err
+	}
+	n, err := p.rdb.Publish(ctx, p.keys.TriggerChannel(), data).Result()
+	if err != nil {
+		return 0, fmt.Errorf("trigger: publish: %w", err)
+	}
+	return n, nil
+}
+
+// WriteToUsers pushes a frame (sn 0) to each connected user of uids.
+func (p *Publisher) WriteToUsers(ctx context.Context, uids []string, cmd int32, body []byte) (int64, error) {
+	return p.Publish(ctx, withBody(Message{Op: OpWriteToUsers, UIDs: uids, Cmd: cmd}, body))
+}
+
+// WriteToGroup pushes a frame to every connected member of a group.
+func (p *Publisher) WriteToGroup(ctx context.Context, group string, cmd int32, body []byte) (int64, error) {
+	return p.Publish(ctx, withBody(Message{Op: OpWriteToGroup, Group: group, Cmd: cmd}, body))
+}
+
+// Broadcast pushes a frame to every connection of the farm.
+func (p *Publisher) Broadcast(ctx context.Context, cmd int32, body []byte) (int64, error) {
+	return p.Publish(ctx, withBody(Message{Op: OpBroadcast, Cmd: cmd}, body))
+}
+
+// CloseUsers closes the connections of uids.
+func (p *Publisher) CloseUsers(ctx context.Context, uids []string) (int64, error) {
+	return p.Publish(ctx, Message{Op: OpCloseUsers, UIDs: uids})
+}
+
+// WriteToWorker queues a frame for the workers, as if from a system client.
+// Unlike the pub/sub operations it goes straight to a partition stream, so
+// it is delivered exactly once even with many gateways (the redis-cli
+// equivalent is an XADD, see docs/operations.md).
+func (p *Publisher) WriteToWorker(ctx context.Context, cmd int32, body []byte) error {
+	if p.parts == 0 {
+		n, err := p.st.Partitions(ctx, 0)
+		if err != nil {
+			return err
+		}
+		p.parts = n
+	}
+	return p.st.QueueSystem(ctx, p.parts, cmd, body)
+}
+
+// withBody sets body as text when it is valid UTF-8 JSON can carry, else
+// as base64.
+func withBody(m Message, body []byte) Message {
+	if utf8.Valid(body) && isText(body) {
+		m.Body = string(body)
+	} else {
+		m.BodyB64 = base64.StdEncoding.EncodeToString(body)
+	}
+	return m
+}
+
+func isText(b []byte) bool {
+	for _, r := range string(b) {
+		if r == '\uFFFD' || (r < 0x20 && r != '\n' && r != '\t') {
+			return false
+		}
+	}
+	return true
+}
