@@ -15,6 +15,7 @@ import (
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
 	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/maple-farm/maple/worker"
 )
@@ -52,6 +53,8 @@ type farm struct {
 	ro     *redis.UniversalOptions
 	prefix string
 }
+
+func (f *farm) keys() store.Keys { return store.NewKeys(f.prefix) }
 
 func newFarm(t *testing.T, ro *redis.UniversalOptions) *farm {
 	return &farm{t: t, ro: ro, prefix: storetest.Prefix(t)}

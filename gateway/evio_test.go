@@ -565,12 +565,12 @@ func testLogger() *slog.Logger {
 // the order the gateway opens them, so tests dial one at a time.
 func dialConn(t *testing.T, gw *Server) (net.Conn, string) {
 	t.Helper()
+	want := gw.Stats.Accepted.Load() + 1
 	nc, err := net.DialTimeout("tcp", gw.Addr().String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nc.Close() })
-	want := gw.Stats.Accepted.Load() + 1
 	waitFor(t, 10*time.Second, "gateway to open the connection", func() bool {
 		return gw.Stats.Accepted.Load() >= want
 	})
@@ -646,9 +646,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			_ = os.WriteFile("/tmp/evio_dump.txt", buf, 0o644) // DEBUG
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
