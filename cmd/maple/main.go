@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			gatewayCommand(),
 			workerCommand(),
 			clientCommand(),
+			triggerCommand(),
 		},
 		// Errors are printed once, by main; cli must not call os.Exit.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -1,0 +1,986 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/store/storetest"
+)
+
+// testedScripts names every script of the scripts map with the test that
+// runs it through the Store methods. TestScriptsAreTested fails when a
+// script is added without a test.
+var testedScripts = map[string]string{
+	"enqueue":        "TestEnqueue, TestEnqueueNoScript",
+	"lease_acquire":  "TestLease",
+	"lease_release":  "TestLease",
+	"dead_letter":    "TestDeadLetter",
+	"dead_requeue":   "TestDeadLetter",
+	"counter_incr":   "TestIncrCounter",
+	"session_bind":   "TestBindUser",
+	"session_unbind": "TestUnbindUser, TestReapGateway",
+	"timer_add":      "TestTimers",
+	"timer_cancel":   "TestTimers",
+	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
+	"cron_claim":     "TestClaimPeriod",
+}
+
+// backend is one Redis the store tests run against.
+type backend struct {
+	name string
+	rdb  redis.UniversalClient
+}
+
+// backends starts a real redis-server and a miniredis (TTLs on the wall
+// clock) for t, with one client each; both stop when t ends.
+func backends(t *testing.T) []backend {
+	t.Helper()
+	srv := storetest.Start(t, storetest.Options{})
+	m := storetest.Mini(t)
+	bs := []backend{
+		{"redis", redis.NewClient(&redis.Options{Addr: srv.Addr})},
+		{"miniredis", redis.NewClient(&redis.Options{Addr: m.Addr()})},
+	}
+	for _, b := range bs {
+		t.Cleanup(func() { _ = b.rdb.Close() })
+	}
+	return bs
+}
+
+// eachBackend runs f as a subtest on every backend, with a Store under a
+// key prefix of its own.
+func eachBackend(t *testing.T, f func(t *testing.T, s *Store)) {
+	t.Helper()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			f(t, New(b.rdb, storetest.Prefix(t)))
+		})
+	}
+}
+
+// testCtx is the test's context, bounded so that a hung server fails the
+// test instead of the whole run.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// envOf encodes an envelope of kind k for connection conn; frames carry cmd 1
+// with body text.
+func envOf(k Kind, conn string, seq uint64, text string) []byte {
+	e := Envelope{Kind: k, Seq: seq, Gateway: "gw1", Conn: conn, Addr: "127.0.0.1:9", UID: "u-" + conn}
+	if k == KindFrame || k == KindSystem {
+		e.Frame = box.Append(nil, 1, 0, uint32(seq), []byte(text))
+	}
+	return AppendEnvelope(nil, &e)
+}
+
+// envEqual compares envelopes, taking a nil and an empty frame as equal.
+func envEqual(a, b Envelope) bool {
+	fa, fb := a.Frame, b.Frame
+	a.Frame, b.Frame = nil, nil
+	return a == b && bytes.Equal(fa, fb)
+}
+
+// streamEnvelopes returns the raw "e" fields of a stream, in order.
+func streamEnvelopes(t *testing.T, ctx context.Context, rdb redis.UniversalClient, key string) [][]byte {
+	t.Helper()
+	msgs, err := rdb.XRange(ctx, key, "-", "+").Result()
+	if err != nil {
+		t.Fatalf("XRANGE %s: %v", key, err)
+	}
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		e, _ := m.Values["e"].(string)
+		out = append(out, []byte(e))
+	}
+	return out
+}
+
+// frameOf decodes the Box frame of a raw envelope.
+func frameOf(t *testing.T, raw []byte) (Kind, box.Box) {
+	t.Helper()
+	env, err := DecodeEnvelope(raw)
+	if err != nil {
+		t.Fatalf("DecodeEnvelope(%q): %v", raw, err)
+	}
+	b, err := box.Decode(env.Frame)
+	if err != nil {
+		t.Fatalf("box.Decode(%q): %v", env.Frame, err)
+	}
+	return env.Kind, b
+}
+
+func TestScriptsAreTested(t *testing.T) {
+	files, err := os.ReadDir("lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := map[string]bool{}
+	for _, f := range files {
+		name, ok := strings.CutSuffix(f.Name(), ".lua")
+		if !ok || f.IsDir() {
+			continue
+		}
+		onDisk[name] = true
+		if _, ok := scripts[name]; !ok {
+			t.Errorf("lua/%s.lua has no entry in scripts", name)
+		}
+	}
+	for name := range scripts {
+		if !onDisk[name] {
+			t.Errorf("scripts[%q] has no file lua/%s.lua", name, name)
+		}
+		if _, ok := testedScripts[name]; !ok {
+			t.Errorf("script %q has no test: add one and list it in testedScripts", name)
+		}
+	}
+	for name := range testedScripts {
+		if _, ok := scripts[name]; !ok {
+			t.Errorf("testedScripts names %q, which is not in scripts", name)
+		}
+	}
+}
+
+func TestEnqueue(t *testing.T) {
+	const (
+		F = KindFrame
+		O = KindOpen
+		C = KindClose
+	)
+	tests := []struct {
+		name    string
+		bound   int
+		preload int // frames already queued
+		kinds   []Kind
+		want    []bool
+	}{
+		{"no bound", 0, 5, []Kind{F, F, F}, []bool{true, true, true}},
+		{"under bound", 5, 2, []Kind{F, F, F}, []bool{true, true, true}},
+		{"fills up", 3, 1, []Kind{F, F, F, F}, []bool{true, true, false, false}},
+		{"full refuses frames only", 2, 2, []Kind{O, F, C, F}, []bool{true, false, true, false}},
+		{"open and close past bound", 1, 3, []Kind{O, C}, []bool{true, true}},
+		{"open and close count", 3, 0, []Kind{O, F, F, C, F}, []bool{true, true, true, true, false}},
+		{"empty batch", 1, 0, nil, nil},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		batches := make([]PartBatch, len(tests))
+		for i, tt := range tests {
+			var pre []any
+			for j := range tt.preload {
+				pre = append(pre, envOf(F, "pre", uint64(j+1), "pre"))
+			}
+			if len(pre) > 0 {
+				if err := s.Enqueue(ctx, []PartBatch{{Part: i, Envelopes: pre}}, 0); err != nil {
+					t.Fatalf("preload: %v", err)
+				}
+			}
+			batches[i] = PartBatch{Part: i, Accepted: []bool{false, false, true}} // stale values are replaced
+			for j, k := range tt.kinds {
+				batches[i].Envelopes = append(batches[i].Envelopes, envOf(k, tt.name, uint64(j+1), strconv.Itoa(j)))
+			}
+		}
+		// The bound differs per case, so each case is its own call; one
+		// more call queues every case again in one pipeline below.
+		for i, tt := range tests {
+			if err := s.Enqueue(ctx, batches[i:i+1], tt.bound); err != nil {
+				t.Fatalf("%s: Enqueue: %v", tt.name, err)
+			}
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				b := batches[i]
+				if !slices.Equal(b.Accepted, tt.want) && (len(b.Accepted) != 0 || len(tt.want) != 0) {
+					t.Errorf("Accepted = %v, want %v", b.Accepted, tt.want)
+				}
+				var want [][]byte
+				for j, ok := range tt.want {
+					if ok {
+						want = append(want, b.Envelopes[j].([]byte))
+					}
+				}
+				got := streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(i))
+				if len(got) != tt.preload+len(want) {
+					t.Fatalf("stream holds %d entries, want %d", len(got), tt.preload+len(want))
+				}
+				for j, w := range want {
+					if g := got[tt.preload+j]; !bytes.Equal(g, w) {
+						t.Errorf("entry %d = %q, want %q", tt.preload+j, g, w)
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		var batches []PartBatch
+		for p := range 6 {
+			b := PartBatch{Part: p}
+			for j := range p + 1 {
+				b.Envelopes = append(b.Envelopes, envOf(KindFrame, "c"+strconv.Itoa(p), uint64(j+1), "x"))
+			}
+			batches = append(batches, b)
+		}
+		// bound 3: partitions with more than 3 frames get the rest refused.
+		if err := s.Enqueue(ctx, batches, 3); err != nil {
+			t.Fatal(err)
+		}
+		for p, b := range batches {
+			n, err := s.QueueLen(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := int64(min(p+1, 3))
+			if n != want {
+				t.Errorf("QueueLen(%d) = %d, want %d", p, n, want)
+			}
+			for j, ok := range b.Accepted {
+				if ok != (j < 3) {
+					t.Errorf("partition %d: Accepted[%d] = %v, want %v", p, j, ok, j < 3)
+				}
+			}
+		}
+	})
+}
+
+func TestEnqueueNoScript(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		batch := func(n int) []PartBatch {
+			var out []PartBatch
+			for p := range 3 {
+				b := PartBatch{Part: p}
+				for j := range n {
+					b.Envelopes = append(b.Envelopes, envOf(KindFrame, "c", uint64(j+1), "x"))
+				}
+				out = append(out, b)
+			}
+			return out
+		}
+		for round := range 3 {
+			// Round 0 meets a cold cache; later rounds one just flushed.
+			if round > 0 {
+				if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatalf("SCRIPT FLUSH: %v", err)
+				}
+			}
+			bs := batch(2)
+			if err := s.Enqueue(ctx, bs, 0); err != nil {
+				t.Fatalf("round %d: Enqueue after SCRIPT FLUSH: %v", round, err)
+			}
+			for _, b := range bs {
+				if !slices.Equal(b.Accepted, []bool{true, true}) {
+					t.Errorf("round %d: partition %d: Accepted = %v, want all", round, b.Part, b.Accepted)
+				}
+			}
+			for p := range 3 {
+				// Nothing ran twice: a NOSCRIPT batch did not run at all.
+				n, _ := s.QueueLen(ctx, p)
+				if want := int64(2 * (round + 1)); n != want {
+					t.Errorf("round %d: QueueLen(%d) = %d, want %d", round, p, n, want)
+				}
+			}
+			ok, err := s.rdb.ScriptExists(ctx, scriptEnqueue.Hash()).Result()
+			if err != nil || len(ok) != 1 || !ok[0] {
+				t.Errorf("round %d: SCRIPT EXISTS enqueue = %v, %v; want loaded", round, ok, err)
+			}
+		}
+		// The other scripts fall back from EVALSHA to EVAL by themselves.
+		if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.IncrCounter(ctx, "after-flush", 2); err != nil || n != 2 {
+			t.Errorf("IncrCounter after SCRIPT FLUSH = %d, %v; want 2, nil", n, err)
+		}
+	})
+}
+
+func TestLease(t *testing.T) {
+	type step struct {
+		op        string // acquire, release, sleep
+		worker    string
+		ttl       time.Duration
+		want      bool // acquire's result
+		wantOwner string
+	}
+	long := 10 * time.Second
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"take renew refuse release", []step{
+			{"acquire", "w1", long, true, "w1"},
+			{"acquire", "w2", long, false, "w1"},
+			{"acquire", "w1", long, true, "w1"},
+			{"release", "w2", 0, false, "w1"},
+			{"release", "w1", 0, false, ""},
+			{"release", "w1", 0, false, ""},
+			{"acquire", "w2", long, true, "w2"},
+		}},
+		{"expires after ttl", []step{
+			{"acquire", "w1", 200 * time.Millisecond, true, "w1"},
+			{"acquire", "w2", 200 * time.Millisecond, false, "w1"},
+			{"sleep", "", 350 * time.Millisecond, false, ""},
+			{"acquire", "w2", long, true, "w2"},
+		}},
+		{"renewal extends", []step{
+			{"acquire", "w1", 250 * time.Millisecond, true, "w1"},
+			{"sleep", "", 150 * time.Millisecond, false, ""},
+			{"acquire", "w1", 250 * time.Millisecond, true, "w1"},
+			{"sleep", "", 150 * time.Millisecond, false, ""},
+			{"acquire", "w2", long, false, "w1"}, // 300 ms after the first take
+			{"sleep", "", 250 * time.Millisecond, false, ""},
+			{"acquire", "w2", long, true, "w2"},
+		}},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				for j, st := range tt.steps {
+					switch st.op {
+					case "sleep":
+						time.Sleep(st.ttl)
+						continue
+					case "acquire":
+						got, err := s.AcquireLease(ctx, i, st.worker, st.ttl)
+						if err != nil {
+							t.Fatalf("step %d: AcquireLease(%s): %v", j, st.worker, err)
+						}
+						if got != st.want {
+							t.Errorf("step %d: AcquireLease(%s) = %v, want %v", j, st.worker, got, st.want)
+						}
+						if got {
+							pttl, _ := s.rdb.PTTL(ctx, s.Keys.Owner(i)).Result()
+							if pttl <= 0 || pttl > st.ttl {
+								t.Errorf("step %d: PTTL = %v, want in (0, %v]", j, pttl, st.ttl)
+							}
+						}
+					case "release":
+						if err := s.ReleaseLease(ctx, i, st.worker); err != nil {
+							t.Fatalf("step %d: ReleaseLease(%s): %v", j, st.worker, err)
+						}
+					}
+					owner, err := s.rdb.Get(ctx, s.Keys.Owner(i)).Result()
+					if err != nil && !errors.Is(err, redis.Nil) {
+						t.Fatal(err)
+					}
+					if owner != st.wantOwner {
+						t.Errorf("step %d (%s %s): owner = %q, want %q", j, st.op, st.worker, owner, st.wantOwner)
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestDeadLetter(t *testing.T) {
+	tests := []struct {
+		name       string
+		fields     []any // the inbound entry
+		deliveries int64
+		reason     string
+		wantEnv    Envelope
+	}{
+		{
+			name:       "client frame",
+			fields:     []any{"e", envOf(KindFrame, "c1", 7, "boom")},
+			deliveries: 3,
+			reason:     "handler panicked: boom",
+			wantEnv: Envelope{Kind: KindFrame, Seq: 7, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:9", UID: "u-c1",
+				Frame: box.Append(nil, 1, 0, 7, []byte("boom"))},
+		},
+		{
+			name:       "operator frame, empty reason",
+			fields:     []any{"cmd", "9", "body", "hello"},
+			deliveries: 5,
+			reason:     "",
+			wantEnv:    Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, []byte("hello"))},
+		},
+		{
+			name:       "binary body",
+			fields:     []any{"e", AppendEnvelope(nil, &Envelope{Kind: KindSystem, Frame: box.Append(nil, 2, 0, 0, []byte{0, 0xff, '\n', 0})})},
+			deliveries: 1,
+			reason:     "bad\x00reason",
+			wantEnv:    Envelope{Kind: KindSystem, Frame: box.Append(nil, 2, 0, 0, []byte{0, 0xff, '\n', 0})},
+		},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		for p, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if err := s.EnsureGroups(ctx, p+1); err != nil {
+					t.Fatal(err)
+				}
+				in := s.Keys.Inbound(p)
+				if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: in, Values: tt.fields}).Err(); err != nil {
+					t.Fatal(err)
+				}
+				ds, err := s.ReadInbound(ctx, "w1", []int{p}, 10, -1)
+				if err != nil || len(ds) != 1 {
+					t.Fatalf("ReadInbound = %v, %v; want one delivery", ds, err)
+				}
+				d := ds[0]
+				d.Deliveries = tt.deliveries
+				if err := s.DeadLetter(ctx, d, tt.reason); err != nil {
+					t.Fatalf("DeadLetter: %v", err)
+				}
+				pend, err := s.rdb.XPending(ctx, in, ConsumerGroup).Result()
+				if err != nil || pend.Count != 0 {
+					t.Errorf("XPENDING after DeadLetter = %+v, %v; want nothing pending", pend, err)
+				}
+				dls, err := s.DeadLetters(ctx, p, 10)
+				if err != nil || len(dls) != 1 {
+					t.Fatalf("DeadLetters = %+v, %v; want one", dls, err)
+				}
+				dl := dls[0]
+				if dl.Part != p || dl.From != d.ID || dl.Deliveries != tt.deliveries || dl.Reason != tt.reason {
+					t.Errorf("DeadLetter = {Part %d From %s Deliveries %d Reason %q}, want {%d %s %d %q}",
+						dl.Part, dl.From, dl.Deliveries, dl.Reason, p, d.ID, tt.deliveries, tt.reason)
+				}
+				if !envEqual(dl.Env, tt.wantEnv) {
+					t.Errorf("dead letter envelope = %+v, want %+v", dl.Env, tt.wantEnv)
+				}
+
+				if err := s.Requeue(ctx, p, dl.ID); err != nil {
+					t.Fatalf("Requeue: %v", err)
+				}
+				if dls, _ := s.DeadLetters(ctx, p, 10); len(dls) != 0 {
+					t.Errorf("DeadLetters after Requeue = %+v, want none", dls)
+				}
+				ds, err = s.ReadInbound(ctx, "w2", []int{p}, 10, -1)
+				if err != nil || len(ds) != 1 {
+					t.Fatalf("ReadInbound after Requeue = %v, %v; want one delivery", ds, err)
+				}
+				if ds[0].ID == d.ID || ds[0].Deliveries != 1 || !envEqual(ds[0].Env, tt.wantEnv) {
+					t.Errorf("requeued delivery = %+v, want a new id with envelope %+v", ds[0], tt.wantEnv)
+				}
+				if err := s.Requeue(ctx, p, dl.ID); !errors.Is(err, ErrNotFound) {
+					t.Errorf("second Requeue = %v, want ErrNotFound", err)
+				}
+			})
+		}
+		t.Run("requeue unknown or envelope-less", func(t *testing.T) {
+			const p = 9
+			if err := s.Requeue(ctx, p, "1-1"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Requeue(missing) = %v, want ErrNotFound", err)
+			}
+			id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Dead(p), Values: []any{"from", "1-1", "reason", "x"}}).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Requeue(ctx, p, id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Requeue(no e field) = %v, want ErrNotFound", err)
+			}
+			if n, _ := s.rdb.XLen(ctx, s.Keys.Dead(p)).Result(); n != 1 {
+				t.Errorf("dead letters = %d, want the envelope-less one kept", n)
+			}
+			if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result(); n != 0 {
+				t.Errorf("inbound = %d entries, want 0", n)
+			}
+		})
+	})
+}
+
+func TestIncrCounter(t *testing.T) {
+	tests := []struct {
+		name  string
+		delta int64
+		want  int64
+	}{
+		{"a", 1, 1},
+		{"a", 5, 6},
+		{"a", -10, -4},
+		{"a", 0, -4},
+		{"b", 0, 0},
+		{"b", 1 << 40, 1 << 40},
+		{"with space and {brace}", 3, 3},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		if n, err := s.Counter(ctx, "never"); err != nil || n != 0 {
+			t.Errorf("Counter(never) = %d, %v; want 0, nil", n, err)
+		}
+		for _, tt := range tests {
+			got, err := s.IncrCounter(ctx, tt.name, tt.delta)
+			if err != nil || got != tt.want {
+				t.Errorf("IncrCounter(%q, %d) = %d, %v; want %d", tt.name, tt.delta, got, err, tt.want)
+			}
+			if n, err := s.Counter(ctx, tt.name); err != nil || n != tt.want {
+				t.Errorf("Counter(%q) = %d, %v; want %d", tt.name, n, err, tt.want)
+			}
+		}
+	})
+}
+
+// gatewayUsers returns the sorted members of a gateway's user set.
+func gatewayUsers(t *testing.T, ctx context.Context, s *Store, gw string) []string {
+	t.Helper()
+	m, err := s.rdb.SMembers(ctx, s.Keys.GatewayUsers(gw)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+func TestBindUser(t *testing.T) {
+	a1 := Session{Gateway: "gwA", Conn: "c1"}
+	b2 := Session{Gateway: "gwB", Conn: "c2"}
+	b3 := Session{Gateway: "gwB", Conn: "c3"}
+	tests := []struct {
+		name    string
+		to      Session
+		mode    LoginMode
+		wantOld Session
+		wantErr error
+		wantNow Session             // the session afterwards
+		wantGW  map[string][]string // gateway user sets afterwards
+	}{
+		{"first login", a1, Kick, Session{}, nil, a1, map[string][]string{"gwA": {"u1"}, "gwB": nil}},
+		{"same conn again", a1, Kick, Session{}, nil, a1, map[string][]string{"gwA": {"u1"}}},
+		{"same conn, refuse mode", a1, Refuse, Session{}, nil, a1, map[string][]string{"gwA": {"u1"}}},
+		{"refused elsewhere", b2, Refuse, a1, ErrLoggedInElsewhere, a1, map[string][]string{"gwA": {"u1"}, "gwB": nil}},
+		{"kick to other gateway", b2, Kick, a1, nil, b2, map[string][]string{"gwA": nil, "gwB": {"u1"}}},
+		{"default mode kicks, same gateway", b3, "", b2, nil, b3, map[string][]string{"gwA": nil, "gwB": {"u1"}}},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		if _, err := s.SessionOf(ctx, "u1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("SessionOf before login = %v, want ErrNotFound", err)
+		}
+		for _, tt := range tests {
+			old, err := s.BindUser(ctx, "u1", tt.to, tt.mode)
+			if !errors.Is(err, tt.wantErr) || (err != nil && tt.wantErr == nil) {
+				t.Errorf("%s: BindUser(%+v, %q) error = %v, want %v", tt.name, tt.to, tt.mode, err, tt.wantErr)
+			}
+			if old != tt.wantOld {
+				t.Errorf("%s: BindUser(%+v, %q) old = %+v, want %+v", tt.name, tt.to, tt.mode, old, tt.wantOld)
+			}
+			now, err := s.SessionOf(ctx, "u1")
+			if err != nil || now != tt.wantNow {
+				t.Errorf("%s: SessionOf = %+v, %v; want %+v", tt.name, now, err, tt.wantNow)
+			}
+			for gw, want := range tt.wantGW {
+				if got := gatewayUsers(t, ctx, s, gw); !slices.Equal(got, want) {
+					t.Errorf("%s: users of %s = %v, want %v", tt.name, gw, got, want)
+				}
+			}
+		}
+		// Another user is independent.
+		if old, err := s.BindUser(ctx, "u2", a1, Refuse); err != nil || old != (Session{}) {
+			t.Errorf("BindUser(u2) = %+v, %v; want zero, nil", old, err)
+		}
+		got, err := s.Sessions(ctx, []string{"u1", "u2", "nobody"})
+		want := map[string]Session{"u1": b3, "u2": a1}
+		if err != nil || len(got) != len(want) || got["u1"] != want["u1"] || got["u2"] != want["u2"] {
+			t.Errorf("Sessions = %v, %v; want %v", got, err, want)
+		}
+	})
+}
+
+func TestUnbindUser(t *testing.T) {
+	a1 := Session{Gateway: "gwA", Conn: "c1"}
+	b2 := Session{Gateway: "gwB", Conn: "c2"}
+	tests := []struct {
+		name    string
+		at      Session
+		want    bool
+		wantNow Session // zero: logged out
+	}{
+		{"old connection leaves newer login alone", a1, false, b2},
+		{"unknown connection", Session{Gateway: "gwB", Conn: "c9"}, false, b2},
+		{"current connection", b2, true, Session{}},
+		{"twice", b2, false, Session{}},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		if _, err := s.BindUser(ctx, "u1", a1, Kick); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.BindUser(ctx, "u1", b2, Kick); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tests {
+			got, err := s.UnbindUser(ctx, "u1", tt.at)
+			if err != nil || got != tt.want {
+				t.Errorf("%s: UnbindUser(%+v) = %v, %v; want %v", tt.name, tt.at, got, err, tt.want)
+			}
+			now, err := s.SessionOf(ctx, "u1")
+			if tt.wantNow == (Session{}) {
+				if !errors.Is(err, ErrNotFound) {
+					t.Errorf("%s: SessionOf = %+v, %v; want ErrNotFound", tt.name, now, err)
+				}
+			} else if err != nil || now != tt.wantNow {
+				t.Errorf("%s: SessionOf = %+v, %v; want %+v", tt.name, now, err, tt.wantNow)
+			}
+		}
+		if got := gatewayUsers(t, ctx, s, "gwB"); len(got) != 0 {
+			t.Errorf("users of gwB after unbind = %v, want none", got)
+		}
+	})
+}
+
+func TestReapGateway(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		binds := []struct {
+			uid string
+			at  Session
+		}{
+			{"u1", Session{"gwA", "a1"}},
+			{"u2", Session{"gwA", "a2"}},
+			{"u3", Session{"gwB", "b3"}},
+			{"u4", Session{"gwA", "a4"}},
+			{"u4", Session{"gwB", "b4"}}, // moved on: gwA no longer owns u4
+		}
+		for _, b := range binds {
+			if _, err := s.BindUser(ctx, b.uid, b.at, Kick); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A stale member (a login elsewhere raced with the set update)
+		// must not lose its newer session.
+		s.rdb.SAdd(ctx, s.Keys.GatewayUsers("gwA"), "u4", "ghost")
+		pipe := s.rdb.Pipeline()
+		s.PushOut(ctx, pipe, "gwA", "m1", "m2")
+		s.PushOut(ctx, pipe, "gwB", "m3")
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		for _, gw := range []string{"gwA", "gwB"} {
+			if err := s.Heartbeat(ctx, s.Keys.Gateways(), gw, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		n, err := s.ReapGateway(ctx, "gwA")
+		if err != nil || n != 2 {
+			t.Errorf("ReapGateway(gwA) = %d, %v; want 2", n, err)
+		}
+		want := map[string]Session{"u3": {"gwB", "b3"}, "u4": {"gwB", "b4"}}
+		got, err := s.Sessions(ctx, []string{"u1", "u2", "u3", "u4", "ghost"})
+		if err != nil || len(got) != len(want) || got["u3"] != want["u3"] || got["u4"] != want["u4"] {
+			t.Errorf("Sessions after reap = %v, %v; want %v", got, err, want)
+		}
+		for _, key := range []string{s.Keys.GatewayUsers("gwA"), s.Keys.Outbound("gwA")} {
+			if n, _ := s.rdb.Exists(ctx, key).Result(); n != 0 {
+				t.Errorf("%s still exists after reap", key)
+			}
+		}
+		if got := gatewayUsers(t, ctx, s, "gwB"); !slices.Equal(got, []string{"u3", "u4"}) {
+			t.Errorf("users of gwB = %v, want [u3 u4]", got)
+		}
+		if msgs, _ := s.PopOut(ctx, "gwB", 10); !slices.Equal(msgs, []string{"m3"}) {
+			t.Errorf("gwB outbound = %v, want [m3]", msgs)
+		}
+		alive, _ := s.Alive(ctx, s.Keys.Gateways(), now, time.Minute)
+		if !slices.Equal(alive, []string{"gwB"}) {
+			t.Errorf("gateways after reap = %v, want [gwB]", alive)
+		}
+		if n, err := s.ReapGateway(ctx, "gwA"); err != nil || n != 0 {
+			t.Errorf("second ReapGateway(gwA) = %d, %v; want 0", n, err)
+		}
+	})
+}
+
+// timerPart returns the partition of a timer id.
+func timerPart(t *testing.T, id string) int {
+	t.Helper()
+	ps, _, _ := strings.Cut(id, ".")
+	p, err := strconv.Atoi(ps)
+	if err != nil {
+		t.Fatalf("timer id %q has no partition", id)
+	}
+	return p
+}
+
+// systemBodies returns the bodies of the system frames in partitions
+// 0..parts-1, checking that each carries cmd.
+func systemBodies(t *testing.T, ctx context.Context, s *Store, parts int, cmd int32) []string {
+	t.Helper()
+	var out []string
+	for p := range parts {
+		for _, raw := range streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(p)) {
+			k, b := frameOf(t, raw)
+			if k != KindSystem || b.Cmd != cmd {
+				t.Errorf("partition %d: entry kind %v cmd %d, want system cmd %d", p, k, b.Cmd, cmd)
+			}
+			out = append(out, string(b.Body))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestTimers(t *testing.T) {
+	const parts = 4
+	tests := []struct {
+		name    string
+		delays  []time.Duration // one timer each, body "t<i>"
+		cancel  []int           // indexes cancelled before moving
+		at      time.Duration   // MoveDueTimers' now, relative to the test
+		max     int
+		want    int // moved in total (one pass over every partition)
+		wantBod []string
+	}{
+		{"due moves", []time.Duration{-time.Second, 0}, nil, time.Second, 10, 2, []string{"t0", "t1"}},
+		{"not yet due", []time.Duration{time.Hour}, nil, time.Second, 10, 0, nil},
+		{"later due", []time.Duration{time.Hour}, nil, 2 * time.Hour, 10, 1, []string{"t0"}},
+		{"cancelled never moves", []time.Duration{-time.Second, -time.Second, -time.Second}, []int{0, 2}, time.Second, 10, 1, []string{"t1"}},
+		{"all cancelled", []time.Duration{time.Hour}, []int{0}, 2 * time.Hour, 10, 0, nil},
+	}
+	eachBackend(t, func(t *testing.T, s0 *Store) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ctx := testCtx(t)
+				s := New(s0.rdb, storetest.Prefix(t))
+				var ids []string
+				for i, d := range tt.delays {
+					id, err := s.ScheduleAfter(ctx, parts, d, 42, []byte("t"+strconv.Itoa(i)))
+					if err != nil {
+						t.Fatalf("ScheduleAfter: %v", err)
+					}
+					if p := timerPart(t, id); p < 0 || p >= parts {
+						t.Fatalf("timer id %q: partition out of range", id)
+					}
+					ids = append(ids, id)
+				}
+				for _, i := range tt.cancel {
+					if ok, err := s.CancelTimer(ctx, ids[i]); err != nil || !ok {
+						t.Errorf("CancelTimer(%s) = %v, %v; want true", ids[i], ok, err)
+					}
+					if ok, err := s.CancelTimer(ctx, ids[i]); err != nil || ok {
+						t.Errorf("second CancelTimer(%s) = %v, %v; want false", ids[i], ok, err)
+					}
+				}
+				moved := 0
+				at := time.Now().Add(tt.at)
+				for p := range parts {
+					n, err := s.MoveDueTimers(ctx, p, at, tt.max)
+					if err != nil {
+						t.Fatalf("MoveDueTimers(%d): %v", p, err)
+					}
+					moved += n
+				}
+				if moved != tt.want {
+					t.Errorf("moved %d timers, want %d", moved, tt.want)
+				}
+				if got := systemBodies(t, ctx, s, parts, 42); !slices.Equal(got, tt.wantBod) {
+					t.Errorf("queued bodies = %q, want %q", got, tt.wantBod)
+				}
+				// A second pass moves nothing more, and fired timers can no
+				// longer be cancelled.
+				for p := range parts {
+					if n, err := s.MoveDueTimers(ctx, p, at, tt.max); err != nil || n != 0 {
+						t.Errorf("second MoveDueTimers(%d) = %d, %v; want 0", p, n, err)
+					}
+				}
+				for i, id := range ids {
+					fired := tt.at > tt.delays[i] && !slices.Contains(tt.cancel, i)
+					ok, err := s.CancelTimer(ctx, id)
+					if err != nil || ok == fired {
+						t.Errorf("CancelTimer(%s) after moving = %v, %v; want %v", id, ok, err, !fired)
+					}
+				}
+			})
+		}
+		t.Run("max per call", func(t *testing.T) {
+			ctx := testCtx(t)
+			s := New(s0.rdb, storetest.Prefix(t))
+			for i := range 5 {
+				if _, err := s.ScheduleAfter(ctx, 1, -time.Duration(i)*time.Second, 7, []byte{byte('a' + i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []int
+			for range 4 {
+				n, err := s.MoveDueTimers(ctx, 0, time.Now(), 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, n)
+			}
+			if !slices.Equal(got, []int{2, 2, 1, 0}) {
+				t.Errorf("MoveDueTimers(max 2) moved %v, want [2 2 1 0]", got)
+			}
+			// Earliest due first: "e" was due 4 s ago.
+			var order []string
+			for _, raw := range streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(0)) {
+				_, b := frameOf(t, raw)
+				order = append(order, string(b.Body))
+			}
+			if !slices.Equal(order, []string{"e", "d", "c", "b", "a"}) {
+				t.Errorf("fired in order %q, want [e d c b a]", order)
+			}
+		})
+		t.Run("bad ids", func(t *testing.T) {
+			ctx := testCtx(t)
+			for _, id := range []string{"", "nodot", "x.abc", ".abc"} {
+				if _, err := s0.CancelTimer(ctx, id); err == nil {
+					t.Errorf("CancelTimer(%q) = nil error, want one", id)
+				}
+			}
+		})
+	})
+}
+
+func TestMoveDueTimersConcurrent(t *testing.T) {
+	const (
+		parts  = 3
+		timers = 60
+	)
+	tests := []struct {
+		name string
+		max  int // per call; movers loop until a call moves nothing
+	}{
+		{"one at a time", 1},
+		{"small batches", 3},
+		{"all at once", 1000},
+	}
+	eachBackend(t, func(t *testing.T, s0 *Store) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ctx := testCtx(t)
+				s := New(s0.rdb, storetest.Prefix(t))
+				var want []string
+				for i := range timers {
+					body := fmt.Sprintf("t%02d", i)
+					if _, err := s.ScheduleAfter(ctx, parts, -time.Millisecond, 5, []byte(body)); err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, body)
+				}
+				now := time.Now()
+				var (
+					wg    sync.WaitGroup
+					mu    sync.Mutex
+					total int
+				)
+				for p := range parts {
+					for range 2 { // two movers per partition
+						wg.Go(func() {
+							for {
+								n, err := s.MoveDueTimers(ctx, p, now, tt.max)
+								if err != nil {
+									t.Errorf("MoveDueTimers(%d): %v", p, err)
+									return
+								}
+								if n == 0 {
+									return
+								}
+								mu.Lock()
+								total += n
+								mu.Unlock()
+							}
+						})
+					}
+				}
+				wg.Wait()
+				if total != timers {
+					t.Errorf("movers moved %d timers in all, want %d", total, timers)
+				}
+				if got := systemBodies(t, ctx, s, parts, 5); !slices.Equal(got, want) {
+					t.Errorf("queued bodies = %q, want each of %d exactly once", got, timers)
+				}
+				for p := range parts {
+					z, _ := s.rdb.ZCard(ctx, s.Keys.Timers(p)).Result()
+					h, _ := s.rdb.HLen(ctx, s.Keys.TimerData(p)).Result()
+					if z != 0 || h != 0 {
+						t.Errorf("partition %d: %d timers and %d timer envelopes left, want none", p, z, h)
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestClaimPeriod(t *testing.T) {
+	const (
+		parts    = 8
+		claimers = 8
+	)
+	tests := []struct {
+		job  string
+		n    int64
+		want int // winners among the concurrent claimers
+	}{
+		{"daily", 1, 1},
+		{"daily", 1, 0}, // already started
+		{"daily", 2, 1}, // the next period can be won again
+		{"daily", 1, 0}, // an older period never runs late
+		{"daily", 5, 1}, // periods may be skipped
+		{"daily", 4, 0},
+		{"hourly", 1, 1}, // another job is independent
+		{"hourly", 0, 0},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		wantRuns := map[string]int{}
+		for _, tt := range tests {
+			var (
+				wg   sync.WaitGroup
+				mu   sync.Mutex
+				wins int
+			)
+			start := make(chan struct{})
+			for range claimers {
+				wg.Go(func() {
+					<-start
+					won, err := s.ClaimPeriod(ctx, parts, tt.job, tt.n, time.Second)
+					if err != nil {
+						t.Errorf("ClaimPeriod(%s, %d): %v", tt.job, tt.n, err)
+					}
+					if won {
+						mu.Lock()
+						wins++
+						mu.Unlock()
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if wins != tt.want {
+				t.Errorf("ClaimPeriod(%s, %d): %d of %d claimers won, want %d", tt.job, tt.n, wins, claimers, tt.want)
+			}
+			wantRuns[tt.job] += tt.want
+		}
+		for job, want := range wantRuns {
+			p := PartitionOf(job, parts)
+			var runs int
+			for _, raw := range streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(p)) {
+				k, b := frameOf(t, raw)
+				if k == KindJob && string(b.Body) == job {
+					runs++
+				}
+			}
+			if runs != want {
+				t.Errorf("job %s: %d runs queued on partition %d, want %d", job, runs, p, want)
+			}
+			pttl, _ := s.rdb.PTTL(ctx, s.Keys.Cron(p, job)).Result()
+			if pttl <= 0 || pttl > time.Minute {
+				t.Errorf("job %s: cron key PTTL = %v, want in (0, 1m]", job, pttl)
+			}
+		}
+	})
+}
