@@ -149,7 +149,9 @@ type Worker struct {
 	sem      chan struct{}
 	handlers sync.WaitGroup
 
-	wr *writer
+	wr       *writer
+	ready    chan struct{}
+	releases sync.WaitGroup
 }
 
 // partition is a leased partition's state.
@@ -191,10 +193,14 @@ func New(app *App, opts Options) (*Worker, error) {
 		lastSeq: make(map[string]seqMark),
 		deadGW:  make(map[string]time.Time),
 		sem:     make(chan struct{}, o.Concurrency),
+		ready:   make(chan struct{}),
 	}
 	w.space = sync.NewCond(&w.mu)
 	return w, nil
 }
+
+// Ready is closed once the worker is registered and taking partitions.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // ID returns the worker's farm-wide id.
 func (w *Worker) ID() string { return w.opts.ID }
@@ -253,6 +259,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-readerDone
 	<-leasesDone
 	<-timersDone
+	// Hand each partition back as soon as its frames are done, so other
+	// workers (a reload's new process) take over without waiting for the
+	// whole drain.
+	w.mu.Lock()
+	for _, pt := range w.owned {
+		if !pt.releasing {
+			pt.releasing = true
+			w.releases.Add(1)
+			go func() { defer w.releases.Done(); w.release(bg, pt) }()
+		}
+	}
+	w.mu.Unlock()
 
 	// Let handlers finish what was read, up to the timeout.
 	drained := make(chan struct{})
@@ -265,6 +283,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Unlock()
 	}
 	w.wr.flush(bg)
+	released := make(chan struct{})
+	go func() { w.releases.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(2 * time.Second):
+	}
 	stopBG()
 	w.space.Broadcast() // wake release goroutines so they see bg end
 	<-writerDone
@@ -300,13 +324,18 @@ func (w *Worker) waitIdle() {
 // work and a dead one's partitions move on within one lease.
 func (w *Worker) runLeases(ctx, bg context.Context) {
 	log := w.log.With("duty", "leases")
-	every := w.opts.Lease / 5
+	every := w.opts.Lease / 10
 	offset := mrand.IntN(w.parts)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var lastReap time.Time
+	first := true
 	for {
 		w.leaseRound(ctx, bg, log, offset)
+		if first {
+			first = false
+			close(w.ready)
+		}
 		if time.Since(lastReap) > 2*time.Second {
 			lastReap = time.Now()
 			w.reapGateways(ctx)
@@ -374,7 +403,8 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 		if pt != nil && !pt.releasing {
 			pt.releasing = true
 			active--
-			go w.release(bg, pt)
+			w.releases.Add(1)
+			go func() { defer w.releases.Done(); w.release(bg, pt) }()
 		}
 		w.mu.Unlock()
 	}

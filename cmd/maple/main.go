@@ -36,6 +36,7 @@ func newApp() *cli.App {
 			workerCommand(),
 			clientCommand(),
 			triggerCommand(),
+			deadCommand(),
 		},
 		// Errors are printed once, by main; cli must not call os.Exit.
 		ExitErrHandler: func(*cli.Context, error) {},

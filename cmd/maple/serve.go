@@ -132,7 +132,15 @@ func workerCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return w.Run(c.Context)
+			ctx := reloadOnHUP(c.Context, log)
+			go func() {
+				select {
+				case <-w.Ready():
+					signalReady()
+				case <-ctx.Done():
+				}
+			}()
+			return w.Run(ctx)
 		},
 	}
 }
