@@ -154,7 +154,9 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		t.mu.Unlock()
 		p.mu.Lock()
 		p.shutdown = true
-		if p.kill != nil && err == nil {
+		if p.kill != nil {
+			// The reason we shut the socket down; evio reports what
+			// followed from it (EPIPE when output was pending).
 			err = p.kill
 		}
 		p.mu.Unlock()

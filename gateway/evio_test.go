@@ -338,7 +338,9 @@ func TestSlowClientClosed(t *testing.T) {
 		count = total / (box.HeaderLen + body)
 	)
 	gw, rdb := startGateway(t, Options{OutBuffer: 64 << 10})
-	slow, slowID := dialConn(t, gw)
+	// A small receive buffer, so the socket fills after few frames and the
+	// output then waits in evio.
+	slow, slowID := dialConnRcvBuf(t, gw, 16<<10)
 	good, goodID := dialConn(t, gw)
 	key := gw.keys.Outbound(gw.ID())
 
@@ -369,17 +371,17 @@ func TestSlowClientClosed(t *testing.T) {
 		}
 	})
 
-	// Small pipelines while the client is connected, so the output first
-	// fills the socket buffers and then piles up in evio (the drop then
-	// happens with a write pending); larger ones once it is gone.
+	// One message per round trip while the client is connected, so the
+	// output first fills the socket buffers and then piles up in evio: the
+	// drop then happens with a write pending. Pipelines once it is gone.
 	start := time.Now()
 	payload := make([]byte, body)
 	var msgs [][]byte
 	for i := range count {
 		binary.BigEndian.PutUint64(payload, uint64(i))
 		msgs = append(msgs, outWrite(slowID, box.Append(nil, 100, 0, 0, payload)))
-		batch := 4
-		if len(msgs) == batch && gw.lookup(slowID) == nil {
+		batch := 1
+		if gw.lookup(slowID) == nil {
 			batch = 256
 		}
 		if len(msgs) >= batch || i == count-1 {
@@ -447,6 +449,77 @@ func TestSlowClientClosed(t *testing.T) {
 	if grow > 32<<20 {
 		t.Errorf("heap grew by %.1f MiB while a client did not read, want < 32 MiB", mib(grow))
 	}
+}
+
+// TestSlowWriteStallClosed: output that stops moving for WriteStall gets
+// the client dropped, even below OutBuffer. The drop happens with output
+// pending in evio, so evio reports a failed write (EPIPE) for it; the
+// reason counted must still be the slow client.
+func TestSlowWriteStallClosed(t *testing.T) {
+	const (
+		body  = 4 << 10
+		total = 12 << 20 // more than the socket buffers hold (tcp_wmem max 4 MiB, rcvbuf 16 KiB)
+		count = total / (box.HeaderLen + body)
+	)
+	gw, rdb := startGateway(t, Options{OutBuffer: 64 << 20, WriteStall: time.Second})
+	slow, slowID := dialConnRcvBuf(t, gw, 16<<10)
+	good, goodID := dialConn(t, gw)
+	key := gw.keys.Outbound(gw.ID())
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	start := time.Now()
+	payload := make([]byte, body)
+	var msgs [][]byte
+	for i := range count {
+		binary.BigEndian.PutUint64(payload, uint64(i))
+		msgs = append(msgs, outWrite(slowID, box.Append(nil, 100, 0, 0, payload)))
+		if len(msgs) == 64 || i == count-1 {
+			if err := lpushAll(ctx, rdb, key, msgs); err != nil {
+				t.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	// The sweep looks once a second; the stall counts from the first
+	// look that finds no progress.
+	waitFor(t, 10*time.Second, "gateway to drop the stalled client", func() bool {
+		return gw.lookup(slowID) == nil
+	})
+	took := time.Since(start)
+	waitFor(t, 5*time.Second, "Stats.SlowClosed == 1", func() bool {
+		return gw.Stats.SlowClosed.Load() == 1
+	})
+
+	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := box.NewReader(slow, 0)
+	var got int
+	for {
+		b, err := r.Next()
+		if err != nil {
+			if !isClosedErr(err) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("stalled client after %d frames: %v, want EOF or reset", got, err)
+			}
+			break
+		}
+		if seq := binary.BigEndian.Uint64(b.Body); seq != uint64(got) {
+			t.Fatalf("stalled client: frame %d carries sequence %d", got, seq)
+		}
+		got++
+	}
+	if got >= count {
+		t.Fatalf("stalled client received all %d frames; it should have been dropped", got)
+	}
+
+	if err := lpushAll(ctx, rdb, key, [][]byte{outWrite(goodID, pushFrame(9))}); err != nil {
+		t.Fatal(err)
+	}
+	_ = good.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := box.NewReader(good, 0).Next(); err != nil || b.Cmd != 100 {
+		t.Fatalf("other client: frame cmd=%d err=%v, want the push", b.Cmd, err)
+	}
+	t.Logf("stalled client dropped %v after the pushes began, having drained %d frames (%.1f MiB)",
+		took.Round(time.Millisecond), got, float64(got*(box.HeaderLen+body))/(1<<20))
 }
 
 // TestBadFrameClosesOnlyThatConnection: garbage closes its connection and
@@ -572,8 +645,25 @@ func testLogger() *slog.Logger {
 // the order the gateway opens them, so tests dial one at a time.
 func dialConn(t *testing.T, gw *Server) (net.Conn, string) {
 	t.Helper()
+	return dialConnRcvBuf(t, gw, 0)
+}
+
+// dialConnRcvBuf is dialConn with the socket's receive buffer set to
+// rcvbuf bytes before it connects (0: the system default).
+func dialConnRcvBuf(t *testing.T, gw *Server, rcvbuf int) (net.Conn, string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if rcvbuf > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	want := gw.Stats.Accepted.Load() + 1
-	nc, err := net.DialTimeout("tcp", gw.Addr().String(), 5*time.Second)
+	nc, err := d.Dial("tcp", gw.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

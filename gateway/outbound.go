@@ -18,13 +18,14 @@ const outBatch = 512
 func (s *Server) runOutbound(ctx context.Context) {
 	log := s.log.With("duty", "outbound")
 	backoff := 10 * time.Millisecond
+	var acked int64 // last batch received; acknowledged by the next take
 	for ctx.Err() == nil {
-		msgs, err := s.st.PopOut(ctx, s.opts.ID, outBatch)
+		batch, msgs, err := s.st.TakeOut(ctx, s.opts.ID, acked, outBatch)
 		if err == nil && len(msgs) == 0 {
-			var m string
-			m, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
-			if m != "" {
-				msgs = append(msgs, m)
+			acked = batch
+			_, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
+			if err == nil {
+				continue
 			}
 		}
 		if err != nil {
@@ -41,6 +42,10 @@ func (s *Server) runOutbound(ctx context.Context) {
 			continue
 		}
 		backoff = 10 * time.Millisecond
+		if batch == acked {
+			continue // a batch we already delivered (its ack reply was lost)
+		}
+		acked = batch
 		for _, m := range msgs {
 			s.deliver(m)
 		}

@@ -267,7 +267,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = s.st.Deregister(dctx, s.keys.Gateways(), s.opts.ID)
-	_ = s.rdb.Del(dctx, s.keys.Outbound(s.opts.ID)).Err()
+	_ = s.rdb.Del(dctx, s.keys.Outbound(s.opts.ID), s.keys.OutboundTransit(s.opts.ID), s.keys.OutboundBatch(s.opts.ID)).Err()
 	dcancel()
 	s.log.Info("stopped")
 	return err

@@ -63,6 +63,13 @@ func (k Keys) TimerData(p int) string { return k.partTag(p) + ":timerdata" }
 // messages from. Workers LPUSH, the gateway RPOPs: first in, first out.
 func (k Keys) Outbound(gw string) string { return k.Prefix + ":{gw:" + gw + "}:out" }
 
+// OutboundTransit holds the batch of outbound messages a gateway took
+// but has not acknowledged; OutboundBatch numbers it.
+func (k Keys) OutboundTransit(gw string) string { return k.Prefix + ":{gw:" + gw + "}:transit" }
+
+// OutboundBatch holds the number of the batch in OutboundTransit.
+func (k Keys) OutboundBatch(gw string) string { return k.Prefix + ":{gw:" + gw + "}:batch" }
+
 // GatewayUsers is the set of user ids logged in on a gateway, so that the
 // sessions of a dead gateway can be removed.
 func (k Keys) GatewayUsers(gw string) string { return k.Prefix + ":{gw:" + gw + "}:users" }

@@ -126,6 +126,30 @@ func (s *Store) ReadInbound(ctx context.Context, consumer string, parts []int, c
 	return out, nil
 }
 
+// ReadOwnPending returns the entries of parts that were delivered to
+// consumer and not acknowledged: after a read whose reply was lost (Redis
+// or the connection died mid-call), they are pending under this consumer
+// but never reached it.
+func (s *Store) ReadOwnPending(ctx context.Context, consumer string, parts []int) ([]Delivery, error) {
+	var out []Delivery
+	for _, p := range parts {
+		res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: ConsumerGroup, Consumer: consumer, Streams: []string{s.Keys.Inbound(p), "0"}, Count: 10000,
+		}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return out, fmt.Errorf("store: read own pending: %w", err)
+		}
+		for _, st := range res {
+			for _, m := range st.Messages {
+				if m.Values != nil {
+					out = append(out, toDelivery(p, m, 2))
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
 // partOf recovers the partition number from an inbound stream key.
 func (s *Store) partOf(key string) int {
 	i := strings.Index(key, ":{p")
@@ -316,27 +340,43 @@ func (s *Store) PushOut(ctx context.Context, pipe redis.Pipeliner, gw string, ms
 	pipe.LPush(ctx, s.Keys.Outbound(gw), msgs...)
 }
 
-// PopOut takes up to n messages for gateway gw without waiting.
-func (s *Store) PopOut(ctx context.Context, gw string, n int) ([]string, error) {
-	v, err := s.rdb.RPopCount(ctx, s.Keys.Outbound(gw), n).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+// TakeOut takes up to n messages for gateway gw. acked is the number of
+// the last batch the gateway received (0 at start); until a batch is
+// acknowledged that way, the same batch is returned again, so a batch whose
+// reply was lost is not. It returns the batch number and the messages.
+func (s *Store) TakeOut(ctx context.Context, gw string, acked int64, n int) (int64, []string, error) {
+	keys := []string{s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw)}
+	res, err := scriptOutTake.Run(ctx, s.rdb, keys, acked, n).Slice()
+	if err != nil {
+		return acked, nil, err
 	}
-	return v, err
+	if len(res) == 0 {
+		return acked, nil, fmt.Errorf("store: take out: empty reply")
+	}
+	batch, _ := res[0].(int64)
+	msgs := make([]string, 0, len(res)-1)
+	for _, m := range res[1:] {
+		if str, ok := m.(string); ok {
+			msgs = append(msgs, str)
+		}
+	}
+	return batch, msgs, nil
 }
 
-// WaitOut waits up to timeout (whole seconds, at least one) for a message
-// for gateway gw. It uses its own client rdb, since a blocked command holds
-// a connection.
-func (s *Store) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (string, error) {
-	v, err := rdb.BRPop(ctx, timeout, s.Keys.Outbound(gw)).Result()
+// WaitOut waits up to timeout (whole seconds, at least one) until gateway
+// gw has a message, without taking it (it rotates the list's last element
+// onto itself). It uses its own client rdb, since a blocked command holds a
+// connection.
+func (s *Store) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (bool, error) {
+	key := s.Keys.Outbound(gw)
+	_, err := rdb.BLMove(ctx, key, key, "RIGHT", "RIGHT", timeout).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", nil
+		return false, nil
 	}
 	if err != nil {
-		return "", err
+		return false, err
 	}
-	return v[1], nil
+	return true, nil
 }
 
 // NextID returns the smallest stream id greater than id, for trimming
@@ -349,6 +389,13 @@ func NextID(id string) string {
 	n, err := strconv.ParseUint(seq, 10, 64)
 	if err != nil {
 		return id
+	}
+	if n == ^uint64(0) { // the sequence is full: the next id is the next millisecond's first
+		m, err := strconv.ParseUint(ms, 10, 64)
+		if err != nil || m == ^uint64(0) {
+			return id
+		}
+		return strconv.FormatUint(m+1, 10) + "-0"
 	}
 	return ms + "-" + strconv.FormatUint(n+1, 10)
 }

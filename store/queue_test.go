@@ -283,6 +283,24 @@ func TestTrim(t *testing.T) {
 				}
 			})
 		}
+		t.Run("full sequence", func(t *testing.T) {
+			const p = 9
+			ids := []string{"1-18446744073709551614", "1-18446744073709551615", "2-0"}
+			for _, id := range ids {
+				if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(p), ID: id, Values: []any{"e", "x"}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pipe := s.rdb.Pipeline()
+			s.Trim(ctx, pipe, p, NextID(ids[1]))
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			msgs, _ := s.rdb.XRange(ctx, s.Keys.Inbound(p), "-", "+").Result()
+			if len(msgs) != 1 || msgs[0].ID != "2-0" {
+				t.Errorf("after Trim(NextID(%s)) entries = %v, want only 2-0", ids[1], msgs)
+			}
+		})
 	})
 }
 

@@ -26,6 +26,7 @@ var (
 	scriptTimerCancel  = loadScript("timer_cancel")
 	scriptTimerDue     = loadScript("timer_due")
 	scriptCronClaim    = loadScript("cron_claim")
+	scriptOutTake      = loadScript("out_take")
 )
 
 // scripts lists every script by file name, for preloading and tests.
@@ -42,6 +43,7 @@ var scripts = map[string]*redis.Script{
 	"timer_cancel":   scriptTimerCancel,
 	"timer_due":      scriptTimerDue,
 	"cron_claim":     scriptCronClaim,
+	"out_take":       scriptOutTake,
 }
 
 func loadScript(name string) *redis.Script {

@@ -36,6 +36,7 @@ var testedScripts = map[string]string{
 	"timer_cancel":   "TestTimers",
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
+	"out_take":       "TestTakeOut",
 }
 
 // backend is one Redis the store tests run against.
@@ -91,9 +92,8 @@ func envOf(k Kind, conn string, seq uint64, text string) []byte {
 
 // envEqual compares envelopes, taking a nil and an empty frame as equal.
 func envEqual(a, b Envelope) bool {
-	fa, fb := a.Frame, b.Frame
-	a.Frame, b.Frame = nil, nil
-	return a == b && bytes.Equal(fa, fb)
+	return a.Kind == b.Kind && a.Seq == b.Seq && a.Gateway == b.Gateway && a.Conn == b.Conn &&
+		a.Addr == b.Addr && a.UID == b.UID && bytes.Equal(a.Frame, b.Frame)
 }
 
 // streamEnvelopes returns the raw "e" fields of a stream, in order.
@@ -342,12 +342,12 @@ func TestLease(t *testing.T) {
 			{"acquire", "w2", long, true, "w2"},
 		}},
 		{"renewal extends", []step{
-			{"acquire", "w1", 250 * time.Millisecond, true, "w1"},
-			{"sleep", "", 150 * time.Millisecond, false, ""},
-			{"acquire", "w1", 250 * time.Millisecond, true, "w1"},
-			{"sleep", "", 150 * time.Millisecond, false, ""},
-			{"acquire", "w2", long, false, "w1"}, // 300 ms after the first take
+			{"acquire", "w1", 400 * time.Millisecond, true, "w1"},
+			{"sleep", "", 200 * time.Millisecond, false, ""},
+			{"acquire", "w1", 400 * time.Millisecond, true, "w1"},
 			{"sleep", "", 250 * time.Millisecond, false, ""},
+			{"acquire", "w2", long, false, "w1"}, // 450 ms after the first take
+			{"sleep", "", 400 * time.Millisecond, false, ""},
 			{"acquire", "w2", long, true, "w2"},
 		}},
 	}
@@ -691,7 +691,7 @@ func TestReapGateway(t *testing.T) {
 		if got := gatewayUsers(t, ctx, s, "gwB"); !slices.Equal(got, []string{"u3", "u4"}) {
 			t.Errorf("users of gwB = %v, want [u3 u4]", got)
 		}
-		if msgs, _ := s.PopOut(ctx, "gwB", 10); !slices.Equal(msgs, []string{"m3"}) {
+		if msgs, _ := s.rdb.LRange(ctx, s.Keys.Outbound("gwB"), 0, -1).Result(); !slices.Equal(msgs, []string{"m3"}) {
 			t.Errorf("gwB outbound = %v, want [m3]", msgs)
 		}
 		alive, _ := s.Alive(ctx, s.Keys.Gateways(), now, time.Minute)
@@ -980,6 +980,58 @@ func TestClaimPeriod(t *testing.T) {
 			pttl, _ := s.rdb.PTTL(ctx, s.Keys.Cron(p, job)).Result()
 			if pttl <= 0 || pttl > time.Minute {
 				t.Errorf("job %s: cron key PTTL = %v, want in (0, 1m]", job, pttl)
+			}
+		}
+	})
+}
+
+func TestTakeOut(t *testing.T) {
+	type step struct {
+		push      []any // PushOut these first
+		acked     int64
+		n         int
+		wantBatch int64
+		want      []string
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"first in, first out; lost replies repeat the batch", []step{
+			{nil, 0, 10, 0, nil},
+			{[]any{"m1", "m2", "m3"}, 0, 2, 1, []string{"m1", "m2"}},
+			{nil, 0, 2, 1, []string{"m1", "m2"}}, // the reply was lost: same batch
+			{nil, 1, 2, 2, []string{"m3"}},
+			{[]any{"m4"}, 1, 10, 2, []string{"m3"}}, // batch 2 not acknowledged yet
+			{nil, 2, 10, 3, []string{"m4"}},
+			{nil, 3, 10, 3, nil},
+			{nil, 3, 10, 3, nil},
+			{[]any{"m5"}, 3, 10, 4, []string{"m5"}},
+		}},
+		{"batch size", []step{
+			{[]any{"a", "b", "c", "d", "e"}, 0, 1, 1, []string{"a"}},
+			{nil, 1, 3, 2, []string{"b", "c", "d"}},
+			{nil, 2, 3, 3, []string{"e"}},
+			{nil, 3, 3, 3, nil},
+		}},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		for i, tt := range tests {
+			gw := "gw" + strconv.Itoa(i)
+			for j, st := range tt.steps {
+				if len(st.push) > 0 {
+					pipe := s.rdb.Pipeline()
+					s.PushOut(ctx, pipe, gw, st.push...)
+					if _, err := pipe.Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				batch, msgs, err := s.TakeOut(ctx, gw, st.acked, st.n)
+				if err != nil || batch != st.wantBatch || !slices.Equal(msgs, st.want) {
+					t.Errorf("%s: step %d: TakeOut(acked %d, n %d) = %d, %q, %v; want %d, %q",
+						tt.name, j, st.acked, st.n, batch, msgs, err, st.wantBatch, st.want)
+				}
 			}
 		}
 	})

@@ -129,7 +129,7 @@ func (s *Store) ReapGateway(ctx context.Context, gw string) (int, error) {
 	}
 	pipe := s.rdb.Pipeline()
 	pipe.Del(ctx, s.Keys.GatewayUsers(gw))
-	pipe.Del(ctx, s.Keys.Outbound(gw))
+	pipe.Del(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw))
 	pipe.ZRem(ctx, s.Keys.Gateways(), gw)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return n, fmt.Errorf("store: reap gateway %s: %w", gw, err)

@@ -150,6 +150,7 @@ type Worker struct {
 	handlers sync.WaitGroup
 
 	wr       *writer
+	suspect  sync.Mutex // held while a redelivered entry runs
 	ready    chan struct{}
 	releases sync.WaitGroup
 }
@@ -475,6 +476,7 @@ func (w *Worker) runReader(ctx context.Context) {
 	log := w.log.With("duty", "reader")
 	_, cluster := w.rdb.(*redis.ClusterClient)
 	backoff := 10 * time.Millisecond
+	recoverOwn := false
 	for ctx.Err() == nil {
 		w.mu.Lock()
 		for w.inflight >= w.maxInflight() && ctx.Err() == nil {
@@ -497,9 +499,35 @@ func (w *Worker) runReader(ctx context.Context) {
 		if cluster {
 			parts = parts[mrand.IntN(len(parts)):][:1]
 		}
+		if recoverOwn {
+			// A read may have been served but its reply lost: what it
+			// took is pending under our name and would never come back.
+			ds, err := w.st.ReadOwnPending(ctx, w.opts.ID, parts)
+			if err == nil {
+				recoverOwn = false
+				w.mu.Lock()
+				n := 0
+				for _, d := range ds {
+					pt := w.owned[d.Part]
+					if pt == nil {
+						continue
+					}
+					if _, busy := pt.inflight[d.ID]; busy {
+						continue
+					}
+					w.admitLocked(pt, d, false)
+					n++
+				}
+				w.mu.Unlock()
+				if n > 0 {
+					log.Warn("recovered frames read before a connection failure", "n", n)
+				}
+			}
+		}
 		w.Stats.Reads.Add(1)
 		ds, err := w.st.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
 		if err != nil {
+			recoverOwn = true
 			if ctx.Err() != nil {
 				return
 			}
@@ -590,9 +618,16 @@ func (w *Worker) handle(d store.Delivery) {
 		return
 	}
 	if d.Deliveries > int64(w.opts.MaxDeliveries) {
+		// Every try so far ended its worker: run it no more.
 		w.log.Error("frame failed too often: moving to dead letters",
-			"partition", d.Part, "id", d.ID, "conn", d.Env.Conn, "n", d.Deliveries)
+			"partition", d.Part, "id", d.ID, "conn", d.Env.Conn, "n", d.Deliveries-1)
+		d.Deliveries-- // record the tries, not this delivery
 		w.deadLetter(d, "max deliveries")
+		if d.Env.Kind == Frame {
+			if b, err := box.Decode(d.Env.Frame); err == nil {
+				w.writeTo(d.Env.Gateway, d.Env.Conn, box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil))
+			}
+		}
 		return
 	}
 	if w.duplicate(d) {
@@ -620,9 +655,29 @@ func (w *Worker) handle(d store.Delivery) {
 		}
 		r.Box = b
 	}
+	if d.Deliveries > 1 {
+		// A worker died with this entry, maybe because of it. Run it alone,
+		// with everything before it acknowledged, so that if it kills this
+		// worker too only its own delivery count grows.
+		w.suspect.Lock()
+		defer w.suspect.Unlock()
+		w.wr.flush(context.Background())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.opts.HandlerTimeout)
 	start := time.Now()
 	err := w.serve(ctx, r)
+	for backoff := 50 * time.Millisecond; err != nil && !r.replied && isTransient(err) && ctx.Err() == nil; {
+		// Redis was unreachable: run the handler again once it is back
+		// rather than failing the player's request.
+		w.Stats.RedisErrs.Add(1)
+		w.log.Warn("handler hit a Redis outage; retrying", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, time.Second)
+		err = w.serve(ctx, r)
+	}
 	cancel()
 	w.Stats.HandlerNs.Add(int64(time.Since(start)))
 	w.Stats.Handled.Add(1)

@@ -3,6 +3,9 @@ package worker
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -146,7 +149,8 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {
 		for _, c := range cmds {
-			if c.Err() != nil && !isTransient(c.Err()) {
+			var re redis.Error
+			if errors.As(c.Err(), &re) && !isTransient(c.Err()) {
 				// A command the server refused will be refused again.
 				wr.w.log.Error("redis refused a write", "err", c.Err(), "cmd", c.Name())
 				return nil
@@ -156,11 +160,18 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	return err
 }
 
-// isTransient reports whether err may go away by retrying (network, server
-// restarting), as opposed to a command the server rejects.
+// isTransient reports whether err may go away by retrying: the network or
+// Redis failing over or loading, as opposed to a command the server
+// rejects or a game's own error.
 func isTransient(err error) bool {
 	if err == nil {
 		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
@@ -168,5 +179,5 @@ func isTransient(err error) bool {
 			redis.HasErrorPrefix(err, "TRYAGAIN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
 			redis.HasErrorPrefix(err, "READONLY")
 	}
-	return true
+	return false
 }

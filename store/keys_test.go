@@ -1,0 +1,393 @@
+package store
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/store/storetest"
+)
+
+// crc16 is CRC16-XMODEM (polynomial 0x1021, initial value 0), the checksum
+// of the Redis Cluster spec.
+func crc16(b []byte) uint16 {
+	var crc uint16
+	for _, c := range b {
+		crc ^= uint16(c) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
+// keySlot is the cluster hash slot of key: only the part between the first
+// '{' and the next '}' is hashed, if that part is not empty.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return int(crc16([]byte(key)) % 16384)
+}
+
+func TestKeySlot(t *testing.T) {
+	if got := crc16([]byte("123456789")); got != 0x31C3 {
+		t.Fatalf("crc16(123456789) = %#04x, want 0x31c3", got)
+	}
+	tests := []struct {
+		key  string
+		want int
+	}{
+		// Values from CLUSTER KEYSLOT of a Redis 7 cluster.
+		{"foo", 12182},
+		{"bar", 5061},
+		{"hello", 866},
+		{"somekey", 11058},
+		{"{user1000}.following", keySlot("user1000")},
+		{"{user1000}.followers", keySlot("user1000")},
+		{"foo{}{bar}", int(crc16([]byte("foo{}{bar}")) % 16384)}, // empty tag: whole key
+		{"foo{{bar}}zap", keySlot("{bar")},
+		{"foo{bar}{zap}", keySlot("bar")},
+		{"{", int(crc16([]byte("{")) % 16384)},
+		{"", 0},
+	}
+	for _, tt := range tests {
+		if got := keySlot(tt.key); got != tt.want {
+			t.Errorf("keySlot(%q) = %d, want %d", tt.key, got, tt.want)
+		}
+	}
+}
+
+// TestKeySlotMatchesServer checks keySlot against CLUSTER KEYSLOT of a
+// cluster-enabled redis-server (a plain one refuses the command, and
+// miniredis answers 163 for every key).
+func TestKeySlotMatchesServer(t *testing.T) {
+	srv := storetest.Start(t, storetest.Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := testCtx(t)
+	keys := []string{"foo", "bar", "a{b}c", "{}x", "foo{{bar}}zap", "x}{y"}
+	for _, prefix := range []string{"", "t1_2", "a{b"} {
+		k := NewKeys(prefix)
+		for p := range DefaultPartitions {
+			keys = append(keys, k.Inbound(p))
+		}
+		keys = append(keys, k.Session("alice"), k.Outbound("gw-1"), k.Cron(2, "{daily}"), k.Counter("n"))
+	}
+	for _, key := range keys {
+		got, err := rdb.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("CLUSTER KEYSLOT %s: %v", key, err)
+		}
+		if int(got) != keySlot(key) {
+			t.Errorf("keySlot(%q) = %d, server says %d", key, keySlot(key), got)
+		}
+	}
+}
+
+func TestKeysShareSlot(t *testing.T) {
+	prefixes := []string{"", "maple", "t123_4", "game:eu", "a{b", "x}y"}
+	type group struct {
+		name string
+		keys []string
+	}
+	var groups []group
+	for _, prefix := range prefixes {
+		k := NewKeys(prefix)
+		for _, p := range []int{0, 1, 7, 15, 16, 255, 100000} {
+			groups = append(groups, group{
+				fmt.Sprintf("prefix %q partition %d", prefix, p),
+				[]string{k.Inbound(p), k.Owner(p), k.Dead(p), k.Timers(p), k.TimerData(p),
+					k.Cron(p, "daily"), k.Cron(p, "{other}"), k.Cron(p, "a}b")},
+			})
+		}
+		for _, uid := range []string{"u1", "alice@example.com", "", "x:y", "with space"} {
+			groups = append(groups, group{
+				fmt.Sprintf("prefix %q user %q", prefix, uid),
+				[]string{k.Session(uid), k.UserGroups(uid), k.User(uid)},
+			})
+		}
+		for _, gw := range []string{"gw-1", "10.0.0.1:7000", ""} {
+			groups = append(groups, group{
+				fmt.Sprintf("prefix %q gateway %q", prefix, gw),
+				[]string{k.Outbound(gw), k.GatewayUsers(gw), k.OutboundTransit(gw), k.OutboundBatch(gw)},
+			})
+		}
+	}
+	for _, g := range groups {
+		want := keySlot(g.keys[0])
+		for _, key := range g.keys[1:] {
+			if got := keySlot(key); got != want {
+				t.Errorf("%s: %s is in slot %d, %s in slot %d", g.name, g.keys[0], want, key, got)
+			}
+		}
+	}
+}
+
+func TestDefaultPartitionsSpreadOverThreeMasters(t *testing.T) {
+	ranges := [][2]int{{0, 5461}, {5461, 10922}, {10922, 16384}} // a 3-master cluster
+	k := NewKeys("")
+	per := make([][]int, len(ranges))
+	slots := map[int]bool{}
+	for p := range DefaultPartitions {
+		s := keySlot(k.Inbound(p))
+		slots[s] = true
+		for i, r := range ranges {
+			if s >= r[0] && s < r[1] {
+				per[i] = append(per[i], p)
+			}
+		}
+	}
+	for i, r := range ranges {
+		t.Logf("slots [%d,%d): partitions %v", r[0], r[1], per[i])
+		if len(per[i]) == 0 {
+			t.Errorf("no default partition hashes to slots [%d,%d): one master of three gets no inbound queue", r[0], r[1])
+		}
+	}
+	if len(slots) != DefaultPartitions {
+		t.Errorf("the %d default partitions use only %d slots", DefaultPartitions, len(slots))
+	}
+}
+
+// evalRecorder records the keys of every EVAL and EVALSHA a client sends.
+type evalRecorder struct {
+	byHash map[string]string // script hash -> name
+	mu     sync.Mutex
+	calls  []evalCall
+}
+
+type evalCall struct {
+	script string // name in scripts
+	keys   []string
+}
+
+func newEvalRecorder() *evalRecorder {
+	r := &evalRecorder{byHash: map[string]string{}}
+	for name, s := range scripts {
+		r.byHash[s.Hash()] = name
+	}
+	return r
+}
+
+func (r *evalRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *evalRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.record(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *evalRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			r.record(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (r *evalRecorder) record(cmd redis.Cmder) {
+	args := cmd.Args()
+	name := strings.ToLower(cmd.Name())
+	if len(args) < 3 || (name != "eval" && name != "evalsha" && name != "eval_ro" && name != "evalsha_ro") {
+		return
+	}
+	id := fmt.Sprint(args[1])
+	if strings.HasPrefix(name, "eval") && !strings.HasPrefix(name, "evalsha") {
+		h := sha1.Sum([]byte(id))
+		id = hex.EncodeToString(h[:])
+	}
+	script, ok := r.byHash[id]
+	if !ok {
+		script = "unknown script " + id
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(args[2]))
+	var keys []string
+	for i := 0; i < n && 3+i < len(args); i++ {
+		keys = append(keys, fmt.Sprint(args[3+i]))
+	}
+	r.mu.Lock()
+	r.calls = append(r.calls, evalCall{script, keys})
+	r.mu.Unlock()
+}
+
+// take returns and forgets the calls recorded so far.
+func (r *evalRecorder) take() []evalCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+// TestScriptKeysShareSlot runs every Store method that runs a script and
+// checks, on the commands actually sent, that each script call's keys
+// share one hash slot, so that it runs on Redis Cluster.
+func TestScriptKeysShareSlot(t *testing.T) {
+	const parts = 16
+	type site struct {
+		name    string
+		run     func(ctx context.Context, s *Store) error
+		scripts []string // scripts the call site must run
+	}
+	var timerID string
+	sites := []site{
+		{"Enqueue", func(ctx context.Context, s *Store) error {
+			var bs []PartBatch
+			for p := range parts {
+				bs = append(bs, PartBatch{Part: p, Envelopes: []any{envOf(KindOpen, "c", 1, "")}})
+			}
+			return s.Enqueue(ctx, bs, 10)
+		}, []string{"enqueue"}},
+		{"AcquireLease", func(ctx context.Context, s *Store) error {
+			_, err := s.AcquireLease(ctx, 3, "w", time.Second)
+			return err
+		}, []string{"lease_acquire"}},
+		{"ReleaseLease", func(ctx context.Context, s *Store) error {
+			return s.ReleaseLease(ctx, 3, "w")
+		}, []string{"lease_release"}},
+		{"DeadLetter, Requeue", func(ctx context.Context, s *Store) error {
+			if err := s.EnsureGroups(ctx, parts); err != nil {
+				return err
+			}
+			for p := range parts {
+				ds, err := s.ReadInbound(ctx, "w", []int{p}, 1, -1)
+				if err != nil || len(ds) != 1 {
+					return fmt.Errorf("partition %d: read %d, %v", p, len(ds), err)
+				}
+				if err := s.DeadLetter(ctx, ds[0], "x"); err != nil {
+					return err
+				}
+				dls, err := s.DeadLetters(ctx, p, 1)
+				if err != nil || len(dls) != 1 {
+					return fmt.Errorf("partition %d: %d dead letters, %v", p, len(dls), err)
+				}
+				if err := s.Requeue(ctx, p, dls[0].ID); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, []string{"dead_letter", "dead_requeue"}},
+		{"IncrCounter", func(ctx context.Context, s *Store) error {
+			_, err := s.IncrCounter(ctx, "n", 1)
+			return err
+		}, []string{"counter_incr"}},
+		{"BindUser, UnbindUser", func(ctx context.Context, s *Store) error {
+			if _, err := s.BindUser(ctx, "alice", Session{"gw1", "c1"}, Kick); err != nil {
+				return err
+			}
+			_, err := s.UnbindUser(ctx, "alice", Session{"gw1", "c1"})
+			return err
+		}, []string{"session_bind", "session_unbind"}},
+		{"ReapGateway", func(ctx context.Context, s *Store) error {
+			for _, uid := range []string{"u1", "u2", "u3"} {
+				if _, err := s.BindUser(ctx, uid, Session{"gw2", "c-" + uid}, Kick); err != nil {
+					return err
+				}
+			}
+			_, err := s.ReapGateway(ctx, "gw2")
+			return err
+		}, []string{"session_bind", "session_unbind"}},
+		{"ScheduleAfter", func(ctx context.Context, s *Store) (err error) {
+			for range 8 {
+				if timerID, err = s.ScheduleAfter(ctx, parts, -time.Second, 1, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, []string{"timer_add"}},
+		{"CancelTimer", func(ctx context.Context, s *Store) error {
+			_, err := s.CancelTimer(ctx, timerID)
+			return err
+		}, []string{"timer_cancel"}},
+		{"MoveDueTimers", func(ctx context.Context, s *Store) error {
+			for p := range parts {
+				if _, err := s.MoveDueTimers(ctx, p, time.Now(), 10); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, []string{"timer_due"}},
+		{"TakeOut", func(ctx context.Context, s *Store) error {
+			pipe := s.rdb.Pipeline()
+			s.PushOut(ctx, pipe, "gw3", "m1", "m2")
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+			batch, _, err := s.TakeOut(ctx, "gw3", 0, 1)
+			if err != nil {
+				return err
+			}
+			_, _, err = s.TakeOut(ctx, "gw3", batch, 1)
+			return err
+		}, []string{"out_take"}},
+		{"ClaimPeriod", func(ctx context.Context, s *Store) error {
+			for _, job := range []string{"daily", "hourly", "{odd}"} {
+				if _, err := s.ClaimPeriod(ctx, parts, job, 1, time.Minute); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, []string{"cron_claim"}},
+	}
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			rec := newEvalRecorder()
+			b.rdb.AddHook(rec)
+			s := New(b.rdb, storetest.Prefix(t))
+			ran := map[string]bool{}
+			for _, st := range sites {
+				if err := st.run(ctx, s); err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
+				seen := map[string]bool{}
+				for _, c := range rec.take() {
+					seen[c.script] = true
+					ran[c.script] = true
+					if len(c.keys) == 0 {
+						t.Errorf("%s: script %s called with no keys", st.name, c.script)
+						continue
+					}
+					want := keySlot(c.keys[0])
+					for _, key := range c.keys[1:] {
+						if got := keySlot(key); got != want {
+							t.Errorf("%s: script %s: key %s in slot %d, key %s in slot %d (CROSSSLOT on a cluster)",
+								st.name, c.script, c.keys[0], want, key, got)
+						}
+					}
+				}
+				for _, name := range st.scripts {
+					if !seen[name] {
+						t.Errorf("%s ran no %s script (ran %v)", st.name, name, seen)
+					}
+				}
+			}
+			for name := range scripts {
+				if !ran[name] {
+					t.Errorf("no call site ran script %s", name)
+				}
+			}
+			for name := range ran {
+				if _, ok := scripts[name]; !ok {
+					t.Errorf("a call site ran %s", name)
+				}
+			}
+		})
+	}
+}
