@@ -67,7 +67,7 @@ type evioPeer struct {
 	closing  time.Time
 	kill     error // set: shut the socket down at the next wake
 	lastIn   atomic.Int64
-	unsent   int       // loop only: evio's unsent bytes after our last wake
+	unsent   int       // evio's unsent bytes after our last wake: written by the loop under mu, read by the sweep (loop 0)
 	stallAt  time.Time // loop only: when output stopped making progress
 	shutdown bool      // loop only
 }
@@ -235,7 +235,9 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 	} else {
 		out = unsent
 	}
+	p.mu.Lock() // the sweep reads unsent from loop 0
 	p.unsent = len(out)
+	p.mu.Unlock()
 	if !closing.IsZero() {
 		return out, evio.Close
 	}

@@ -336,6 +336,20 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			_, _, err = s.TakeOut(ctx, "gw3", batch, 1)
 			return err
 		}, []string{"out_take"}},
+		{"Trim", func(ctx context.Context, s *Store) error {
+			if err := s.EnsureGroups(ctx, 3); err != nil {
+				return err
+			}
+			if err := LoadScripts(ctx, s.rdb); err != nil {
+				return err
+			}
+			pipe := s.rdb.Pipeline()
+			for p := 0; p < 3; p++ {
+				s.Trim(ctx, pipe, p)
+			}
+			_, err := pipe.Exec(ctx)
+			return err
+		}, []string{"trim"}},
 		{"ClaimPeriod", func(ctx context.Context, s *Store) error {
 			for _, job := range []string{"daily", "hourly", "{odd}"} {
 				if _, err := s.ClaimPeriod(ctx, parts, job, 1, time.Minute); err != nil {

@@ -252,10 +252,10 @@ func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids ...str
 	pipe.XAck(ctx, s.Keys.Inbound(p), ConsumerGroup, ids...)
 }
 
-// Trim deletes the entries of partition p older than minID (all handled
-// and acknowledged), so the stream length is the backlog.
-func (s *Store) Trim(ctx context.Context, pipe redis.Pipeliner, p int, minID string) {
-	pipe.XTrimMinID(ctx, s.Keys.Inbound(p), minID)
+// Trim queues on pipe the deletion of partition p's entries that every
+// worker is done with (trim.lua), so the stream's length is its backlog.
+func (s *Store) Trim(ctx context.Context, pipe redis.Pipeliner, p int) {
+	scriptTrim.EvalSha(ctx, pipe, []string{s.Keys.Inbound(p)}, ConsumerGroup)
 }
 
 // DeadLetter moves d from its partition to the partition's dead-letter

@@ -27,6 +27,7 @@ var (
 	scriptTimerDue     = loadScript("timer_due")
 	scriptCronClaim    = loadScript("cron_claim")
 	scriptOutTake      = loadScript("out_take")
+	scriptTrim         = loadScript("trim")
 )
 
 // scripts lists every script by file name, for preloading and tests.
@@ -44,6 +45,7 @@ var scripts = map[string]*redis.Script{
 	"timer_due":      scriptTimerDue,
 	"cron_claim":     scriptCronClaim,
 	"out_take":       scriptOutTake,
+	"trim":           scriptTrim,
 }
 
 func loadScript(name string) *redis.Script {

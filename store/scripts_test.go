@@ -37,6 +37,7 @@ var testedScripts = map[string]string{
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
 	"out_take":       "TestTakeOut",
+	"trim":           "TestTrim",
 }
 
 // backend is one Redis the store tests run against.
@@ -667,6 +668,10 @@ func TestReapGateway(t *testing.T) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
+		// gwA took a batch it never acknowledged: transit and batch keys.
+		if _, msgs, err := s.TakeOut(ctx, "gwA", 0, 1); err != nil || len(msgs) != 1 {
+			t.Fatalf("TakeOut(gwA) = %q, %v", msgs, err)
+		}
 		now := time.Now()
 		for _, gw := range []string{"gwA", "gwB"} {
 			if err := s.Heartbeat(ctx, s.Keys.Gateways(), gw, now); err != nil {
@@ -683,7 +688,8 @@ func TestReapGateway(t *testing.T) {
 		if err != nil || len(got) != len(want) || got["u3"] != want["u3"] || got["u4"] != want["u4"] {
 			t.Errorf("Sessions after reap = %v, %v; want %v", got, err, want)
 		}
-		for _, key := range []string{s.Keys.GatewayUsers("gwA"), s.Keys.Outbound("gwA")} {
+		for _, key := range []string{s.Keys.GatewayUsers("gwA"), s.Keys.Outbound("gwA"),
+			s.Keys.OutboundTransit("gwA"), s.Keys.OutboundBatch("gwA")} {
 			if n, _ := s.rdb.Exists(ctx, key).Result(); n != 0 {
 				t.Errorf("%s still exists after reap", key)
 			}

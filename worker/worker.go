@@ -160,7 +160,6 @@ type partition struct {
 	n         int
 	releasing bool
 	inflight  map[string]struct{} // entry ids read, not acknowledged
-	lastRead  string
 }
 
 // connQueue holds one connection's entries, run one at a time.
@@ -439,7 +438,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 			w.Stats.Redelivered.Add(int64(len(claimed)))
 		}
 		for _, d := range claimed {
-			w.admit(pt, d, false)
+			w.admit(pt, d)
 		}
 		log.Debug("partition acquired", "partition", p)
 	}
@@ -503,7 +502,18 @@ func (w *Worker) runReader(ctx context.Context) {
 			// A read may have been served but its reply lost: what it
 			// took is pending under our name and would never come back.
 			ds, err := w.st.ReadOwnPending(ctx, w.opts.ID, parts)
-			if err == nil {
+			if err != nil {
+				// Nothing new may be read before these: their connections'
+				// later frames would overtake them.
+				w.Stats.RedisErrs.Add(1)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			{
 				recoverOwn = false
 				w.mu.Lock()
 				n := 0
@@ -515,7 +525,7 @@ func (w *Worker) runReader(ctx context.Context) {
 					if _, busy := pt.inflight[d.ID]; busy {
 						continue
 					}
-					w.admitLocked(pt, d, false)
+					w.admitLocked(pt, d)
 					n++
 				}
 				w.mu.Unlock()
@@ -549,24 +559,21 @@ func (w *Worker) runReader(ctx context.Context) {
 				// next owner claims it.
 				continue
 			}
-			w.admitLocked(pt, d, true)
+			w.admitLocked(pt, d)
 		}
 		w.mu.Unlock()
 	}
 }
 
-func (w *Worker) admit(pt *partition, d store.Delivery, fresh bool) {
+func (w *Worker) admit(pt *partition, d store.Delivery) {
 	w.mu.Lock()
-	w.admitLocked(pt, d, fresh)
+	w.admitLocked(pt, d)
 	w.mu.Unlock()
 }
 
 // admitLocked queues d behind the entries of its connection.
-func (w *Worker) admitLocked(pt *partition, d store.Delivery, fresh bool) {
+func (w *Worker) admitLocked(pt *partition, d store.Delivery) {
 	pt.inflight[d.ID] = struct{}{}
-	if fresh || pt.lastRead == "" || store.CompareIDs(d.ID, pt.lastRead) > 0 {
-		pt.lastRead = d.ID
-	}
 	w.inflight++
 	w.Stats.InFlight.Store(int64(w.inflight))
 	key := d.Env.Conn
@@ -786,27 +793,6 @@ func (w *Worker) done(d store.Delivery) {
 	w.Stats.InFlight.Store(int64(w.inflight))
 	w.mu.Unlock()
 	w.space.Broadcast()
-}
-
-// trimPoints returns, per leased partition, the id below which every
-// entry is handled, so the streams can be trimmed to their backlog.
-func (w *Worker) trimPoints() map[int]string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[int]string, len(w.owned))
-	for p, pt := range w.owned {
-		if pt.lastRead == "" {
-			continue
-		}
-		min := store.NextID(pt.lastRead)
-		for id := range pt.inflight {
-			if store.CompareIDs(id, min) < 0 {
-				min = id
-			}
-		}
-		out[p] = min
-	}
-	return out
 }
 
 // writeTo queues frames for a connection on a gateway.

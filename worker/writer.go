@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/store"
 )
 
 // writer owns the worker's writes to Redis: replies, pushes and control
@@ -138,8 +140,8 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	}
 	if now := time.Now(); now.Sub(wr.lastTr) > 200*time.Millisecond {
 		wr.lastTr = now
-		for p, min := range wr.w.trimPoints() {
-			st.Trim(ctx, pipe, p, min)
+		for _, p := range wr.w.activeParts() {
+			st.Trim(ctx, pipe, p)
 		}
 	}
 	if pipe.Len() == 0 {
@@ -148,6 +150,11 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	wr.w.Stats.Writes.Add(1)
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {
+		if store.IsNoScript(err) {
+			// Redis restarted with an empty script cache: only a trim
+			// failed, and the next batch's trim will run again.
+			_ = store.LoadScripts(ctx, st.Client())
+		}
 		for _, c := range cmds {
 			var re redis.Error
 			if errors.As(c.Err(), &re) && !isTransient(c.Err()) {
