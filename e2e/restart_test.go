@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -240,12 +241,12 @@ func TestPoisonFrameDeadLetters(t *testing.T) {
 	stop := make(chan struct{})
 	var sup sync.WaitGroup
 	sup.Add(1)
-	starts := 0
+	var starts atomic.Int64
 	go func() {
 		defer sup.Done()
 		for {
 			w := pf.testWorker(t)
-			starts++
+			starts.Add(1)
 			select {
 			case <-w.done:
 			case <-stop:
@@ -275,7 +276,7 @@ func TestPoisonFrameDeadLetters(t *testing.T) {
 	if !strings.Contains(out, "cmd=50") || !strings.Contains(out, "1 dead letters") || !strings.Contains(out, "deliveries=3") {
 		t.Fatalf("maple dead list:\n%s", out)
 	}
-	t.Logf("workers started: %d\n%s", starts, out)
+	t.Logf("workers started: %d\n%s", starts.Load(), out)
 }
 
 func runMaple(t *testing.T, args ...string) string {
