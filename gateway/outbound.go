@@ -74,6 +74,9 @@ func (s *Server) deliver(raw string) {
 	switch m.Kind {
 	case store.OutWrite:
 		s.write(c, m.Frames)
+		if m.At > 0 {
+			s.Stats.Latency.Observe(time.Duration(time.Now().UnixNano() - m.At))
+		}
 	case store.OutClose:
 		c.peer.close()
 	case store.OutBind:

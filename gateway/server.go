@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -133,6 +134,9 @@ type Stats struct {
 	Pipelines   atomic.Int64 // Redis round trips of the pusher
 	Triggers    atomic.Int64 // triggers applied
 	BadTriggers atomic.Int64 // malformed triggers ignored
+	// Latency is the time from a frame read to its reply handed to the
+	// socket: Redis both ways, queueing and the handler.
+	Latency stat.Histogram
 }
 
 // Server is a gateway: it holds client connections, queues their frames in
@@ -377,7 +381,7 @@ func (s *Server) closed(c *conn, err error) {
 // (backlog full); open and close always go through.
 func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
 	c.seq++
-	e := store.Envelope{Kind: kind, Seq: c.seq, Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
+	e := store.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
 	enc := store.AppendEnvelope(make([]byte, 0, store.EnvelopeSize(&e)), &e)
 	it := pushItem{c: c, env: enc}
 	if kind == store.KindFrame {

@@ -44,6 +44,7 @@ const envelopeVersion = 1
 type Envelope struct {
 	Kind    Kind
 	Seq     uint64 // per-connection sequence: open is 1, then every frame, close last
+	At      int64  // when the gateway read the frame (unix ns, gateway's clock)
 	Gateway string // id of the gateway holding the connection
 	Conn    string // farm-wide unique connection id
 	Addr    string // client's address
@@ -58,6 +59,7 @@ var ErrBadEnvelope = errors.New("store: bad envelope")
 func AppendEnvelope(dst []byte, e *Envelope) []byte {
 	dst = append(dst, envelopeVersion, byte(e.Kind))
 	dst = binary.AppendUvarint(dst, e.Seq)
+	dst = binary.AppendUvarint(dst, uint64(e.At))
 	dst = appendString(dst, e.Gateway)
 	dst = appendString(dst, e.Conn)
 	dst = appendString(dst, e.Addr)
@@ -68,7 +70,7 @@ func AppendEnvelope(dst []byte, e *Envelope) []byte {
 // EnvelopeSize is an upper bound of the encoded size of e, for sizing
 // buffers.
 func EnvelopeSize(e *Envelope) int {
-	return 2 + 10 + 4*binary.MaxVarintLen32 + len(e.Gateway) + len(e.Conn) + len(e.Addr) + len(e.UID) + len(e.Frame)
+	return 2 + 20 + 4*binary.MaxVarintLen32 + len(e.Gateway) + len(e.Conn) + len(e.Addr) + len(e.UID) + len(e.Frame)
 }
 
 // DecodeEnvelope parses b. Frame aliases b.
@@ -84,6 +86,12 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 	if n <= 0 {
 		return e, fmt.Errorf("%w: seq", ErrBadEnvelope)
 	}
+	b = b[n:]
+	at, n := binary.Uvarint(b)
+	if n <= 0 {
+		return e, fmt.Errorf("%w: time", ErrBadEnvelope)
+	}
+	e.At = int64(at)
 	b = b[n:]
 	var err error
 	for _, f := range []*string{&e.Gateway, &e.Conn, &e.Addr, &e.UID} {
@@ -115,6 +123,7 @@ type Out struct {
 	Kind   OutKind
 	Conn   string
 	UID    string
+	At     int64  // for a reply: the request's Envelope.At, to time the round trip
 	Frames []byte // zero or more whole Box frames, back to back
 }
 
@@ -123,6 +132,7 @@ func AppendOut(dst []byte, m *Out) []byte {
 	dst = append(dst, envelopeVersion, byte(m.Kind))
 	dst = appendString(dst, m.Conn)
 	dst = appendString(dst, m.UID)
+	dst = binary.AppendUvarint(dst, uint64(m.At))
 	return append(dst, m.Frames...)
 }
 
@@ -141,6 +151,12 @@ func DecodeOut(b []byte) (Out, error) {
 	if m.UID, b, err = readString(b); err != nil {
 		return m, err
 	}
+	at, n := binary.Uvarint(b)
+	if n <= 0 {
+		return m, fmt.Errorf("%w: out time", ErrBadEnvelope)
+	}
+	m.At = int64(at)
+	b = b[n:]
 	if len(b) > 0 {
 		m.Frames = b
 	}

@@ -42,6 +42,7 @@ type Request struct {
 	Store *store.Store
 
 	w       *Worker
+	at      int64 // Envelope.At, echoed in the reply for the gateway's latency
 	replied bool
 }
 
@@ -65,7 +66,8 @@ func (r *Request) ReplyRet(ret int32, body []byte) error {
 		return fmt.Errorf("worker: cannot reply to a %s event", r.Kind)
 	}
 	r.replied = true
-	r.w.writeTo(r.Conn.Gateway, r.Conn.ID, box.Append(nil, r.Box.Cmd, ret, r.Box.SN, body))
+	r.w.sendOut(r.Conn.Gateway, &store.Out{Kind: store.OutWrite, Conn: r.Conn.ID, At: r.at,
+		Frames: box.Append(nil, r.Box.Cmd, ret, r.Box.SN, body)})
 	return nil
 }
 

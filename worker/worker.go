@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -124,6 +125,8 @@ type Stats struct {
 	Writes      atomic.Int64 // Redis round trips writing
 	Partitions  atomic.Int64 // leased now
 	PushSkipped atomic.Int64 // pushes to users who were not connected
+	// HandlerTime is how long handlers ran (hooks included).
+	HandlerTime stat.Histogram
 }
 
 // Worker pulls the farm's frames from Redis and runs an App on them. It
@@ -648,6 +651,7 @@ func (w *Worker) handle(d store.Delivery) {
 		Deliveries: d.Deliveries,
 		Store:      w.st,
 		w:          w,
+		at:         d.Env.At,
 	}
 	if r.Conn.UID == "" && r.Conn.ID != "" {
 		// Logged in by an earlier frame whose bind the gateway had not
@@ -686,7 +690,9 @@ func (w *Worker) handle(d store.Delivery) {
 		err = w.serve(ctx, r)
 	}
 	cancel()
-	w.Stats.HandlerNs.Add(int64(time.Since(start)))
+	took := time.Since(start)
+	w.Stats.HandlerNs.Add(int64(took))
+	w.Stats.HandlerTime.Observe(took)
 	w.Stats.Handled.Add(1)
 	w.answer(r, err)
 	if r.Kind == Close && r.Conn.UID != "" {
