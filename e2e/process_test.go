@@ -121,3 +121,5 @@ func execCommand(bin string, args ...string) (string, error) {
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	return string(out), err
 }
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

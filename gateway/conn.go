@@ -13,7 +13,8 @@ type conn struct {
 	seq uint64 // last envelope sequence number given out
 	in  []byte // bytes of a frame not complete yet
 
-	uid atomic.Pointer[string] // set by the outbound reader on login
+	uid  atomic.Pointer[string] // set by the outbound reader on login
+	owed atomic.Int64           // frames queued and not answered yet
 }
 
 func (c *conn) userID() string {

@@ -74,8 +74,9 @@ func (s *Server) deliver(raw string) {
 	switch m.Kind {
 	case store.OutWrite:
 		s.write(c, m.Frames)
-		if m.At > 0 {
+		if m.At > 0 { // a reply
 			s.Stats.Latency.Observe(time.Duration(time.Now().UnixNano() - m.At))
+			c.owed.Add(-1)
 		}
 	case store.OutClose:
 		c.peer.close()

@@ -141,6 +141,7 @@ func (s *Server) runPusher(ctx context.Context) {
 				if !ok {
 					it := owners[j][k]
 					s.Stats.Busy.Add(1)
+					it.c.owed.Add(-1)
 					it.c.peer.send(box.Append(nil, it.cmd, box.RetBusy, it.sn, nil))
 				}
 			}

@@ -31,6 +31,7 @@ const (
 	DefaultBacklog     = 100_000 // frames held while Redis is slow or away
 	DefaultQueueBound  = 1_000_000
 	DefaultLoops       = 1
+	DefaultCloseGrace  = 5 * time.Second
 )
 
 // Options configure a gateway. Zero values mean the defaults above.
@@ -66,6 +67,13 @@ type Options struct {
 	QueueBound int
 	// Loops is the number of event loops (goroutines serving sockets).
 	Loops int
+	// DrainTimeout is how long a stopping gateway keeps serving the players
+	// it has, after it stopped accepting new ones (rolling restart: a new
+	// gateway on the same port takes them as they reconnect). 0 means it
+	// closes them as soon as they are owed no reply.
+	DrainTimeout time.Duration
+	// CloseGrace bounds the wait for owed replies once the drain is over.
+	CloseGrace time.Duration
 	// Logger receives lifecycle and error logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -101,6 +109,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Loops <= 0 {
 		o.Loops = DefaultLoops
+	}
+	if o.CloseGrace <= 0 {
+		o.CloseGrace = DefaultCloseGrace
 	}
 	if o.ID == "" {
 		o.ID = randomID()
@@ -253,6 +264,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
+		s.drain(serveErr)
 	case err = <-serveErr:
 	}
 	s.log.Info("stopping", "conns", s.Stats.Conns.Load())
@@ -275,6 +287,54 @@ func (s *Server) Run(ctx context.Context) error {
 	dcancel()
 	s.log.Info("stopped")
 	return err
+}
+
+// drain runs when the gateway is told to stop: it stops accepting, keeps
+// serving for DrainTimeout, then closes each connection once it is owed no
+// reply (its frames were answered), all of them after CloseGrace.
+func (s *Server) drain(serveErr chan error) {
+	start := time.Now()
+	if ta, ok := s.bound.(*net.TCPAddr); ok {
+		n, err := stopAccepting(ta.Port)
+		if err != nil {
+			s.log.Error("could not stop accepting; closing as usual", "err", err)
+		}
+		s.log.Info("draining", "conns", s.Stats.Conns.Load(), "listeners_closed", n, "dur", s.opts.DrainTimeout)
+	}
+	deadline := start.Add(s.opts.DrainTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		if now.After(deadline) {
+			force := now.After(deadline.Add(s.opts.CloseGrace))
+			s.mu.RLock()
+			left := 0
+			for _, c := range s.conns {
+				left++
+				if force || c.owed.Load() <= 0 {
+					c.peer.close()
+				}
+			}
+			s.mu.RUnlock()
+			if left == 0 || force {
+				if force && left > 0 {
+					s.log.Warn("drain grace over: closing connections still owed replies", "n", left)
+				}
+				// Give the closes a moment to flush.
+				for i := 0; i < 40 && s.Stats.Conns.Load() > 0; i++ {
+					time.Sleep(50 * time.Millisecond)
+				}
+				return
+			}
+		}
+		select {
+		case <-tick.C:
+		case err := <-serveErr:
+			serveErr <- err // Run reads it
+			return
+		}
+	}
 }
 
 // runHeartbeat tells the farm this gateway is alive, once a second.
@@ -343,7 +403,9 @@ func (s *Server) data(c *conn, in []byte) error {
 		if !s.enqueue(c, store.KindFrame, frame) {
 			s.Stats.Busy.Add(1)
 			c.peer.send(busyReply(frame))
+			continue
 		}
+		c.owed.Add(1)
 	}
 	// Keep the unparsed tail; evio reuses its input buffer, so copy it.
 	if len(buf) == 0 {

@@ -187,6 +187,9 @@ func New(app *App, opts Options) (*Worker, error) {
 		return nil, errors.New("worker: Options.Redis is required")
 	}
 	o := opts.withDefaults()
+	if o.LoginMode != store.Kick && o.LoginMode != store.Refuse {
+		return nil, fmt.Errorf("worker: login mode %q: want %q or %q", o.LoginMode, store.Kick, store.Refuse)
+	}
 	w := &Worker{
 		app:     app,
 		opts:    o,
@@ -635,7 +638,8 @@ func (w *Worker) handle(d store.Delivery) {
 		w.deadLetter(d, "max deliveries")
 		if d.Env.Kind == Frame {
 			if b, err := box.Decode(d.Env.Frame); err == nil {
-				w.writeTo(d.Env.Gateway, d.Env.Conn, box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil))
+				w.sendOut(d.Env.Gateway, &store.Out{Kind: store.OutWrite, Conn: d.Env.Conn, At: d.Env.At,
+					Frames: box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil)})
 			}
 		}
 		return

@@ -15,6 +15,7 @@ import (
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/examples/demo"
 	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
 )
 
@@ -40,6 +41,12 @@ func gatewayFlags() []cli.Flag {
 			Usage: "event loops serving sockets"},
 		&cli.StringFlag{Name: "id", EnvVars: []string{"MAPLE_GATEWAY_ID"},
 			Usage: "gateway id (default: random)"},
+		&cli.DurationFlag{Name: "write-stall", Value: gateway.DefaultWriteStall, EnvVars: []string{"MAPLE_WRITE_STALL"},
+			Usage: "drop a client whose queued output has not moved this long"},
+		&cli.DurationFlag{Name: "drain-timeout", EnvVars: []string{"MAPLE_DRAIN_TIMEOUT"},
+			Usage: "on SIGTERM, stop accepting and keep serving connected players this long (rolling restart)"},
+		&cli.DurationFlag{Name: "close-grace", Value: gateway.DefaultCloseGrace, EnvVars: []string{"MAPLE_CLOSE_GRACE"},
+			Usage: "after the drain, how long to wait for replies still owed before closing"},
 	}
 }
 
@@ -57,6 +64,10 @@ func workerFlags() []cli.Flag {
 			Usage: "deadline of each handler's context"},
 		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"MAPLE_WORKER_ID"},
 			Usage: "worker id (default: random)"},
+		&cli.DurationFlag{Name: "gateway-timeout", Value: worker.DefaultGatewayTimeout, EnvVars: []string{"MAPLE_GATEWAY_TIMEOUT"},
+			Usage: "a gateway silent this long is dead: its players' sessions are removed"},
+		&cli.StringFlag{Name: "login-mode", Value: string(store.Kick), EnvVars: []string{"MAPLE_LOGIN_MODE"},
+			Usage: "a second login of a user: kick (close the older connection) or refuse"},
 	}
 }
 
@@ -66,7 +77,8 @@ func gatewayOptions(c *cli.Context, ro *redis.UniversalOptions) gateway.Options 
 		Prefix: c.String("prefix"), Partitions: c.Int("partitions"), ID: c.String("id"),
 		MaxFrame: c.Int("max-frame"), MaxConns: c.Int("max-conns"), IdleTimeout: c.Duration("idle-timeout"),
 		OutBuffer: c.Int("out-buffer"), Backlog: c.Int("backlog"), QueueBound: c.Int("queue-bound"),
-		Loops: c.Int("loops"),
+		Loops: c.Int("loops"), WriteStall: c.Duration("write-stall"),
+		DrainTimeout: c.Duration("drain-timeout"), CloseGrace: c.Duration("close-grace"),
 	}
 }
 
@@ -75,7 +87,8 @@ func workerOptions(c *cli.Context, ro *redis.UniversalOptions) worker.Options {
 		Redis: ro, Prefix: c.String("prefix"), Partitions: c.Int("partitions"), ID: c.String("worker-id"),
 		Concurrency: c.Int("concurrency"), Lease: c.Duration("lease"),
 		ShutdownTimeout: c.Duration("shutdown-timeout"), MaxDeliveries: c.Int("max-deliveries"),
-		HandlerTimeout: c.Duration("handler-timeout"),
+		HandlerTimeout: c.Duration("handler-timeout"), GatewayTimeout: c.Duration("gateway-timeout"),
+		LoginMode: store.LoginMode(c.String("login-mode")),
 	}
 }
 

@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/client"
+	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/store/storetest"
+)
+
+// gatewayProc starts a `maple gateway` process on port and waits until it
+// accepts connections.
+func gatewayProc(t *testing.T, env []string, port int, args ...string) *proc {
+	t.Helper()
+	p := startProc(t, env, mapleBin, append([]string{"gateway", "--listen", "127.0.0.1:" + strconv.Itoa(port)}, args...)...)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway on port %d not up: %v", port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGatewayRollingRestart: a new gateway binds the same port
+// (SO_REUSEPORT); the old one, on SIGTERM, stops accepting, keeps serving
+// its players through the drain, then closes them, and exits 0.
+func TestGatewayRollingRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	srv := storetest.Start(t, storetest.Options{})
+	prefix := storetest.Prefix(t)
+	env := []string{"MAPLE_REDIS=" + srv.URL(), "MAPLE_PREFIX=" + prefix}
+	startProc(t, env, mapleBin, "worker")
+	port := storetest.FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	old := gatewayProc(t, env, port, "--reuseport", "--drain-timeout", "2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var players []*client.Conn
+	for i := 0; i < 10; i++ {
+		c, err := client.Dial(ctx, addr, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		players = append(players, c)
+	}
+	gatewayProc(t, env, port, "--reuseport")
+	old.signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond) // it stops accepting
+
+	// During the drain the old gateway's players are served...
+	for i, c := range players {
+		r, err := c.Request(ctx, demo.CmdEcho, []byte("during drain "+strconv.Itoa(i)))
+		if err != nil || string(r.Body) != "during drain "+strconv.Itoa(i) {
+			t.Fatalf("player %d during drain: %q %v", i, r.Body, err)
+		}
+	}
+	// ...a slow request started now is still answered before the close...
+	slow := make(chan error, 1)
+	go func() {
+		r, err := players[0].Request(ctx, demo.CmdSleep, []byte("2500"))
+		if err == nil && r.Ret != 0 {
+			err = errorf("ret %d", r.Ret)
+		}
+		slow <- err
+	}()
+	// ...and every new connection lands on the new gateway: none of them
+	// is closed when the old one ends.
+	var newcomers []*client.Conn
+	for i := 0; i < 20; i++ {
+		c, err := client.Dial(ctx, addr, client.Options{})
+		if err != nil {
+			t.Fatalf("new connection %d during the drain: %v", i, err)
+		}
+		defer c.Close()
+		if r, err := c.Request(ctx, demo.CmdEcho, []byte("new")); err != nil || string(r.Body) != "new" {
+			t.Fatalf("new connection %d: %q %v", i, r.Body, err)
+		}
+		newcomers = append(newcomers, c)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("request owed at the drain deadline: %v", err)
+	}
+	exited, err := old.wait(20 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("old gateway: exited=%v err=%v, want exit 0", exited, err)
+	}
+	for i, c := range players {
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("player %d still connected to the stopped gateway", i)
+		}
+	}
+	for i, c := range newcomers {
+		select {
+		case <-c.Done():
+			t.Fatalf("connection %d opened during the drain was closed with the old gateway", i)
+		default:
+		}
+		if r, err := c.Request(ctx, demo.CmdEcho, []byte("still")); err != nil || string(r.Body) != "still" {
+			t.Fatalf("connection %d opened during the drain: %q %v", i, r.Body, err)
+		}
+	}
+	// A reconnect lands on the new gateway.
+	c, err := client.Dial(ctx, addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Request(ctx, demo.CmdEcho, []byte("after")); err != nil || string(r.Body) != "after" {
+		t.Fatalf("after the restart: %q %v", r.Body, err)
+	}
+}
+
+// TestWorkerReloadOnHUP: SIGHUP makes a worker start its replacement from
+// the binary on disk, which pulls before the old one drains and exits 0;
+// players see nothing.
+func TestWorkerReloadOnHUP(t *testing.T) {
+	pf := newProcFarm(t, storetest.Options{})
+	w := pf.mapleWorker(t)
+	l := startLoad(t, pf.gw.Addr().String(), 20, 2, "hup")
+	time.Sleep(time.Second)
+	w.signal(syscall.SIGHUP)
+	exited, err := w.wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("old worker after SIGHUP: exited=%v err=%v, want exit 0", exited, err)
+	}
+	// The replacement runs on: it was started by the old process, so find it
+	// through the registry and make sure it serves.
+	time.Sleep(time.Second)
+	before := l.answered.Load()
+	time.Sleep(time.Second)
+	if l.answered.Load() == before {
+		t.Fatal("no requests answered after the reload")
+	}
+	report(t, l.finish(t))
+	if d := l.duplicates(); d != 0 {
+		t.Errorf("%d duplicate replies across a reload, want 0", d)
+	}
+	if got, want := pf.counter(t, "hup"), l.increments.Load(); got != want {
+		t.Errorf("counter = %d, want %d", got, want)
+	}
+	// Stop the replacement (not our child): SIGTERM every live worker pid.
+	stopWorkersByRegistry(t, pf)
+}
+
+// stopWorkersByRegistry terminates worker processes this test did not
+// start directly (a reload's replacement), found by their command line.
+func stopWorkersByRegistry(t *testing.T, pf *procFarm) {
+	out, _ := execCommand("pgrep", "-f", mapleBin+" worker")
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+}
+
+// TestDeadGatewaySessions: a gateway killed with SIGKILL leaves no stale
+// sessions: within the gateway timeout its players can log in elsewhere and
+// are no longer pushed to.
+func TestDeadGatewaySessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	srv := storetest.Start(t, storetest.Options{})
+	f := newFarm(t, &redis.UniversalOptions{Addrs: []string{srv.Addr}})
+	env := []string{"MAPLE_REDIS=" + srv.URL(), "MAPLE_PREFIX=" + f.prefix}
+	startProc(t, env, mapleBin, "worker", "--gateway-timeout", "2s", "--login-mode", "refuse")
+	port := storetest.FreePort(t)
+	doomed := gatewayProc(t, env, port)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "127.0.0.1:"+strconv.Itoa(port), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Request(ctx, demo.CmdLogin, []byte("dora")); err != nil || r.Ret != 0 {
+		t.Fatalf("login: %d %v", r.Ret, err)
+	}
+	other := f.gateway(nil)
+	c2 := dial(t, other)
+	// With login mode refuse, a second login fails while the first lives.
+	if r, err := c2.Request(ctx, demo.CmdLogin, []byte("dora")); err != nil || r.Ret != box.RetHandlerFailed {
+		t.Fatalf("second login while the first is alive: ret %d err %v, want refused (-10001)", r.Ret, err)
+	}
+	doomed.signal(syscall.SIGKILL)
+	killed := time.Now()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	waitFor(t, "dead gateway's session removed", func() bool {
+		n, _ := rdb.Exists(ctx, store.NewKeys(f.prefix).Session("dora")).Result()
+		return n == 0
+	})
+	t.Logf("session removed %v after SIGKILL", time.Since(killed).Round(100*time.Millisecond))
+	if r, err := c2.Request(ctx, demo.CmdLogin, []byte("dora")); err != nil || r.Ret != 0 {
+		t.Fatalf("login after the gateway died: ret %d err %v", r.Ret, err)
+	}
+}
+
+func errorf(format string, args ...any) error { return &testErr{s: sprintf(format, args...)} }
+
+type testErr struct{ s string }
+
+func (e *testErr) Error() string { return e.s }

@@ -1,0 +1,266 @@
+package stat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/store"
+)
+
+// Kinds of process that report.
+const (
+	KindGateway = "gateway"
+	KindWorker  = "worker"
+)
+
+// Defaults of ReporterOptions.
+const (
+	DefaultInterval = time.Second
+	DefaultTTL      = 5 * time.Second
+)
+
+// Fields every stat hash has, besides the process's Values and Dists.
+const (
+	FieldKind     = "kind"
+	FieldID       = "id"
+	FieldHost     = "host"
+	FieldPID      = "pid"
+	FieldVersion  = "version"
+	FieldStarted  = "started"   // unix seconds
+	FieldUptime   = "uptime"    // whole seconds
+	FieldTime     = "time"      // unix milliseconds of the report
+	FieldQueues   = "queues"    // entries per partition stream, comma separated, partition 0 first
+	FieldQueuesAt = "queues_at" // unix milliseconds when FieldQueues was read
+)
+
+// ReporterOptions configure a Reporter. Zero values mean the defaults.
+type ReporterOptions struct {
+	// Redis is the farm's Redis (required). The reporter does not close it.
+	Redis redis.UniversalClient
+	// Prefix starts every key name; "" means store.DefaultPrefix.
+	Prefix string
+	// Kind is KindGateway or KindWorker; ID the process's gateway or
+	// worker id. Both are required: the hash is store.Keys.Stat(Kind, ID).
+	Kind string
+	ID   string
+	// Sample reads the counters (required).
+	Sample SampleFunc
+	// Version is the build's version, shown by `maple stat`.
+	Version string
+	// Started is when the process started; zero means when NewReporter ran.
+	Started time.Time
+	// Queues adds the length of every partition stream (XLEN) to each
+	// report, so that `maple stat` can show a hot partition. One process
+	// of the farm is enough; workers do it.
+	Queues bool
+	// Partitions is the count a new farm gets if this process's report is
+	// the first thing to touch it (as Store.Partitions); 0 means
+	// store.DefaultPartitions. Pass the value the process itself uses.
+	Partitions int
+	// Interval is the time between reports; 0 means DefaultInterval.
+	Interval time.Duration
+	// TTL is how long a report outlives its process; 0 means DefaultTTL.
+	// It is raised to twice Interval if shorter.
+	TTL time.Duration
+	// Logger receives failures to report; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Reporter writes a process's counters to Redis every Interval, as the hash
+// store.Keys.Stat(kind, id), for `maple stat`. The hash expires TTL after
+// the last report, so a process that died disappears on its own; one that
+// stops cleanly deletes it.
+//
+// Each report is one round trip (HSET and PEXPIRE in MULTI, so no reader
+// ever sees a hash without a TTL), plus one pipelined round trip for the
+// queue lengths when Queues is set. A report that fails is logged and
+// skipped: reporting never stops or slows the process.
+type Reporter struct {
+	opts  ReporterOptions
+	log   *slog.Logger
+	st    *store.Store
+	key   string
+	host  string
+	pid   string
+	parts int // partition count once known (Queues)
+}
+
+// NewReporter checks opts and returns a reporter; Run starts it.
+func NewReporter(opts ReporterOptions) (*Reporter, error) {
+	o := opts
+	switch {
+	case o.Redis == nil:
+		return nil, errors.New("stat: ReporterOptions.Redis is required")
+	case o.Kind == "" || o.ID == "":
+		return nil, errors.New("stat: ReporterOptions.Kind and ID are required")
+	case o.Sample == nil:
+		return nil, errors.New("stat: ReporterOptions.Sample is required")
+	}
+	if o.Started.IsZero() {
+		o.Started = time.Now()
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultTTL
+	}
+	o.TTL = max(o.TTL, 2*o.Interval)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "?"
+	}
+	st := store.New(o.Redis, o.Prefix)
+	idKey := "id" // log keys of the style note: gw, worker
+	switch o.Kind {
+	case KindGateway:
+		idKey = "gw"
+	case KindWorker:
+		idKey = "worker"
+	}
+	return &Reporter{
+		opts: o,
+		log:  o.Logger.With(idKey, o.ID, "duty", "stat"),
+		st:   st,
+		key:  st.Keys.Stat(o.Kind, o.ID),
+		host: host,
+		pid:  strconv.Itoa(os.Getpid()),
+	}, nil
+}
+
+// Key returns the name of the hash the reporter writes.
+func (r *Reporter) Key() string { return r.key }
+
+// Run reports at once and then every Interval until ctx ends; it then
+// deletes its hash and returns nil.
+func (r *Reporter) Run(ctx context.Context) error {
+	tick := time.NewTicker(r.opts.Interval)
+	defer tick.Stop()
+	failing := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, r.opts.Interval)
+		err := r.report(rctx, time.Now())
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			r.log.Warn("stat report failed; retrying every interval", "err", err)
+		case err != nil && ctx.Err() == nil:
+			r.log.Debug("stat report failed", "err", err)
+		case err == nil && failing:
+			failing = false
+			r.log.Info("stat reports resumed")
+		}
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = r.opts.Redis.Del(dctx, r.key).Err()
+			cancel()
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// report writes one report.
+func (r *Reporter) report(ctx context.Context, now time.Time) error {
+	fields := r.fields(now)
+	var qerr error
+	if r.opts.Queues {
+		var lens []int64
+		lens, qerr = r.queueLens(ctx)
+		if qerr == nil {
+			fields = append(fields, FieldQueues, joinInts(lens), FieldQueuesAt, strconv.FormatInt(now.UnixMilli(), 10))
+		}
+	}
+	_, err := r.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, r.key, fields...)
+		p.PExpire(ctx, r.key, r.opts.TTL)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("stat: write %s: %w", r.key, err)
+	}
+	return qerr
+}
+
+// fields returns the report's hash fields, as HSET's field/value list.
+func (r *Reporter) fields(now time.Time) []any {
+	s := r.opts.Sample()
+	f := make([]any, 0, 2*(10+len(s.Values)+2*len(s.Dists)))
+	f = append(f,
+		FieldKind, r.opts.Kind,
+		FieldID, r.opts.ID,
+		FieldHost, r.host,
+		FieldPID, r.pid,
+		FieldVersion, r.opts.Version,
+		FieldStarted, strconv.FormatInt(r.opts.Started.Unix(), 10),
+		FieldUptime, strconv.FormatInt(int64(now.Sub(r.opts.Started)/time.Second), 10),
+		FieldTime, strconv.FormatInt(now.UnixMilli(), 10),
+	)
+	for _, v := range s.Values {
+		f = append(f, v.Name, strconv.FormatInt(v.Value, 10))
+	}
+	for _, d := range s.Dists {
+		f = append(f, d.Name+"_p50", formatSeconds(d.Snapshot.Quantile(0.5)),
+			d.Name+"_p99", formatSeconds(d.Snapshot.Quantile(0.99)))
+	}
+	return f
+}
+
+// queueLens reads the length of every partition stream in one round trip.
+func (r *Reporter) queueLens(ctx context.Context) ([]int64, error) {
+	if r.parts == 0 {
+		n, err := r.st.Partitions(ctx, r.opts.Partitions)
+		if err != nil {
+			return nil, err
+		}
+		r.parts = n
+	}
+	cmds := make([]*redis.IntCmd, r.parts)
+	_, err := r.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range cmds {
+			cmds[i] = p.XLen(ctx, r.st.Keys.Inbound(i))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stat: queue lengths: %w", err)
+	}
+	lens := make([]int64, len(cmds))
+	for i, c := range cmds {
+		lens[i] = c.Val()
+	}
+	return lens, nil
+}
+
+// formatSeconds writes a quantile: "" when the histogram is empty.
+func formatSeconds(s float64) string {
+	if math.IsNaN(s) {
+		return ""
+	}
+	return strconv.FormatFloat(s, 'g', -1, 64)
+}
+
+func joinInts(v []int64) string {
+	var b strings.Builder
+	for i, n := range v {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(n, 10))
+	}
+	return b.String()
+}

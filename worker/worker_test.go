@@ -1,0 +1,482 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/client"
+	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/store/storetest"
+)
+
+var farmLog = flag.Bool("farm.log", false, "show the logs of the workers and gateways the tests start")
+
+func testLogger() *slog.Logger {
+	if *farmLog {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// eachBackend runs f against a real redis-server and against miniredis.
+func eachBackend(t *testing.T, f func(t *testing.T, ro *redis.UniversalOptions)) {
+	t.Run("redis", func(t *testing.T) {
+		srv := storetest.Start(t, storetest.Options{})
+		f(t, &redis.UniversalOptions{Addrs: []string{srv.Addr}})
+	})
+	t.Run("miniredis", func(t *testing.T) {
+		m := storetest.Mini(t)
+		f(t, &redis.UniversalOptions{Addrs: []string{m.Addr()}})
+	})
+}
+
+// testFarm is an in-process farm on one Redis under a prefix of its own.
+type testFarm struct {
+	t      *testing.T
+	ro     *redis.UniversalOptions
+	prefix string
+	parts  int
+}
+
+func newTestFarm(t *testing.T, ro *redis.UniversalOptions, parts int) *testFarm {
+	return &testFarm{t: t, ro: ro, prefix: storetest.Prefix(t), parts: parts}
+}
+
+// store returns a Store of the farm on a client of its own.
+func (f *testFarm) store() *store.Store {
+	rdb := redis.NewUniversalClient(f.ro)
+	f.t.Cleanup(func() { rdb.Close() })
+	return store.New(rdb, f.prefix)
+}
+
+// gateway starts a gateway; it stops when the test ends.
+func (f *testFarm) gateway() *gateway.Server {
+	f.t.Helper()
+	gw, err := gateway.New(gateway.Options{Listen: "127.0.0.1:0", Redis: f.ro, Prefix: f.prefix,
+		Partitions: f.parts, Logger: testLogger()})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gw.Run(ctx) }()
+	f.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				f.t.Errorf("gateway stopped with %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			f.t.Error("gateway did not stop in 15s")
+		}
+	})
+	select {
+	case <-gw.Ready():
+	case err := <-done:
+		f.t.Fatalf("gateway did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		f.t.Fatal("gateway did not start in 10s")
+	}
+	return gw
+}
+
+// runningWorker is a worker the test can stop before the test ends.
+type runningWorker struct {
+	*Worker
+	stop func() error // cancels Run's ctx and returns what Run returned
+}
+
+// worker starts a worker of app and waits until it has taken its first
+// partitions; it stops when the test ends, or earlier with stop.
+func (f *testFarm) worker(app *App, mod func(*Options)) *runningWorker {
+	f.t.Helper()
+	o := Options{Redis: f.ro, Prefix: f.prefix, Partitions: f.parts, Logger: testLogger()}
+	if mod != nil {
+		mod(&o)
+	}
+	w, err := New(app, o)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(15 * time.Second):
+				runErr = errors.New("Run did not return 15s after its ctx was cancelled")
+			}
+		})
+		return runErr
+	}
+	f.t.Cleanup(func() {
+		if err := stop(); err != nil {
+			f.t.Errorf("worker %s stopped with %v", w.ID(), err)
+		}
+	})
+	select {
+	case <-w.Ready():
+	case err := <-done:
+		f.t.Fatalf("worker did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		f.t.Fatal("worker did not start in 10s")
+	}
+	return &runningWorker{Worker: w, stop: stop}
+}
+
+func (f *testFarm) dial(gw *gateway.Server) *client.Conn {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, gw.Addr().String(), client.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConnectionsRunInParallel(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const conns = 8
+		const nap = 300 * time.Millisecond
+		var running, most atomic.Int32
+		app := NewApp()
+		app.Route(1, func(ctx context.Context, r *Request) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			select {
+			case <-time.After(nap):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return r.Reply(r.Box.Body)
+		})
+		f := newTestFarm(t, ro, 16)
+		gw := f.gateway()
+		f.worker(app, nil)
+		cs := make([]*client.Conn, conns)
+		for i := range cs {
+			cs[i] = f.dial(gw)
+		}
+
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		errs := make(chan error, conns)
+		for i, c := range cs {
+			go func() {
+				body := []byte(strconv.Itoa(i))
+				b, err := c.Request(ctx, 1, body)
+				if err == nil && (b.Ret != 0 || string(b.Body) != string(body)) {
+					err = fmt.Errorf("conn %d: reply ret %d body %q", i, b.Ret, b.Body)
+				}
+				errs <- err
+			}()
+		}
+		for range cs {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		t.Logf("%d requests of %v on %d connections took %v; at most %d at once", conns, nap, conns, took, most.Load())
+		if took >= 2*time.Second {
+			t.Errorf("%d sleeping requests on %d connections took %v, want well under %v (not run in parallel)",
+				conns, conns, took, conns*nap)
+		}
+		if most.Load() < 2 {
+			t.Errorf("at most %d handlers ran at once, want several", most.Load())
+		}
+	})
+}
+
+func TestConnectionFramesRunInOrder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const conns, frames = 4, 25
+		var mu sync.Mutex
+		seen := make(map[string][]int)    // conn id -> bodies in the order handled
+		busy := make(map[string]bool)     // conn id -> a handler is running
+		var overlaps, parallel atomic.Int32 // same-conn overlaps; cross-conn concurrency seen
+		var running atomic.Int32
+		app := NewApp()
+		app.Route(1, func(ctx context.Context, r *Request) error {
+			mu.Lock()
+			if busy[r.Conn.ID] {
+				overlaps.Add(1)
+			}
+			busy[r.Conn.ID] = true
+			mu.Unlock()
+			if running.Add(1) > 1 {
+				parallel.Add(1)
+			}
+			time.Sleep(3 * time.Millisecond) // leave room for an overlap to show
+			running.Add(-1)
+			n, _ := strconv.Atoi(string(r.Box.Body))
+			mu.Lock()
+			seen[r.Conn.ID] = append(seen[r.Conn.ID], n)
+			busy[r.Conn.ID] = false
+			mu.Unlock()
+			return r.Reply(r.Box.Body)
+		})
+		f := newTestFarm(t, ro, 16)
+		gw := f.gateway()
+		f.worker(app, nil)
+
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for i := 0; i < conns; i++ {
+			c := f.dial(gw)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Pipelined: every frame is sent before any reply comes.
+				for sn := uint32(1); sn <= frames; sn++ {
+					if err := c.Send(1, sn, []byte(strconv.Itoa(int(sn)))); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				for want := uint32(1); want <= frames; want++ {
+					select {
+					case b := <-c.Pushes():
+						// Replies to one connection keep the order of its requests.
+						if b.SN != want || b.Ret != 0 || string(b.Body) != strconv.Itoa(int(want)) {
+							t.Errorf("conn %d: reply sn %d ret %d body %q, want sn %d", i, b.SN, b.Ret, b.Body, want)
+						}
+					case <-ctx.Done():
+						t.Errorf("conn %d: %d of %d replies", i, want-1, frames)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if n := overlaps.Load(); n != 0 {
+			t.Errorf("%d frames ran while a frame of the same connection was running", n)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != conns {
+			t.Errorf("handled frames of %d connections, want %d", len(seen), conns)
+		}
+		for id, got := range seen {
+			for i, n := range got {
+				if n != i+1 {
+					t.Errorf("conn %s: frames handled in order %v, want 1..%d", id, got, frames)
+					break
+				}
+			}
+			if len(got) != frames {
+				t.Errorf("conn %s: %d frames handled, want %d", id, len(got), frames)
+			}
+		}
+		t.Logf("cross-connection concurrency observed %d times", parallel.Load())
+	})
+}
+
+// owners returns the worker id of each partition's lease ("" if free).
+func owners(t *testing.T, st *store.Store, parts int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	out := make([]string, parts)
+	for p := range out {
+		v, err := st.Client().Get(ctx, st.Keys.Owner(p)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatalf("owner of partition %d: %v", p, err)
+		}
+		out[p] = v
+	}
+	return out
+}
+
+func TestSecondWorkerTakesPartitions(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const parts = 8
+		f := newTestFarm(t, ro, parts)
+		lease := func(o *Options) { o.Lease = time.Second }
+		w1 := f.worker(NewApp(), lease)
+		waitFor(t, 5*time.Second, "the first worker to take every partition", func() bool {
+			return w1.Stats.Partitions.Load() == parts
+		})
+		w2 := f.worker(NewApp(), lease)
+		var p1, p2 int64
+		waitFor(t, 8*time.Second, "the partitions to be shared", func() bool {
+			p1, p2 = w1.Stats.Partitions.Load(), w2.Stats.Partitions.Load()
+			return p1 > 0 && p2 > 0 && p1+p2 == parts
+		})
+		t.Logf("partitions: %s has %d, %s has %d", w1.ID(), p1, w2.ID(), p2)
+		// Redis agrees: every partition is leased, by one of the two.
+		st := f.store()
+		waitFor(t, 3*time.Second, "the leases in Redis to match", func() bool {
+			n1, n2 := 0, 0
+			for _, o := range owners(t, st, parts) {
+				switch o {
+				case w1.ID():
+					n1++
+				case w2.ID():
+					n2++
+				}
+			}
+			return n1 > 0 && n2 > 0 && n1+n2 == parts
+		})
+	})
+}
+
+func TestStopReleasesLeases(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const parts = 8
+		f := newTestFarm(t, ro, parts)
+		st := f.store()
+		// A lease long enough that a key left behind would still be there
+		// when it is checked.
+		lease := func(o *Options) { o.Lease = 5 * time.Second }
+		app := NewApp()
+		app.Route(1, replyWith("ok"))
+		w1 := f.worker(app, lease)
+		w2 := f.worker(app, lease)
+		waitFor(t, 10*time.Second, "the partitions to be shared", func() bool {
+			p1, p2 := w1.Stats.Partitions.Load(), w2.Stats.Partitions.Load()
+			return p1 > 0 && p2 > 0 && p1+p2 == parts
+		})
+
+		start := time.Now()
+		if err := w2.stop(); err != nil {
+			t.Fatalf("stopping the second worker: Run returned %v", err)
+		}
+		t.Logf("second worker stopped in %v", time.Since(start))
+		for p, o := range owners(t, st, parts) {
+			if o == w2.ID() {
+				t.Errorf("partition %d is still leased by the stopped worker", p)
+			} else if o != "" && o != w1.ID() {
+				t.Errorf("partition %d is leased by unknown worker %q", p, o)
+			}
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if err := st.Client().ZScore(ctx, st.Keys.Workers(), w2.ID()).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("stopped worker still in the registry (err %v)", err)
+		}
+		// The other worker takes the rest without waiting for leases to expire.
+		waitFor(t, 3*time.Second, "the first worker to take every partition", func() bool {
+			return w1.Stats.Partitions.Load() == parts
+		})
+
+		if err := w1.stop(); err != nil {
+			t.Fatalf("stopping the first worker: Run returned %v", err)
+		}
+		for p, o := range owners(t, st, parts) {
+			if o != "" {
+				t.Errorf("partition %d still leased by %q after every worker stopped", p, o)
+			}
+		}
+	})
+}
+
+func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const parts = 4
+		var mu sync.Mutex
+		var ran []string // bodies of the frames handled
+		app := NewApp()
+		app.Route(1, func(ctx context.Context, r *Request) error {
+			mu.Lock()
+			ran = append(ran, string(r.Box.Body))
+			mu.Unlock()
+			return r.Reply(nil)
+		})
+		f := newTestFarm(t, ro, parts)
+		w := f.worker(app, nil)
+		st := f.store()
+
+		const conn = "gwx-1"
+		p := store.PartitionOf(conn, parts)
+		env := func(seq uint64, body string) []byte {
+			e := store.Envelope{Kind: Frame, Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
+				Addr: "127.0.0.1:9", Frame: box.Append(nil, 1, 0, uint32(seq), []byte(body))}
+			return store.AppendEnvelope(nil, &e)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		enqueue := func(envs ...[]byte) {
+			t.Helper()
+			b := store.PartBatch{Part: p}
+			for _, e := range envs {
+				b.Envelopes = append(b.Envelopes, e)
+			}
+			if err := st.Enqueue(ctx, []store.PartBatch{b}, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A gateway resends a batch whose outcome it did not learn: the
+		// frame with seq 2 arrives twice.
+		enqueue(env(1, "a"), env(2, "b"))
+		enqueue(env(2, "b"))
+		enqueue(env(3, "c"))
+
+		waitFor(t, 5*time.Second, "the frames to be handled", func() bool {
+			return w.Stats.Handled.Load()+w.Stats.Duplicates.Load() >= 4
+		})
+		time.Sleep(200 * time.Millisecond) // room for a wrong second run
+		mu.Lock()
+		got := fmt.Sprint(ran)
+		mu.Unlock()
+		if got != "[a b c]" {
+			t.Errorf("handled %s, want [a b c]", got)
+		}
+		if n := w.Stats.Duplicates.Load(); n != 1 {
+			t.Errorf("Stats.Duplicates = %d, want 1", n)
+		}
+		if n := w.Stats.Handled.Load(); n != 3 {
+			t.Errorf("Stats.Handled = %d, want 3", n)
+		}
+		// The copy was acknowledged too: nothing stays pending.
+		waitFor(t, 3*time.Second, "every entry to be acknowledged", func() bool {
+			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(p), store.ConsumerGroup).Result()
+			return err == nil && pend.Count == 0
+		})
+		// One reply per frame handled, none for the copy.
+		n, err := st.Client().LLen(ctx, st.Keys.Outbound("gwx")).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 3 {
+			t.Errorf("%d outbound messages for the gateway, want 3", n)
+		}
+	})
+}
