@@ -42,9 +42,6 @@ func (s *Server) runOutbound(ctx context.Context) {
 			continue
 		}
 		backoff = 10 * time.Millisecond
-		if batch == acked {
-			continue // a batch we already delivered (its ack reply was lost)
-		}
 		acked = batch
 		for _, m := range msgs {
 			s.deliver(m)

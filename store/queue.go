@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -346,7 +347,8 @@ func (s *Store) PushOut(ctx context.Context, pipe redis.Pipeliner, gw string, ms
 // reply was lost is not. It returns the batch number and the messages.
 func (s *Store) TakeOut(ctx context.Context, gw string, acked int64, n int) (int64, []string, error) {
 	keys := []string{s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw)}
-	res, err := scriptOutTake.Run(ctx, s.rdb, keys, acked, n).Slice()
+	seed := mrand.Int64N(1 << 50)
+	res, err := scriptOutTake.Run(ctx, s.rdb, keys, acked, n, seed).Slice()
 	if err != nil {
 		return acked, nil, err
 	}

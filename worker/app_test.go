@@ -912,3 +912,20 @@ func TestAppIsHandler(t *testing.T) {
 		t.Errorf("ret %d body %q", ret, body)
 	}
 }
+
+func TestEventPanicRecovered(t *testing.T) {
+	app := NewApp()
+	app.OnOpen(func(ctx context.Context, r *Request) error { panic("open panics") })
+	app.Route(1, replyWith("still here"))
+	w := newTestWorker(t, app)
+	handleEnv(w, store.Envelope{Kind: Open, Seq: 1, Gateway: "gw1", Conn: "c1"})
+	if msgs, acks := outs(t, w); len(msgs) != 0 || acks != 1 {
+		t.Errorf("panicking open handler sent %+v with %d acks", msgs, acks)
+	}
+	if n := w.Stats.Failed.Load(); n != 1 {
+		t.Errorf("Stats.Failed = %d, want 1", n)
+	}
+	if ret, body := call(t, w, 1, ""); ret != 0 || body != "still here" {
+		t.Errorf("after the panic: ret %d body %q", ret, body)
+	}
+}

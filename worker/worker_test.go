@@ -228,8 +228,8 @@ func TestConnectionFramesRunInOrder(t *testing.T) {
 	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
 		const conns, frames = 4, 25
 		var mu sync.Mutex
-		seen := make(map[string][]int)    // conn id -> bodies in the order handled
-		busy := make(map[string]bool)     // conn id -> a handler is running
+		seen := make(map[string][]int)      // conn id -> bodies in the order handled
+		busy := make(map[string]bool)       // conn id -> a handler is running
 		var overlaps, parallel atomic.Int32 // same-conn overlaps; cross-conn concurrency seen
 		var running atomic.Int32
 		app := NewApp()
@@ -256,7 +256,7 @@ func TestConnectionFramesRunInOrder(t *testing.T) {
 		gw := f.gateway()
 		f.worker(app, nil)
 
-		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
 		for i := 0; i < conns; i++ {

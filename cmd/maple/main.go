@@ -37,6 +37,8 @@ func newApp() *cli.App {
 			clientCommand(),
 			triggerCommand(),
 			deadCommand(),
+			statCommand(),
+			benchCommand(), refserverCommand(),
 		},
 		// Errors are printed once, by main; cli must not call os.Exit.
 		ExitErrHandler: func(*cli.Context, error) {},

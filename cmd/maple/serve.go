@@ -104,7 +104,7 @@ func gatewayCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "hold player connections and move their frames through Redis",
-		Flags: commonFlags(gatewayFlags()),
+		Flags: commonFlags(gatewayFlags(), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
 			if err != nil {
@@ -120,6 +120,12 @@ func gatewayCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Stat reports and metrics (stat.go): until the gateway has drained.
+			stopObserving, err := startObserving(c, ro, log, gatewayObserved(gw))
+			if err != nil {
+				return err
+			}
+			defer stopObserving()
 			return gw.Run(c.Context)
 		},
 	}
@@ -129,7 +135,7 @@ func workerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "worker",
 		Usage: "run the demo game's handlers on frames from Redis",
-		Flags: commonFlags(workerFlags()),
+		Flags: commonFlags(workerFlags(), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
 			if err != nil {
@@ -145,6 +151,12 @@ func workerCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Stat reports and metrics (stat.go): until the worker has drained.
+			stopObserving, err := startObserving(c, ro, log, workerObserved(w))
+			if err != nil {
+				return err
+			}
+			defer stopObserving()
 			ctx := reloadOnHUP(c.Context, log)
 			go func() {
 				select {
@@ -166,7 +178,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "redis-listen", Value: "127.0.0.1:0", EnvVars: []string{"MAPLE_REDIS_LISTEN"},
 				Usage: "address of the embedded Redis (miniredis), for redis-cli"},
 			prefixFlag, partitionsFlag,
-		}, append(workerFlags(), logFlags()...)...)...),
+		}, append(workerFlags(), append(observeFlags(), logFlags()...)...)...)...), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
 			if err != nil {
@@ -192,6 +204,13 @@ func devCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Stat reports and metrics (stat.go): until both have drained,
+			// before the embedded Redis closes.
+			stopObserving, err := startObserving(c, ro, log, gatewayObserved(gw), workerObserved(w))
+			if err != nil {
+				return err
+			}
+			defer stopObserving()
 			ctx, cancel := context.WithCancel(c.Context)
 			defer cancel()
 			var wg sync.WaitGroup

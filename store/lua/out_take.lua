@@ -4,10 +4,12 @@
 -- KEYS[1] outbound list; KEYS[2] the batch in transit (list);
 -- KEYS[3] the batch's number
 -- ARGV[1] number of the last batch the gateway received (0 at start);
--- ARGV[2] most messages to take
+-- ARGV[2] most messages to take; ARGV[3] a random number to start counting
+-- from when there is no count (new gateway, or Redis lost its data), so
+-- numbers of an older count are never mistaken for new ones
 -- Returns {batch number, messages...}. The same batch comes back until the
 -- gateway names its number, which is its acknowledgement.
-local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
+local cur = tonumber(redis.call('GET', KEYS[3]) or ARGV[3])
 if cur ~= tonumber(ARGV[1]) and redis.call('LLEN', KEYS[2]) > 0 then
   local again = redis.call('LRANGE', KEYS[2], 0, -1)
   table.insert(again, 1, cur)

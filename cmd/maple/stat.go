@@ -1,0 +1,628 @@
+package main
+
+// `maple stat` shows the whole farm live, from the hashes the stat
+// reporters of gateways and workers write to Redis every second. This file
+// also starts those reporters, and the metrics server, for the gateway,
+// worker and dev commands (startObserving).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+
+	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/metrics"
+	"github.com/maple-farm/maple/stat"
+	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/worker"
+)
+
+// processStart is when this process started, for the reports' uptime.
+var processStart = time.Now()
+
+var metricsAddrFlag = &cli.StringFlag{
+	Name: "metrics-addr", EnvVars: []string{"MAPLE_METRICS_ADDR"},
+	Usage: "serve Prometheus metrics at http://<addr>/metrics and pprof at /debug/pprof/ (like :9100; empty: off)",
+}
+
+// observeFlags are the flags of the commands that run a gateway or a worker.
+func observeFlags() []cli.Flag { return []cli.Flag{metricsAddrFlag} }
+
+// observed is a gateway or worker whose counters are reported.
+type observed struct {
+	kind   string
+	id     string
+	sample stat.SampleFunc
+	queues bool // report the partition queue lengths too
+}
+
+func gatewayObserved(gw *gateway.Server) observed {
+	return observed{kind: stat.KindGateway, id: gw.ID(), sample: metrics.Gateway(&gw.Stats)}
+}
+
+// workerObserved reports the queue lengths too: one process of the farm is
+// enough, and where there are workers there is work to watch.
+func workerObserved(w *worker.Worker) observed {
+	return observed{kind: stat.KindWorker, id: w.ID(), sample: metrics.Worker(&w.Stats), queues: true}
+}
+
+// startObserving starts a stat reporter for each part of the process and,
+// with --metrics-addr, the metrics server. Call stop once the gateway and
+// worker have returned, so their drain is still visible; stop deletes the
+// stat hashes and closes the server.
+func startObserving(c *cli.Context, ro *redis.UniversalOptions, log *slog.Logger, parts ...observed) (stop func(), err error) {
+	// Reports are best effort: their own small client, no retries, and
+	// deadlines that hold, so a slow Redis never piles reports up.
+	o := *ro
+	o.PoolSize = 2
+	o.MaxRetries = -1
+	o.ContextTimeoutEnabled = true
+	rdb := redis.NewUniversalClient(&o)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var srv *metrics.Server
+	stop = func() {
+		cancel()
+		wg.Wait()
+		rdb.Close()
+		if srv != nil {
+			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = srv.Shutdown(sctx)
+			scancel()
+		}
+	}
+	srcs := make([]metrics.Source, 0, len(parts))
+	for _, p := range parts {
+		r, err := stat.NewReporter(stat.ReporterOptions{
+			Redis: rdb, Prefix: c.String("prefix"), Kind: p.kind, ID: p.id, Sample: p.sample,
+			Version: version, Started: processStart, Queues: p.queues, Partitions: c.Int("partitions"),
+			Logger: log,
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r.Run(ctx) }()
+		srcs = append(srcs, metrics.Source{Kind: p.kind, Sample: p.sample})
+	}
+	if addr := c.String("metrics-addr"); addr != "" {
+		h, err := metrics.NewHandler(srcs...)
+		if err == nil {
+			srv, err = metrics.Start(addr, h, log)
+		}
+		if err != nil {
+			stop()
+			return nil, err
+		}
+	}
+	return stop, nil
+}
+
+func statCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "stat",
+		Usage: "show every gateway and worker of the farm, live: counters, rates, latency, queue depths",
+		Flags: []cli.Flag{
+			redisFlag, prefixFlag,
+			&cli.BoolFlag{Name: "once", Usage: "print one snapshot (two reads 1s apart, for the rates) and exit"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON, one object per snapshot and line"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between refreshes"},
+		},
+		Action: func(c *cli.Context) error {
+			rdb, err := store.Connect(c.Context, c.String("redis"), nil)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			s := &statRunner{
+				rdb: rdb, prefix: c.String("prefix"), out: c.App.Writer, json: c.Bool("json"),
+				interval: max(c.Duration("interval"), 100*time.Millisecond), rates: newRateTracker(),
+			}
+			if c.Bool("once") {
+				return s.once(c.Context)
+			}
+			s.clear = statIsTTY(c.App.Writer)
+			return s.live(c.Context)
+		},
+	}
+}
+
+// statRunner reads the farm's reports and prints them.
+type statRunner struct {
+	rdb      redis.UniversalClient
+	prefix   string
+	out      io.Writer
+	json     bool
+	clear    bool // clear the screen before each table: stdout is a terminal
+	interval time.Duration
+	rates    *rateTracker
+}
+
+// once prints one snapshot. Rates need two reports of each process: it
+// reads again after a second, and a little longer for processes whose
+// report had not changed yet (up to 3 s in all).
+func (s *statRunner) once(ctx context.Context) error {
+	rs, err := stat.Read(ctx, s.rdb, s.prefix)
+	if err != nil {
+		return err
+	}
+	s.rates.update(rs)
+	if len(rs) > 0 {
+		deadline := time.Now().Add(3 * time.Second)
+		wait := time.Second
+		for {
+			if err := statSleep(ctx, wait); err != nil {
+				return err
+			}
+			if rs, err = stat.Read(ctx, s.rdb, s.prefix); err != nil {
+				return err
+			}
+			s.rates.update(rs)
+			if s.rates.complete(rs) || time.Now().After(deadline) {
+				break
+			}
+			wait = 200 * time.Millisecond
+		}
+	}
+	return s.print(buildStatView(s.prefix, time.Now(), rs, s.rates))
+}
+
+// live prints a snapshot every interval until ctx ends.
+func (s *statRunner) live(ctx context.Context) error {
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	for {
+		rs, err := stat.Read(ctx, s.rdb, s.prefix)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintf(s.out, "maple stat: %v (retrying)\n", err)
+		} else {
+			s.rates.update(rs)
+			if err := s.print(buildStatView(s.prefix, time.Now(), rs, s.rates)); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *statRunner) print(v farmView) error {
+	if s.json {
+		return writeStatJSON(s.out, v)
+	}
+	if s.clear {
+		fmt.Fprint(s.out, "\x1b[H\x1b[2J") // cursor home, clear screen
+	}
+	writeStatTable(s.out, v)
+	if !s.clear {
+		fmt.Fprintln(s.out)
+	}
+	return nil
+}
+
+func statSleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// statIsTTY reports whether w is a terminal (a character device).
+func statIsTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// rateTracker turns successive reports into per-second rates of the
+// counters (fields ending in "_total"). A rate is the difference between
+// a process's two last distinct reports over the time between them, by the
+// process's own clock, so when `maple stat` reads does not matter.
+type rateTracker struct {
+	last  map[string]stat.Report
+	rates map[string]map[string]float64
+}
+
+func newRateTracker() *rateTracker {
+	return &rateTracker{last: make(map[string]stat.Report), rates: make(map[string]map[string]float64)}
+}
+
+func statKey(r stat.Report) string { return r.Kind + "/" + r.ID }
+
+// update takes a new read of every report; processes gone are forgotten.
+func (t *rateTracker) update(rs []stat.Report) {
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		k := statKey(r)
+		seen[k] = true
+		prev, ok := t.last[k]
+		switch {
+		case !ok || prev.PID != r.PID || prev.Host != r.Host || !prev.Started.Equal(r.Started):
+			delete(t.rates, k) // new, or restarted under the same id: counters began again
+		case r.Time.After(prev.Time):
+			t.rates[k] = statCounterRates(prev, r)
+		default:
+			continue // not reported again yet: keep the last rates
+		}
+		t.last[k] = r
+	}
+	for k := range t.last {
+		if !seen[k] {
+			delete(t.last, k)
+			delete(t.rates, k)
+		}
+	}
+}
+
+// complete reports whether every process of rs has rates.
+func (t *rateTracker) complete(rs []stat.Report) bool {
+	for _, r := range rs {
+		if t.rates[statKey(r)] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// of returns a process's rates; nil until two reports were seen.
+func (t *rateTracker) of(r stat.Report) map[string]float64 { return t.rates[statKey(r)] }
+
+func statCounterRates(prev, cur stat.Report) map[string]float64 {
+	secs := cur.Time.Sub(prev.Time).Seconds()
+	out := make(map[string]float64)
+	for f := range cur.Fields {
+		if !strings.HasSuffix(f, "_total") {
+			continue
+		}
+		d := cur.Int(f) - prev.Int(f)
+		out[f] = max(float64(d), 0) / secs
+	}
+	return out
+}
+
+// farmView is one snapshot of the farm, as printed; its JSON form is the
+// output of --json.
+type farmView struct {
+	Prefix    string      `json:"prefix"`
+	At        time.Time   `json:"at"`
+	Processes []procView  `json:"processes"`
+	Totals    totalsView  `json:"totals"`
+	Queues    *queuesView `json:"queues,omitempty"`
+}
+
+// procView is one process.
+type procView struct {
+	Kind       string    `json:"kind"`
+	ID         string    `json:"id"`
+	Host       string    `json:"host"`
+	PID        int       `json:"pid"`
+	Version    string    `json:"version"`
+	Started    int64     `json:"started"` // unix seconds
+	Uptime     int64     `json:"uptime_seconds"`
+	ReportedAt time.Time `json:"reported_at"`
+	// Values are the counters and gauges ("frames_in_total", "connections").
+	Values map[string]int64 `json:"values"`
+	// Quantiles are latency quantiles in seconds ("request_duration_seconds_p99").
+	Quantiles map[string]float64 `json:"quantiles,omitempty"`
+	// Rates are the counters per second; absent until two reports were seen.
+	Rates map[string]float64 `json:"rates,omitempty"`
+}
+
+// totalsView adds the processes up. Rates cover the processes that have
+// rates.
+type totalsView struct {
+	Gateways    int   `json:"gateways"`
+	Workers     int   `json:"workers"`
+	Connections int64 `json:"connections"`
+	InFlight    int64 `json:"inflight"`
+	Busy        int64 `json:"busy"`   // frames answered -10002 since the gateways started
+	Errors      int64 `json:"errors"` // see statErrors
+	// Per second.
+	FramesIn  float64 `json:"frames_in_per_second"`
+	FramesOut float64 `json:"frames_out_per_second"`
+	BytesIn   float64 `json:"bytes_in_per_second"`
+	BytesOut  float64 `json:"bytes_out_per_second"`
+	BusyRate  float64 `json:"busy_per_second"`
+	ErrorRate float64 `json:"errors_per_second"`
+	Handled   float64 `json:"handled_per_second"`
+	Failed    float64 `json:"failed_per_second"`
+}
+
+// queuesView is the newest report of the partition queues' lengths.
+type queuesView struct {
+	From    string    `json:"from"` // worker id
+	At      time.Time `json:"at"`
+	Lengths []int64   `json:"lengths"` // partition 0 first
+	Total   int64     `json:"total"`
+	Max     int64     `json:"max"`
+	MaxPart int       `json:"max_partition"`
+}
+
+// identity fields of a report, shown apart from its values.
+var statIdentity = map[string]bool{
+	stat.FieldKind: true, stat.FieldID: true, stat.FieldHost: true, stat.FieldPID: true,
+	stat.FieldVersion: true, stat.FieldStarted: true, stat.FieldUptime: true, stat.FieldTime: true,
+	stat.FieldQueues: true, stat.FieldQueuesAt: true,
+}
+
+// statErrors is the ERRORS column: what went wrong for the farm, not for a
+// client or an operator.
+var statErrors = map[string][]string{
+	stat.KindGateway: {"redis_errors_total", "bad_frames_total"},
+	stat.KindWorker:  {"failed_total", "dead_letters_total", "redis_errors_total"},
+}
+
+// buildStatView makes the snapshot to print from reports (sorted as stat.Read
+// returns them) and their rates.
+func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTracker) farmView {
+	v := farmView{Prefix: prefix, At: now, Processes: []procView{}}
+	for _, r := range rs {
+		p := procView{
+			Kind: r.Kind, ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version,
+			Started: r.Started.Unix(), Uptime: int64(r.Uptime / time.Second), ReportedAt: r.Time,
+			Values: make(map[string]int64), Rates: rates.of(r),
+		}
+		if r.Started.IsZero() {
+			p.Started = 0
+		}
+		for f, s := range r.Fields {
+			if statIdentity[f] {
+				continue
+			}
+			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+				p.Values[f] = n
+			} else if x, ok := r.Float(f); ok {
+				if p.Quantiles == nil {
+					p.Quantiles = make(map[string]float64)
+				}
+				p.Quantiles[f] = x
+			}
+		}
+		v.Processes = append(v.Processes, p)
+
+		t := &v.Totals
+		errs := statSum(p.Values, statErrors[r.Kind])
+		t.Errors += errs
+		t.ErrorRate += statSumRates(p.Rates, statErrors[r.Kind])
+		switch r.Kind {
+		case stat.KindGateway:
+			t.Gateways++
+			t.Connections += p.Values["connections"]
+			t.Busy += p.Values["busy_total"]
+			t.FramesIn += p.Rates["frames_in_total"]
+			t.FramesOut += p.Rates["frames_out_total"]
+			t.BytesIn += p.Rates["bytes_in_total"]
+			t.BytesOut += p.Rates["bytes_out_total"]
+			t.BusyRate += p.Rates["busy_total"]
+		case stat.KindWorker:
+			t.Workers++
+			t.InFlight += p.Values["inflight"]
+			t.Handled += p.Rates["handled_total"]
+			t.Failed += p.Rates["failed_total"]
+		}
+		if len(r.Queues) > 0 && (v.Queues == nil || r.QueuesAt.After(v.Queues.At)) {
+			q := &queuesView{From: r.ID, At: r.QueuesAt, Lengths: r.Queues}
+			for i, n := range r.Queues {
+				q.Total += n
+				if n > q.Max {
+					q.Max, q.MaxPart = n, i
+				}
+			}
+			v.Queues = q
+		}
+	}
+	return v
+}
+
+func statSum(m map[string]int64, names []string) int64 {
+	var n int64
+	for _, f := range names {
+		n += m[f]
+	}
+	return n
+}
+
+func statSumRates(m map[string]float64, names []string) float64 {
+	var n float64
+	for _, f := range names {
+		n += m[f]
+	}
+	return n
+}
+
+// writeStatJSON prints v as one line of JSON.
+func writeStatJSON(w io.Writer, v farmView) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
+// statWidth is the widest line writeStatTable prints.
+const statWidth = 100
+
+// The table's columns: KIND ID HOST:PID UPTIME CONNS IN/S OUT/S BUSY ERRORS P99.
+const statRow = "%-7s %-12s %-19s %7s %7s %8s %8s %7s %7s %8s\n"
+
+// writeStatTable prints v as a table at most statWidth columns wide.
+func writeStatTable(w io.Writer, v farmView) {
+	fmt.Fprintf(w, "maple stat  prefix %s  %s  %s, %s\n", v.Prefix, v.At.Format("2006-01-02 15:04:05"),
+		statPlural(v.Totals.Gateways, "gateway"), statPlural(v.Totals.Workers, "worker"))
+	if len(v.Processes) == 0 {
+		fmt.Fprintf(w, "no process reports under prefix %q: is the farm running, on this Redis, with this --prefix?\n", v.Prefix)
+		return
+	}
+	fmt.Fprintf(w, statRow, "KIND", "ID", "HOST:PID", "UPTIME", "CONNS", "IN/S", "OUT/S", "BUSY", "ERRORS", "P99")
+	for _, p := range v.Processes {
+		var conns, in, out, busy, p99 string
+		switch p.Kind {
+		case stat.KindGateway:
+			conns = statCount(p.Values["connections"])
+			in, out = statRate(p.Rates, "frames_in_total"), statRate(p.Rates, "frames_out_total")
+			busy = statCount(p.Values["busy_total"])
+			p99 = statSeconds(p.Quantiles, "request_duration_seconds_p99")
+		case stat.KindWorker:
+			conns = statCount(p.Values["inflight"])
+			in, out, busy = statRate(p.Rates, "handled_total"), "-", "-"
+			p99 = statSeconds(p.Quantiles, "handler_duration_seconds_p99")
+		default:
+			conns, in, out, busy, p99 = "-", "-", "-", "-", "-"
+		}
+		fmt.Fprintf(w, statRow, statClip(p.Kind, 7), statClip(p.ID, 12), statClip(p.Host+":"+strconv.Itoa(p.PID), 19),
+			statUptime(p.Uptime), conns, in, out, busy, statCount(statSum(p.Values, statErrors[p.Kind])), p99)
+	}
+	t := v.Totals
+	fmt.Fprintf(w, statRow, "total", "", "", "", statCount(t.Connections), statPerSec(t.FramesIn), statPerSec(t.FramesOut),
+		statCount(t.Busy), statCount(t.Errors), "")
+	fmt.Fprintf(w, "rates   gateways: %s in, %s out, %s busy/s   workers: %s handled/s, %s failed/s, %s in flight\n",
+		statBytes(t.BytesIn), statBytes(t.BytesOut), statPerSec(t.BusyRate), statPerSec(t.Handled), statPerSec(t.Failed), statCount(t.InFlight))
+	if q := v.Queues; q != nil {
+		fmt.Fprintf(w, "queues  %d partitions, total %s, longest p%d (%s)   from worker %s, %s ago\n",
+			len(q.Lengths), statCount(q.Total), q.MaxPart, statCount(q.Max), statClip(q.From, 12), statAge(v.At.Sub(q.At)))
+		line := "       "
+		for i, n := range q.Lengths {
+			cell := fmt.Sprintf(" p%d:%s", i, statCount(n))
+			if n == q.Max && n > 0 {
+				cell += "*"
+			}
+			if utf8.RuneCountInString(line)+utf8.RuneCountInString(cell) > statWidth {
+				fmt.Fprintln(w, line)
+				line = "       "
+			}
+			line += cell
+		}
+		fmt.Fprintln(w, line)
+	} else {
+		fmt.Fprintln(w, "queues  no worker reports partition queue lengths")
+	}
+	fmt.Fprintln(w, "gateway: IN/S, OUT/S = frames/s; P99 = request time; ERRORS = Redis errors + bad frames")
+	fmt.Fprintln(w, "worker:  CONNS = in flight; IN/S = handled/s; P99 = handler time; ERRORS = failed + dead letters")
+	fmt.Fprintln(w, "         + Redis errors. BUSY, ERRORS: since start. Queues: entries waiting, in flight or untrimmed")
+}
+
+func statPlural(n int, s string) string {
+	if n == 1 {
+		return "1 " + s
+	}
+	return strconv.Itoa(n) + " " + s + "s"
+}
+
+// statClip cuts s to n runes, marking the cut with "…".
+func statClip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// statCount prints a count in at most 6 characters: 12345, 123k, 1.23M.
+func statCount(n int64) string {
+	if n < 100_000 && n > -100_000 {
+		return strconv.FormatInt(n, 10)
+	}
+	return statSI(float64(n))
+}
+
+// statPerSec prints a rate: 0, 0.5, 12, 1234, 123k.
+func statPerSec(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v < 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case v < 100_000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return statSI(v)
+}
+
+// statRate prints the rate of a counter; "-" until two reports were seen.
+func statRate(rates map[string]float64, name string) string {
+	v, ok := rates[name]
+	if !ok {
+		return "-"
+	}
+	return statPerSec(v)
+}
+
+func statBytes(v float64) string {
+	if v < 1000 {
+		return strconv.FormatFloat(v, 'f', 0, 64) + " B/s"
+	}
+	return statSI(v) + "B/s"
+}
+
+// statSI prints v with 3 significant digits and a k, M, G or T suffix.
+func statSI(v float64) string {
+	units := []string{"", "k", "M", "G", "T"}
+	i := 0
+	for (v >= 999.5 || v <= -999.5) && i < len(units)-1 {
+		v /= 1000
+		i++
+	}
+	prec := 0
+	switch a := max(v, -v); {
+	case a < 9.995:
+		prec = 2
+	case a < 99.95:
+		prec = 1
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64) + units[i]
+}
+
+// statSeconds prints a latency quantile; "-" for an empty histogram.
+func statSeconds(q map[string]float64, name string) string {
+	v, ok := q[name]
+	switch {
+	case !ok:
+		return "-"
+	case v > stat.Buckets[len(stat.Buckets)-1]:
+		return ">" + time.Duration(stat.Buckets[len(stat.Buckets)-1]*float64(time.Second)).String()
+	}
+	return time.Duration(v * float64(time.Second)).Round(time.Microsecond).String()
+}
+
+// statUptime prints a duration in at most 6 characters: 45s, 2m03s, 3h04m, 5d03h.
+func statUptime(secs int64) string {
+	d := time.Duration(secs) * time.Second
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", secs)
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", secs/60, secs%60)
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%02dm", secs/3600, secs%3600/60)
+	}
+	return fmt.Sprintf("%dd%02dh", secs/86400, secs%86400/3600)
+}
+
+// statAge prints how old a report is: 0.4s, 12s.
+func statAge(d time.Duration) string {
+	if d < 10*time.Second {
+		return strconv.FormatFloat(max(d.Seconds(), 0), 'f', 1, 64) + "s"
+	}
+	return d.Round(time.Second).String()
+}
