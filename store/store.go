@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,12 +17,18 @@ import (
 // go-redis to check for redis.Nil.
 var ErrNotFound = errors.New("store: not found")
 
-// ParseURL turns a --redis setting into client options:
+// ParseURL turns a --redis setting into client options for go-redis's
+// universal client:
 //
-//	redis://[user:pass@]host:port[/db]     one server (rediss:// for TLS)
+//	redis://[user:pass@]host:port[/db]         one server (rediss:// for TLS)
 //	unix:///path/to/redis.sock
+//	redis-sentinel://[user:pass@]host:port,host:port/master[/db]
+//	                                           a master found through Sentinel
+//	redis-cluster://[user:pass@]host:port,host:port
+//	                                           a Cluster, from seed nodes
+//	redis://host:port,host:port                also a Cluster
 //
-// The universal options leave room for Sentinel and Cluster settings.
+// For Sentinel, ?sentinel_password=... sets the sentinels' own password.
 func ParseURL(raw string) (*redis.UniversalOptions, error) {
 	if raw == "" {
 		return nil, errors.New("store: empty redis url")
@@ -29,23 +36,61 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "redis://" + raw
 	}
-	o, err := redis.ParseURL(raw)
+	scheme, rest, _ := strings.Cut(raw, "://")
+	cluster := scheme == "redis-cluster"
+	sentinel := scheme == "redis-sentinel"
+	hostEnd := strings.IndexAny(rest, "/?")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	if strings.Contains(rest[:hostEnd], ",") && scheme != "redis-sentinel" {
+		cluster = true
+	}
+	if !cluster && !sentinel {
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("store: redis url %q: %w", redactURL(raw), err)
+		}
+		return &redis.UniversalOptions{
+			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
+			TLSConfig: o.TLSConfig, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout,
+			WriteTimeout: o.WriteTimeout, PoolSize: o.PoolSize, Protocol: o.Protocol, ClientName: o.ClientName,
+		}, nil
+	}
+	u, err := url.Parse("redis://" + rest)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis url %q: %w", redactURL(raw), err)
 	}
-	return &redis.UniversalOptions{
-		Addrs:        []string{o.Addr},
-		DB:           o.DB,
-		Username:     o.Username,
-		Password:     o.Password,
-		TLSConfig:    o.TLSConfig,
-		DialTimeout:  o.DialTimeout,
-		ReadTimeout:  o.ReadTimeout,
-		WriteTimeout: o.WriteTimeout,
-		PoolSize:     o.PoolSize,
-		Protocol:     o.Protocol,
-		ClientName:   o.ClientName,
-	}, nil
+	o := &redis.UniversalOptions{Addrs: strings.Split(u.Host, ",")}
+	for _, a := range o.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("store: redis url %q: address %q: %w", redactURL(raw), a, err)
+		}
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	path := strings.Trim(u.Path, "/")
+	if cluster {
+		o.IsClusterMode = true
+		if path != "" {
+			return nil, fmt.Errorf("store: redis url %q: a cluster has no database number", redactURL(raw))
+		}
+		return o, nil
+	}
+	master, db, _ := strings.Cut(path, "/")
+	if master == "" {
+		return nil, fmt.Errorf("store: redis url %q: name the master: redis-sentinel://host:port/<master>", redactURL(raw))
+	}
+	o.MasterName = master
+	if db != "" {
+		if o.DB, err = strconv.Atoi(db); err != nil {
+			return nil, fmt.Errorf("store: redis url %q: database %q", redactURL(raw), db)
+		}
+	}
+	o.SentinelPassword = u.Query().Get("sentinel_password")
+	return o, nil
 }
 
 // redactURL hides a password in a URL meant for a log line.

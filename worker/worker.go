@@ -138,6 +138,7 @@ type Worker struct {
 	st   *store.Store
 	rdb  redis.UniversalClient
 	read redis.UniversalClient // blocking reads hold a connection each
+	rst  *store.Store          // the store on read, for the blocking reads
 
 	parts int
 	Stats Stats
@@ -219,10 +220,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	ro := *w.opts.Redis
 	w.rdb = redis.NewUniversalClient(&ro)
 	defer w.rdb.Close()
-	bo := ro
-	bo.ReadTimeout = -1 // blocking reads set their own deadline
-	w.read = redis.NewUniversalClient(&bo)
-	defer w.read.Close()
 	w.st = store.New(w.rdb, w.opts.Prefix)
 
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -238,6 +235,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: redis %v: %w", ro.Addrs, err)
 	}
 	w.parts = parts
+	bo := ro
+	bo.ReadTimeout = -1 // blocking reads set their own deadline
+	// A blocked read holds a connection: one per partition at most (on a
+	// cluster, per node), plus room for recovery reads.
+	bo.PoolSize = max(bo.PoolSize, parts+4)
+	w.read = redis.NewUniversalClient(&bo)
+	defer w.read.Close()
+	w.rst = store.New(w.read, w.opts.Prefix)
 	w.log.Info("started", "partitions", parts, "concurrency", w.opts.Concurrency)
 
 	// Background duties run on their own ctx, so that on shutdown they
@@ -478,8 +483,54 @@ func (w *Worker) maxInflight() int { return 4 * w.opts.Concurrency }
 // all of them (one per partition on Redis Cluster, where they live in
 // different slots).
 func (w *Worker) runReader(ctx context.Context) {
-	log := w.log.With("duty", "reader")
-	_, cluster := w.rdb.(*redis.ClusterClient)
+	if _, cluster := w.rdb.(*redis.ClusterClient); !cluster {
+		w.readLoop(ctx, w.log.With("duty", "reader"), w.activeParts, false)
+		return
+	}
+	// On a cluster each partition is read on its own: its stream lives in
+	// its own slot, and a multi-key read would be refused (CROSSSLOT).
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := make(map[int]bool)
+	var mu sync.Mutex
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		for _, p := range w.activeParts() {
+			mu.Lock()
+			if running[p] {
+				mu.Unlock()
+				continue
+			}
+			running[p] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func(p int) {
+				defer wg.Done()
+				one := func() []int {
+					for _, q := range w.activeParts() {
+						if q == p {
+							return []int{p}
+						}
+					}
+					return nil
+				}
+				w.readLoop(ctx, w.log.With("duty", "reader", "partition", p), one, true)
+				mu.Lock()
+				delete(running, p)
+				mu.Unlock()
+			}(p)
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+}
+
+// readLoop reads the partitions parts() names until ctx ends (or, with
+// once, until parts() is empty).
+func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []int, once bool) {
 	backoff := 10 * time.Millisecond
 	recoverOwn := false
 	for ctx.Err() == nil {
@@ -487,27 +538,22 @@ func (w *Worker) runReader(ctx context.Context) {
 		for w.inflight >= w.maxInflight() && ctx.Err() == nil {
 			w.space.Wait()
 		}
-		var parts []int
-		for p, pt := range w.owned {
-			if !pt.releasing {
-				parts = append(parts, p)
-			}
-		}
 		w.mu.Unlock()
+		parts := parts()
 		if len(parts) == 0 {
+			if once {
+				return
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(50 * time.Millisecond):
 			}
 			continue
 		}
-		if cluster {
-			parts = parts[mrand.IntN(len(parts)):][:1]
-		}
 		if recoverOwn {
 			// A read may have been served but its reply lost: what it
 			// took is pending under our name and would never come back.
-			ds, err := w.st.ReadOwnPending(ctx, w.opts.ID, parts)
+			ds, err := w.rst.ReadOwnPending(ctx, w.opts.ID, parts)
 			if err != nil {
 				// Nothing new may be read before these: their connections'
 				// later frames would overtake them.
@@ -541,7 +587,7 @@ func (w *Worker) runReader(ctx context.Context) {
 			}
 		}
 		w.Stats.Reads.Add(1)
-		ds, err := w.st.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
+		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
 		if err != nil {
 			recoverOwn = true
 			if ctx.Err() != nil {

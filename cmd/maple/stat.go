@@ -334,7 +334,7 @@ type procView struct {
 }
 
 // totalsView adds the processes up. Rates cover the processes that have
-// rates.
+// rates (RatesFrom of them).
 type totalsView struct {
 	Gateways    int   `json:"gateways"`
 	Workers     int   `json:"workers"`
@@ -351,6 +351,12 @@ type totalsView struct {
 	ErrorRate float64 `json:"errors_per_second"`
 	Handled   float64 `json:"handled_per_second"`
 	Failed    float64 `json:"failed_per_second"`
+	RatesFrom int     `json:"rates_from"` // processes whose rates are known
+	// Batching, over the last second: frames queued per gateway pipeline
+	// and entries handled per worker read (0: no round trip).
+	FramesPerPipeline float64 `json:"frames_per_pipeline"`
+	HandledPerRead    float64 `json:"handled_per_read"`
+	pipelines, reads  float64 // round trips per second
 }
 
 // queuesView is the newest report of the partition queues' lengths.
@@ -406,6 +412,9 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 		v.Processes = append(v.Processes, p)
 
 		t := &v.Totals
+		if p.Rates != nil {
+			t.RatesFrom++
+		}
 		errs := statSum(p.Values, statErrors[r.Kind])
 		t.Errors += errs
 		t.ErrorRate += statSumRates(p.Rates, statErrors[r.Kind])
@@ -419,11 +428,13 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 			t.BytesIn += p.Rates["bytes_in_total"]
 			t.BytesOut += p.Rates["bytes_out_total"]
 			t.BusyRate += p.Rates["busy_total"]
+			t.pipelines += p.Rates["pipelines_total"]
 		case stat.KindWorker:
 			t.Workers++
 			t.InFlight += p.Values["inflight"]
 			t.Handled += p.Rates["handled_total"]
 			t.Failed += p.Rates["failed_total"]
+			t.reads += p.Rates["reads_total"]
 		}
 		if len(r.Queues) > 0 && (v.Queues == nil || r.QueuesAt.After(v.Queues.At)) {
 			q := &queuesView{From: r.ID, At: r.QueuesAt, Lengths: r.Queues}
@@ -435,6 +446,12 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 			}
 			v.Queues = q
 		}
+	}
+	if t := &v.Totals; t.pipelines > 0 {
+		t.FramesPerPipeline = t.FramesIn / t.pipelines
+	}
+	if t := &v.Totals; t.reads > 0 {
+		t.HandledPerRead = t.Handled / t.reads
 	}
 	return v
 }
@@ -494,13 +511,33 @@ func writeStatTable(w io.Writer, v farmView) {
 			statUptime(p.Uptime), conns, in, out, busy, statCount(statSum(p.Values, statErrors[p.Kind])), p99)
 	}
 	t := v.Totals
-	fmt.Fprintf(w, statRow, "total", "", "", "", statCount(t.Connections), statPerSec(t.FramesIn), statPerSec(t.FramesOut),
-		statCount(t.Busy), statCount(t.Errors), "")
-	fmt.Fprintf(w, "rates   gateways: %s in, %s out, %s busy/s   workers: %s handled/s, %s failed/s, %s in flight\n",
-		statBytes(t.BytesIn), statBytes(t.BytesOut), statPerSec(t.BusyRate), statPerSec(t.Handled), statPerSec(t.Failed), statCount(t.InFlight))
+	known := t.RatesFrom > 0
+	perSec := func(v float64) string {
+		if !known {
+			return "-"
+		}
+		return statPerSec(v)
+	}
+	fmt.Fprintf(w, "total   gateways: %s conns, %s in/s, %s out/s, %s in, %s out, %s busy/s\n",
+		statCount(t.Connections), perSec(t.FramesIn), perSec(t.FramesOut),
+		statBytes(t.BytesIn, known), statBytes(t.BytesOut, known), perSec(t.BusyRate))
+	fmt.Fprintf(w, "        workers: %s handled/s, %s failed/s, %s in flight; all: %s busy, %s errors, %s errors/s\n",
+		perSec(t.Handled), perSec(t.Failed), statCount(t.InFlight), statCount(t.Busy), statCount(t.Errors), perSec(t.ErrorRate))
+	ratio := func(v float64) string {
+		if v == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	fmt.Fprintf(w, "        batching: %s frames per gateway pipeline, %s handled per worker read\n",
+		ratio(t.FramesPerPipeline), ratio(t.HandledPerRead))
 	if q := v.Queues; q != nil {
-		fmt.Fprintf(w, "queues  %d partitions, total %s, longest p%d (%s)   from worker %s, %s ago\n",
-			len(q.Lengths), statCount(q.Total), q.MaxPart, statCount(q.Max), statClip(q.From, 12), statAge(v.At.Sub(q.At)))
+		longest := "all empty"
+		if q.Max > 0 {
+			longest = fmt.Sprintf("longest p%d (%s)", q.MaxPart, statCount(q.Max))
+		}
+		fmt.Fprintf(w, "queues  %d partitions, total %s, %s   from worker %s, %s ago\n",
+			len(q.Lengths), statCount(q.Total), longest, statClip(q.From, 12), statAge(v.At.Sub(q.At)))
 		line := "       "
 		for i, n := range q.Lengths {
 			cell := fmt.Sprintf(" p%d:%s", i, statCount(n))
@@ -568,7 +605,11 @@ func statRate(rates map[string]float64, name string) string {
 	return statPerSec(v)
 }
 
-func statBytes(v float64) string {
+// statBytes prints a byte rate: 950 B/s, 1.07MB/s; "- B/s" when unknown.
+func statBytes(v float64, known bool) string {
+	if !known {
+		return "- B/s"
+	}
 	if v < 1000 {
 		return strconv.FormatFloat(v, 'f', 0, 64) + " B/s"
 	}
