@@ -262,21 +262,33 @@ func (t *evioTransport) sweep() {
 		peers = append(peers, p)
 	}
 	t.mu.Unlock()
+	var check []*evioPeer
 	for _, p := range peers {
 		if t.idle > 0 && now.Sub(time.Unix(0, p.lastIn.Load())) > t.idle {
-			p.abort(errIdle)
+			check = append(check, p)
+			p.mu.Lock()
+			if p.kill == nil {
+				p.kill = errIdle
+			}
+			p.mu.Unlock()
 			continue
 		}
 		p.mu.Lock()
-		check := !p.closing.IsZero() || p.unsent > 0
-		wake := check && !p.woken
-		if wake {
-			p.woken = true
+		if !p.closing.IsZero() || p.unsent > 0 {
+			check = append(check, p)
 		}
 		p.mu.Unlock()
-		if wake {
-			p.c.Wake()
-		}
+	}
+	// These wakes leave p.woken alone, so a send meanwhile wakes the
+	// connection itself, and they are made off the loop: evio's poller
+	// drops the eventfd signal of a wake made while it handles a tick, and
+	// the wake would then wait for its 100 ms poll timeout.
+	if len(check) > 0 {
+		go func() {
+			for _, p := range check {
+				p.c.Wake()
+			}
+		}()
 	}
 }
 

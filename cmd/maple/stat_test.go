@@ -64,7 +64,7 @@ func farmReports(t *testing.T) (first, second []stat.Report) {
 			"frames_out_total": strconv.FormatInt(out, 10), "bytes_in_total": strconv.FormatInt(in*40, 10),
 			"bytes_out_total": strconv.FormatInt(out*60, 10), "busy_total": strconv.FormatInt(busy, 10),
 			"redis_errors_total": strconv.FormatInt(redisErrs, 10), "bad_frames_total": "1",
-			"pipelines_total": strconv.FormatInt(in/50, 10),
+			"pipelines_total":              strconv.FormatInt(in/50, 10),
 			"request_duration_seconds_p50": "0.001", "request_duration_seconds_p99": "0.0025",
 		})
 	}
@@ -72,7 +72,7 @@ func farmReports(t *testing.T) (first, second []stat.Report) {
 		f := map[string]string{
 			"handled_total": strconv.FormatInt(handled, 10), "failed_total": "3", "dead_letters_total": "0",
 			"redis_errors_total": "0", "inflight": "12", "partitions": "8",
-			"reads_total": strconv.FormatInt(handled/100, 10),
+			"reads_total":                  strconv.FormatInt(handled/100, 10),
 			"handler_duration_seconds_p50": "0.0001", "handler_duration_seconds_p99": "0.00025",
 		}
 		if queues != "" {
