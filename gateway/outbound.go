@@ -21,31 +21,38 @@ func (s *Server) runOutbound(ctx context.Context) {
 	var acked int64 // last batch received; acknowledged by the next take
 	for ctx.Err() == nil {
 		batch, msgs, err := s.st.TakeOut(ctx, s.opts.ID, acked, outBatch)
-		if err == nil && len(msgs) == 0 {
+		if err == nil {
 			acked = batch
-			_, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
-			if err == nil {
+			for _, m := range msgs {
+				s.deliver(m)
+			}
+			if len(msgs) > 0 {
+				backoff = 10 * time.Millisecond
 				continue
 			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+			// Nothing waiting: block until a message comes, and take it
+			// in the same round trip.
+			var m string
+			var ok bool
+			m, ok, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
+			if err == nil {
+				if ok {
+					s.deliver(m)
+				}
+				continue
 			}
-			s.Stats.RedisErrs.Add(1)
-			log.Error("redis pop failed, retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
-			backoff = min(2*backoff, time.Second)
-			continue
+			acked = -1 // the message may be in transit: have it handed out again
 		}
-		backoff = 10 * time.Millisecond
-		acked = batch
-		for _, m := range msgs {
-			s.deliver(m)
+		if ctx.Err() != nil {
+			return
 		}
+		s.Stats.RedisErrs.Add(1)
+		log.Error("redis pop failed, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 

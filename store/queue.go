@@ -365,20 +365,21 @@ func (s *Store) TakeOut(ctx context.Context, gw string, acked int64, n int) (int
 	return batch, msgs, nil
 }
 
-// WaitOut waits up to timeout (whole seconds, at least one) until gateway
-// gw has a message, without taking it (it rotates the list's last element
-// onto itself). It uses its own client rdb, since a blocked command holds a
-// connection.
-func (s *Store) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (bool, error) {
-	key := s.Keys.Outbound(gw)
-	_, err := rdb.BLMove(ctx, key, key, "RIGHT", "RIGHT", timeout).Result()
+// WaitOut waits up to timeout (whole seconds, at least one) for a message
+// for gateway gw and takes it, moving it to the batch in transit, which the
+// gateway's next TakeOut acknowledges. If the call fails, the gateway must
+// pass acked -1 to TakeOut, which then hands out the transit batch again
+// (it may hold the message whose reply was lost). It uses its own client
+// rdb, since a blocked command holds a connection.
+func (s *Store) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (string, bool, error) {
+	v, err := rdb.BLMove(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), "RIGHT", "RIGHT", timeout).Result()
 	if errors.Is(err, redis.Nil) {
-		return false, nil
+		return "", false, nil
 	}
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
-	return true, nil
+	return v, true, nil
 }
 
 // NextID returns the smallest stream id greater than id, for trimming

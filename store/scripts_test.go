@@ -1053,3 +1053,47 @@ func TestTakeOut(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitOutThenTakeOut: a message taken with WaitOut is acknowledged by
+// the next TakeOut, never handed out twice; one whose WaitOut reply was lost
+// comes back when the gateway names -1.
+func TestWaitOutThenTakeOut(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		push := func(v string) {
+			pipe := s.rdb.Pipeline()
+			s.PushOut(ctx, pipe, "gw", v)
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		acked, msgs, err := s.TakeOut(ctx, "gw", 0, 10)
+		if err != nil || len(msgs) != 0 {
+			t.Fatalf("first TakeOut = %v, %v", msgs, err)
+		}
+		push("x")
+		m, ok, err := s.WaitOut(ctx, s.rdb, "gw", time.Second)
+		if err != nil || !ok || m != "x" {
+			t.Fatalf("WaitOut = %q %v %v", m, ok, err)
+		}
+		for i := 0; i < 3; i++ {
+			b, msgs, err := s.TakeOut(ctx, "gw", acked, 10)
+			if err != nil || len(msgs) != 0 {
+				t.Fatalf("TakeOut after WaitOut #%d = %q, %v; want nothing (x was taken)", i, msgs, err)
+			}
+			acked = b
+		}
+		// A WaitOut whose reply was lost: the message sits in transit.
+		push("y")
+		if err := s.rdb.LMove(ctx, s.Keys.Outbound("gw"), s.Keys.OutboundTransit("gw"), "RIGHT", "RIGHT").Err(); err != nil {
+			t.Fatal(err)
+		}
+		b, msgs, err := s.TakeOut(ctx, "gw", -1, 10)
+		if err != nil || len(msgs) != 1 || msgs[0] != "y" {
+			t.Fatalf("TakeOut(-1) = %q, %v; want y again", msgs, err)
+		}
+		if _, msgs, _ := s.TakeOut(ctx, "gw", b, 10); len(msgs) != 0 {
+			t.Fatalf("after acknowledging, TakeOut = %q; want nothing", msgs)
+		}
+	})
+}

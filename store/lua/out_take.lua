@@ -8,8 +8,15 @@
 -- from when there is no count (new gateway, or Redis lost its data), so
 -- numbers of an older count are never mistaken for new ones
 -- Returns {batch number, messages...}. The same batch comes back until the
--- gateway names its number, which is its acknowledgement.
-local cur = tonumber(redis.call('GET', KEYS[3]) or ARGV[3])
+-- gateway names its number, which is its acknowledgement. A message the
+-- gateway took with BLMOVE into the transit list is acknowledged the same
+-- way (the number is unchanged); after a failed BLMOVE the gateway names
+-- -1 and gets the transit list again.
+local cur = tonumber(redis.call('GET', KEYS[3]))
+if not cur then
+  cur = tonumber(ARGV[3])
+  redis.call('SET', KEYS[3], cur)
+end
 if cur ~= tonumber(ARGV[1]) and redis.call('LLEN', KEYS[2]) > 0 then
   local again = redis.call('LRANGE', KEYS[2], 0, -1)
   table.insert(again, 1, cur)
