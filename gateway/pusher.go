@@ -87,6 +87,7 @@ func (s *Server) runPusher(ctx context.Context) {
 	log := s.log.With("duty", "pusher")
 	var spare []pushItem
 	byPart := make(map[int]int)
+	lens := make(map[int]int64) // queue lengths seen in the last round trip
 	for {
 		items, done := s.queue.take(spare)
 		if done {
@@ -120,7 +121,7 @@ func (s *Server) runPusher(ctx context.Context) {
 		backoff := 10 * time.Millisecond
 		for {
 			s.Stats.Pipelines.Add(1)
-			err := s.st.Enqueue(ctx, batches, s.opts.QueueBound)
+			err := s.st.EnqueueCached(ctx, batches, s.opts.QueueBound, lens)
 			if err == nil {
 				break
 			}

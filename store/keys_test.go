@@ -253,7 +253,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 				bs = append(bs, PartBatch{Part: p, Envelopes: []any{envOf(KindOpen, "c", 1, "")}})
 			}
 			return s.Enqueue(ctx, bs, 10)
-		}, []string{"enqueue"}},
+		}, nil},
 		{"AcquireLease", func(ctx context.Context, s *Store) error {
 			_, err := s.AcquireLease(ctx, 3, "w", time.Second)
 			return err

@@ -23,50 +23,78 @@ type PartBatch struct {
 }
 
 // Enqueue appends every batch to its partition's inbound stream, all in one
-// pipeline. bound is the queue limit past which client frames are refused
-// (Accepted false); 0 means no limit. On a network error the caller cannot
-// know which batches were applied and should send them again: workers drop
-// the copies by their per-connection sequence number.
+// pipeline. bound is the queue length past which client frames are refused
+// (Accepted false); open and close events are always taken, so a worker
+// always learns that a connection ended. 0 means no bound. On a network
+// error the caller cannot know which envelopes were applied and should send
+// them again: workers drop the copies by their per-connection sequence
+// number.
 func (s *Store) Enqueue(ctx context.Context, batches []PartBatch, bound int) error {
-	todo := make([]int, len(batches))
-	for i := range todo {
-		todo[i] = i
-	}
-	for attempt := 0; ; attempt++ {
+	return s.EnqueueCached(ctx, batches, bound, nil)
+}
+
+// EnqueueCached is Enqueue with the queue lengths known from the caller's
+// previous call (lens, partition -> length), updated in place from the
+// same round trip, so the bound costs no extra round trip. The bound is
+// then approximate: other gateways' frames since the last call are not
+// counted. With lens nil the lengths are read first.
+func (s *Store) EnqueueCached(ctx context.Context, batches []PartBatch, bound int, lens map[int]int64) error {
+	if bound > 0 && lens == nil {
+		lens = make(map[int]int64, len(batches))
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(todo))
-		for j, i := range todo {
-			b := &batches[i]
-			args := make([]any, 0, 1+len(b.Envelopes))
-			args = append(args, bound)
-			args = append(args, b.Envelopes...)
-			cmds[j] = scriptEnqueue.EvalSha(ctx, pipe, []string{s.Keys.Inbound(b.Part)}, args...)
+		cmds := make([]*redis.IntCmd, len(batches))
+		for i, b := range batches {
+			cmds[i] = pipe.XLen(ctx, s.Keys.Inbound(b.Part))
 		}
-		_, _ = pipe.Exec(ctx) // errors are read per command below
-		var again []int
-		for j, c := range cmds {
-			res, err := c.Int64Slice()
-			if IsNoScript(err) && attempt == 0 {
-				again = append(again, todo[j]) // nothing of it ran
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("store: enqueue: %w", err)
+		}
+		for i, b := range batches {
+			lens[b.Part] = cmds[i].Val()
+		}
+	}
+	// Plain XADDs rather than a script: a pipelined XADD costs Redis a
+	// fraction of a script call, and the bound need not be exact.
+	pipe := s.rdb.Pipeline()
+	var xlens []*redis.IntCmd
+	if bound > 0 {
+		xlens = make([]*redis.IntCmd, len(batches))
+	}
+	for i := range batches {
+		b := &batches[i]
+		key := s.Keys.Inbound(b.Part)
+		n := lens[b.Part]
+		b.Accepted = b.Accepted[:0]
+		for _, e := range b.Envelopes {
+			if bound > 0 && n >= int64(bound) && isClientFrame(e) {
+				b.Accepted = append(b.Accepted, false)
 				continue
 			}
-			if err != nil {
-				return fmt.Errorf("store: enqueue: %w", err)
-			}
-			b := &batches[todo[j]]
-			b.Accepted = b.Accepted[:0]
-			for _, r := range res {
-				b.Accepted = append(b.Accepted, r == 1)
-			}
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"e", e}})
+			n++
+			b.Accepted = append(b.Accepted, true)
 		}
-		if len(again) == 0 {
-			return nil
+		if bound > 0 {
+			xlens[i] = pipe.XLen(ctx, key)
 		}
-		if err := LoadScripts(ctx, s.rdb); err != nil {
-			return err
-		}
-		todo = again
 	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("store: enqueue: %w", err)
+	}
+	for i, c := range xlens {
+		lens[batches[i].Part] = c.Val()
+	}
+	return nil
+}
+
+// isClientFrame reports whether an encoded envelope holds a client frame
+// (the refusable kind).
+func isClientFrame(e any) bool {
+	b, ok := e.([]byte)
+	return ok && len(b) > 1 && Kind(b[1]) == KindFrame
 }
 
 // Delivery is one inbound entry handed to a worker.

@@ -242,6 +242,9 @@ func TestTrim(t *testing.T) {
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
+		if err := LoadScripts(ctx, s.rdb); err != nil { // Trim pipelines EVALSHA
+			t.Fatal(err)
+		}
 		for p, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				if err := s.EnsureGroups(ctx, p+1); err != nil {

@@ -14,7 +14,6 @@ var luaFiles embed.FS
 // Every Lua script of the farm. Each one touches keys of a single hash slot
 // (the keys it is given share a {tag}), so it runs on Redis Cluster.
 var (
-	scriptEnqueue      = loadScript("enqueue")
 	scriptLeaseAcquire = loadScript("lease_acquire")
 	scriptLeaseRelease = loadScript("lease_release")
 	scriptDeadLetter   = loadScript("dead_letter")
@@ -32,7 +31,6 @@ var (
 
 // scripts lists every script by file name, for preloading and tests.
 var scripts = map[string]*redis.Script{
-	"enqueue":        scriptEnqueue,
 	"lease_acquire":  scriptLeaseAcquire,
 	"lease_release":  scriptLeaseRelease,
 	"dead_letter":    scriptDeadLetter,

@@ -24,7 +24,6 @@ import (
 // runs it through the Store methods. TestScriptsAreTested fails when a
 // script is added without a test.
 var testedScripts = map[string]string{
-	"enqueue":        "TestEnqueue, TestEnqueueNoScript",
 	"lease_acquire":  "TestLease",
 	"lease_release":  "TestLease",
 	"dead_letter":    "TestDeadLetter",
@@ -258,58 +257,6 @@ func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
 					t.Errorf("partition %d: Accepted[%d] = %v, want %v", p, j, ok, j < 3)
 				}
 			}
-		}
-	})
-}
-
-func TestEnqueueNoScript(t *testing.T) {
-	eachBackend(t, func(t *testing.T, s *Store) {
-		ctx := testCtx(t)
-		batch := func(n int) []PartBatch {
-			var out []PartBatch
-			for p := range 3 {
-				b := PartBatch{Part: p}
-				for j := range n {
-					b.Envelopes = append(b.Envelopes, envOf(KindFrame, "c", uint64(j+1), "x"))
-				}
-				out = append(out, b)
-			}
-			return out
-		}
-		for round := range 3 {
-			// Round 0 meets a cold cache; later rounds one just flushed.
-			if round > 0 {
-				if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
-					t.Fatalf("SCRIPT FLUSH: %v", err)
-				}
-			}
-			bs := batch(2)
-			if err := s.Enqueue(ctx, bs, 0); err != nil {
-				t.Fatalf("round %d: Enqueue after SCRIPT FLUSH: %v", round, err)
-			}
-			for _, b := range bs {
-				if !slices.Equal(b.Accepted, []bool{true, true}) {
-					t.Errorf("round %d: partition %d: Accepted = %v, want all", round, b.Part, b.Accepted)
-				}
-			}
-			for p := range 3 {
-				// Nothing ran twice: a NOSCRIPT batch did not run at all.
-				n, _ := s.QueueLen(ctx, p)
-				if want := int64(2 * (round + 1)); n != want {
-					t.Errorf("round %d: QueueLen(%d) = %d, want %d", round, p, n, want)
-				}
-			}
-			ok, err := s.rdb.ScriptExists(ctx, scriptEnqueue.Hash()).Result()
-			if err != nil || len(ok) != 1 || !ok[0] {
-				t.Errorf("round %d: SCRIPT EXISTS enqueue = %v, %v; want loaded", round, ok, err)
-			}
-		}
-		// The other scripts fall back from EVALSHA to EVAL by themselves.
-		if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.IncrCounter(ctx, "after-flush", 2); err != nil || n != 2 {
-			t.Errorf("IncrCounter after SCRIPT FLUSH = %d, %v; want 2, nil", n, err)
 		}
 	})
 }
