@@ -159,6 +159,10 @@ type Result struct {
 	// one sent (echo only), a cmd that is not the request's, or an sn that
 	// is not in flight (never sent, or already answered).
 	Mismatches int64 `json:"mismatches"`
+	// Duplicates is the number of second replies to an sn already
+	// answered (the farm handled a frame twice: allowed only after a
+	// worker was killed).
+	Duplicates int64 `json:"duplicates"`
 	// Unanswered is the number of requests never answered: in flight when
 	// their connection failed, or when the window ended and not answered
 	// within Options.Grace.
@@ -292,6 +296,7 @@ loop:
 		res.Busy += c.busy.Load()
 		res.Failed += c.failed.Load()
 		res.Mismatches += c.mismatches.Load()
+		res.Duplicates += c.duplicates.Load()
 		res.Pushes += c.pushes.Load()
 		res.Unanswered += int64(len(c.inflight))
 		if c.broken.Load() {
@@ -380,7 +385,8 @@ type conn struct {
 	inflight map[uint32]sent
 	done     bool // the writer has stopped
 
-	sent, answered, busy, failed, mismatches, pushes atomic.Int64
+	sent, answered, busy, failed, mismatches, pushes, duplicates atomic.Int64
+	maxSent                                                      atomic.Uint32 // highest sn written
 
 	// Reader-owned.
 	hist     histogram
@@ -491,6 +497,7 @@ func (c *conn) write() {
 				sn++
 			}
 			sns = append(sns, sn)
+			c.maxSent.Store(sn)
 			c.stamp(body, sn)
 			buf = box.Append(buf, c.cmd, 0, sn, body)
 		}
@@ -546,7 +553,11 @@ func (c *conn) read() {
 		finished := c.done && len(c.inflight) == 0
 		c.mu.Unlock()
 		if !ok {
-			c.mismatches.Add(1)
+			if b.SN <= c.maxSent.Load() {
+				c.duplicates.Add(1) // answered before
+			} else {
+				c.mismatches.Add(1)
+			}
 			continue
 		}
 		select {

@@ -99,7 +99,7 @@ func verdict(r bench.Result) error {
 		n    int64
 		what string
 	}{
-		{r.Mismatches, "mismatches"}, {r.Unanswered, "unanswered"},
+		{r.Mismatches, "mismatches"}, {r.Duplicates, "duplicate replies"}, {r.Unanswered, "unanswered"},
 		{r.Failed, "failed replies"}, {r.ConnErrors, "connection errors"},
 	} {
 		if f.n > 0 {
@@ -125,6 +125,7 @@ func printResult(w io.Writer, r bench.Result, warmup time.Duration) {
 	fmt.Fprintf(w, "  latency       p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 		ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max))
 	fmt.Fprintf(w, "  mismatches    %d\n", r.Mismatches)
+	fmt.Fprintf(w, "  duplicates    %d\n", r.Duplicates)
 	fmt.Fprintf(w, "  unanswered    %d\n", r.Unanswered)
 	fmt.Fprintf(w, "  busy          %d\n", r.Busy)
 	fmt.Fprintf(w, "  failed        %d\n", r.Failed)
