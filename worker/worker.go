@@ -469,6 +469,13 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 	if w.owned[pt.n] == pt {
 		delete(w.owned, pt.n)
 	}
+	// What we remember of the partition's connections is the next owner's
+	// business now.
+	for conn := range w.lastSeq {
+		if store.PartitionOf(conn, w.parts) == pt.n {
+			delete(w.lastSeq, conn)
+		}
+	}
 	w.mu.Unlock()
 	if err := w.st.ReleaseLease(ctx, pt.n, w.opts.ID); err != nil {
 		w.log.Error("release failed", "partition", pt.n, "err", err)
