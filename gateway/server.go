@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,27 @@ type Options struct {
 	CloseGrace time.Duration
 	// Logger receives lifecycle and error logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// WebSocket players (ws.go). WSListen is the HTTP address, like
+	// ":28080"; "" means no WebSocket listener. Each binary message
+	// carries exactly one frame; MaxFrame caps a message, and MaxConns,
+	// OutBuffer, WriteStall and ReusePort apply as for TCP.
+	WSListen string
+	// WSPath is the URL path of the WebSocket endpoint; "" means "/ws".
+	WSPath string
+	// WSOrigins lists the host patterns of foreign page origins allowed to
+	// connect (path.Match, like "*.example.com"); the listener's own host
+	// is always allowed, and clients that send no Origin header too.
+	WSOrigins []string
+	// WSPing is how often the gateway pings a WebSocket client; 0 means
+	// DefaultWSPing, -1 none.
+	WSPing time.Duration
+	// WSIdleTimeout closes a WebSocket client from which nothing came, not
+	// even a pong, this long; 0 means DefaultWSIdleTimeout, -1 never.
+	WSIdleTimeout time.Duration
+	// Web, if set, is served on the WebSocket listener on every path but
+	// WSPath (a game's web page).
+	Web http.Handler
 }
 
 func (o Options) withDefaults() Options {
@@ -172,6 +194,8 @@ type Server struct {
 	addr  chan net.Addr
 	ready chan struct{}
 	bound net.Addr
+
+	wsAddr net.Addr // the WebSocket listener's, if any (ws.go)
 }
 
 // New checks opts and returns a gateway; Run starts it.
@@ -209,12 +233,12 @@ func (s *Server) Addr() net.Addr { return s.bound }
 // every connection, queues their close events and returns.
 func (s *Server) Run(ctx context.Context) error {
 	ro := *s.opts.Redis
-	s.rdb = redis.NewUniversalClient(&ro)
+	s.rdb = store.NewClient(&ro)
 	defer s.rdb.Close()
 	bo := ro
 	bo.PoolSize = 2
 	bo.ReadTimeout = -1 // BRPOP sets its own deadline
-	s.block = redis.NewUniversalClient(&bo)
+	s.block = store.NewClient(&bo)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)
 
@@ -228,6 +252,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: redis %v: %w", ro.Addrs, err)
 	}
 	s.parts = parts
+	ws, err := s.listenWS() // WebSocket players (ws.go); nil without WSListen
+	if err != nil {
+		return err
+	}
 
 	listen := "tcp://" + s.opts.Listen
 	if s.opts.ReusePort {
@@ -252,12 +280,15 @@ func (s *Server) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- t.serve(serveCtx) }()
+	wsWait := ws.start(ctx, serveCtx) // ws.go
 	select {
 	case a := <-s.addr:
 		s.bound = a
 		close(s.ready)
 		s.log.Info("listening", "addr", a.String(), "partitions", parts)
 	case err := <-serveErr:
+		stopServe()
+		wsWait()
 		stopBG()
 		wg.Wait()
 		return fmt.Errorf("gateway: listen %s: %w", s.opts.Listen, err)
@@ -272,6 +303,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err == nil {
 		err = <-serveErr // evio closed every connection: close events are queued
 	}
+	wsWait() // and so did the WebSocket transport
 	// The pusher hands the last events to Redis before it returns.
 	s.queue.finish()
 	select {

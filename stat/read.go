@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -82,33 +83,31 @@ func ParseReport(fields map[string]string) (Report, error) {
 // two round trips plus one per 1000 keys (SCAN, then HGETALL of all
 // of them in one pipeline). A hash that is not a report is skipped.
 //
-// On Redis Cluster SCAN sees one node only; the farm's CLI connects to a
-// single server.
+// On Redis Cluster it scans every master, since SCAN sees one node only.
 func Read(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]Report, error) {
 	keys := store.NewKeys(prefix)
-	seen := make(map[string]bool)
 	var names []string
-	var cursor uint64
-	for {
-		batch, next, err := rdb.Scan(ctx, cursor, keys.StatPattern(), 1000).Result()
-		if err != nil {
-			return nil, fmt.Errorf("stat: scan %s: %w", keys.StatPattern(), err)
-		}
-		for _, k := range batch {
-			if !seen[k] { // SCAN may return a key twice
-				seen[k] = true
-				names = append(names, k)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			found, err := scanKeys(ctx, c, keys.StatPattern())
+			mu.Lock()
+			names = append(names, found...)
+			mu.Unlock()
+			return err
+		})
+	} else {
+		names, err = scanKeys(ctx, rdb, keys.StatPattern())
+	}
+	if err != nil {
+		return nil, err
 	}
 	if len(names) == 0 {
 		return nil, nil
 	}
 	cmds := make([]*redis.MapStringStringCmd, len(names))
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range names {
 			cmds[i] = p.HGetAll(ctx, k)
 		}
@@ -130,6 +129,28 @@ func Read(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]Repo
 	}
 	SortReports(reports)
 	return reports, nil
+}
+
+// scanKeys returns the keys of one server that match pattern, once each.
+func scanKeys(ctx context.Context, rdb redis.Cmdable, pattern string) ([]string, error) {
+	seen := make(map[string]bool)
+	var names []string
+	var cursor uint64
+	for {
+		batch, next, err := rdb.Scan(ctx, cursor, pattern, 1000).Result()
+		if err != nil {
+			return names, fmt.Errorf("stat: scan %s: %w", pattern, err)
+		}
+		for _, k := range batch {
+			if !seen[k] { // SCAN may return a key twice
+				seen[k] = true
+				names = append(names, k)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return names, nil
+		}
+	}
 }
 
 // SortReports orders reports as Read returns them: gateways first, then

@@ -100,6 +100,10 @@ func (k Keys) Group(name string) string { return k.Prefix + ":{g:" + name + "}:m
 // Counter is a named counter (the demo's cmd 3).
 func (k Keys) Counter(name string) string { return k.Prefix + ":{c:" + name + "}:counter" }
 
+// TicTacToe is the board hash of one match of the tic-tac-toe example
+// (examples/tictactoe, store/tictactoe.go): players, cells, turn, winner.
+func (k Keys) TicTacToe(match string) string { return k.Prefix + ":{ttt:" + match + "}:board" }
+
 // Cron holds the last period a periodic job was started for. It lives
 // with the partition the job's runs are queued on (PartitionOf(job)).
 func (k Keys) Cron(p int, job string) string { return k.partTag(p) + ":cron:" + job }

@@ -350,6 +350,16 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			_, err := pipe.Exec(ctx)
 			return err
 		}, []string{"trim"}},
+		{"TicTacToe", func(ctx context.Context, s *Store) error {
+			if _, err := s.NewTicTacToe(ctx, "m1", "a", "b", time.Minute, "t"); err != nil {
+				return err
+			}
+			if _, _, err := s.MoveTicTacToe(ctx, "m1", "a", 4, time.Minute, "t"); err != nil {
+				return err
+			}
+			_, _, err := s.ForfeitTicTacToe(ctx, "m1", "b", -1, "resign")
+			return err
+		}, []string{"ttt_new", "ttt_move", "ttt_forfeit"}},
 		{"ClaimPeriod", func(ctx context.Context, s *Store) error {
 			for _, job := range []string{"daily", "hourly", "{odd}"} {
 				if _, err := s.ClaimPeriod(ctx, parts, job, 1, time.Minute); err != nil {

@@ -27,6 +27,10 @@ var (
 	scriptCronClaim    = loadScript("cron_claim")
 	scriptOutTake      = loadScript("out_take")
 	scriptTrim         = loadScript("trim")
+	// The tic-tac-toe example's matches (tictactoe.go).
+	scriptTTTNew     = loadScript("ttt_new")
+	scriptTTTMove    = loadScript("ttt_move")
+	scriptTTTForfeit = loadScript("ttt_forfeit")
 )
 
 // scripts lists every script by file name, for preloading and tests.
@@ -44,6 +48,9 @@ var scripts = map[string]*redis.Script{
 	"cron_claim":     scriptCronClaim,
 	"out_take":       scriptOutTake,
 	"trim":           scriptTrim,
+	"ttt_new":        scriptTTTNew,
+	"ttt_move":       scriptTTTMove,
+	"ttt_forfeit":    scriptTTTForfeit,
 }
 
 func loadScript(name string) *redis.Script {

@@ -37,6 +37,9 @@ var testedScripts = map[string]string{
 	"cron_claim":     "TestClaimPeriod",
 	"out_take":       "TestTakeOut",
 	"trim":           "TestTrim",
+	"ttt_new":        "TestTicTacToe",
+	"ttt_move":       "TestTicTacToe",
+	"ttt_forfeit":    "TestTicTacToe",
 }
 
 // backend is one Redis the store tests run against.

@@ -112,7 +112,7 @@ func Connect(ctx context.Context, raw string, tune func(*redis.UniversalOptions)
 	if tune != nil {
 		tune(o)
 	}
-	rdb := redis.NewUniversalClient(o)
+	rdb := NewClient(o)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {

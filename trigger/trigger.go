@@ -117,7 +117,14 @@ func (p *Publisher) Publish(ctx context.Context, m Message) (int64, error) {
 	if _, _, err := Parse(data); err != nil {
 		return 0, err
 	}
-	n, err := p.rdb.Publish(ctx, p.keys.TriggerChannel(), data).Result()
+	// On Redis Cluster PUBLISH answers the subscribers of the node it ran
+	// on (the message still reaches every node), and go-redis would send
+	// it to any node. Gateways subscribe on the master of the channel's
+	// slot, so it goes there, routed like a key, for a count of them.
+	cmd := redis.NewIntCmd(ctx, "publish", p.keys.TriggerChannel(), data)
+	cmd.SetFirstKeyPos(1)
+	_ = p.rdb.Process(ctx, cmd)
+	n, err := cmd.Result()
 	if err != nil {
 		return 0, fmt.Errorf("trigger: publish: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,11 @@ type partition struct {
 	n         int
 	releasing bool
 	inflight  map[string]struct{} // entry ids read, not acknowledged
+	// reading counts the reads of this partition in progress: a release
+	// waits for them, since what they return is delivered to this worker
+	// and only it can serve it (the next owner claims pending entries
+	// once, when it takes the partition).
+	reading int
 }
 
 // connQueue holds one connection's entries, run one at a time.
@@ -218,7 +224,7 @@ func (w *Worker) ID() string { return w.opts.ID }
 func (w *Worker) Run(ctx context.Context) error {
 	w.app.build()
 	ro := *w.opts.Redis
-	w.rdb = redis.NewUniversalClient(&ro)
+	w.rdb = store.NewClient(&ro)
 	defer w.rdb.Close()
 	w.st = store.New(w.rdb, w.opts.Prefix)
 
@@ -240,7 +246,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// A blocked read holds a connection: one per partition at most (on a
 	// cluster, per node), plus room for recovery reads.
 	bo.PoolSize = max(bo.PoolSize, parts+4)
-	w.read = redis.NewUniversalClient(&bo)
+	w.read = store.NewClient(&bo)
 	defer w.read.Close()
 	w.rst = store.New(w.read, w.opts.Prefix)
 	w.log.Info("started", "partitions", parts, "concurrency", w.opts.Concurrency)
@@ -434,6 +440,19 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 			continue
 		}
 		claimed, err := w.st.ClaimPending(ctx, p, w.opts.ID)
+		if err == nil {
+			// Entries pending under this worker's own name, which
+			// ClaimPending leaves alone: a read that returned after an
+			// earlier lease of p was lost (Redis failover) delivered
+			// them here, and nothing else would ever hand them out.
+			var own []store.Delivery
+			own, err = w.rst.ReadOwnPending(ctx, w.opts.ID, []int{p})
+			if len(own) > 0 {
+				log.Warn("took back frames read under an earlier lease", "partition", p, "n", len(own))
+				claimed = append(claimed, own...)
+				slices.SortFunc(claimed, func(a, b store.Delivery) int { return store.CompareIDs(a.ID, b.ID) })
+			}
+		}
 		if err != nil {
 			log.Error("claim failed; giving the partition back", "partition", p, "err", err)
 			_ = w.st.ReleaseLease(ctx, p, w.opts.ID)
@@ -460,7 +479,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 // acknowledged.
 func (w *Worker) release(ctx context.Context, pt *partition) {
 	w.mu.Lock()
-	for len(pt.inflight) > 0 && ctx.Err() == nil {
+	for (len(pt.inflight) > 0 || pt.reading > 0) && ctx.Err() == nil {
 		w.space.Wait()
 	}
 	w.mu.Unlock()
@@ -593,9 +612,40 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 				}
 			}
 		}
+		// Read only partitions still held and not being given back, and
+		// mark them read, in one step: a release that starts now waits
+		// for this read, so nothing it returns is left pending under this
+		// worker after the partition changed hands.
+		w.mu.Lock()
+		reading := make([]*partition, 0, len(parts))
+		for _, p := range parts {
+			if pt := w.owned[p]; pt != nil && !pt.releasing {
+				pt.reading++
+				reading = append(reading, pt)
+			}
+		}
+		w.mu.Unlock()
+		if len(reading) < len(parts) {
+			parts = parts[:0]
+			for _, pt := range reading {
+				parts = append(parts, pt.n)
+			}
+		}
+		doneReading := func() {
+			for _, pt := range reading {
+				pt.reading--
+			}
+			w.space.Broadcast()
+		}
+		if len(parts) == 0 {
+			continue
+		}
 		w.Stats.Reads.Add(1)
 		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
 		if err != nil {
+			w.mu.Lock()
+			doneReading()
+			w.mu.Unlock()
 			recoverOwn = true
 			if ctx.Err() != nil {
 				return
@@ -620,6 +670,7 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			}
 			w.admitLocked(pt, d)
 		}
+		doneReading()
 		w.mu.Unlock()
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/alicebob/miniredis/v2"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/examples/tictactoe"
 	"github.com/maple-farm/maple/gateway"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
@@ -104,7 +108,7 @@ func gatewayCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "hold player connections and move their frames through Redis",
-		Flags: commonFlags(gatewayFlags(), observeFlags()), // observeFlags: stat.go
+		Flags: commonFlags(gatewayFlags(), wsFlags(""), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
 			if err != nil {
@@ -116,6 +120,7 @@ func gatewayCommand() *cli.Command {
 			}
 			o := gatewayOptions(c, ro)
 			o.Logger = log
+			wsOptions(c, &o, false)
 			gw, err := gateway.New(o)
 			if err != nil {
 				return err
@@ -134,7 +139,7 @@ func gatewayCommand() *cli.Command {
 func workerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "worker",
-		Usage: "run the demo game's handlers on frames from Redis",
+		Usage: "run the demo games' handlers (demo and tictactoe) on frames from Redis",
 		Flags: commonFlags(workerFlags(), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
@@ -147,7 +152,7 @@ func workerCommand() *cli.Command {
 			}
 			o := workerOptions(c, ro)
 			o.Logger = log
-			w, err := worker.New(demo.New(), o)
+			w, err := worker.New(farmApp(), o)
 			if err != nil {
 				return err
 			}
@@ -173,8 +178,8 @@ func workerCommand() *cli.Command {
 func devCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "dev",
-		Usage: "run a whole farm in one process: embedded Redis, a gateway and the demo worker",
-		Flags: append(gatewayFlags(), append([]cli.Flag{
+		Usage: "run a whole farm in one process: embedded Redis, a gateway (TCP and WebSocket, with the tic-tac-toe page) and the demo worker",
+		Flags: append(append(gatewayFlags(), wsFlags(DefaultDevWSListen)...), append([]cli.Flag{
 			&cli.StringFlag{Name: "redis-listen", Value: "127.0.0.1:0", EnvVars: []string{"MAPLE_REDIS_LISTEN"},
 				Usage: "address of the embedded Redis (miniredis), for redis-cli"},
 			prefixFlag, partitionsFlag,
@@ -194,13 +199,14 @@ func devCommand() *cli.Command {
 
 			go_ := gatewayOptions(c, ro)
 			go_.Logger = log
+			wsOptions(c, &go_, true)
 			gw, err := gateway.New(go_)
 			if err != nil {
 				return err
 			}
 			wo := workerOptions(c, ro)
 			wo.Logger = log
-			w, err := worker.New(demo.New(), wo)
+			w, err := worker.New(farmApp(), wo)
 			if err != nil {
 				return err
 			}
@@ -224,6 +230,9 @@ func devCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "maple dev: gateway on %s, embedded redis on %s\n", addr, mr.Addr())
 				fmt.Fprintf(c.App.Writer, "try:  go run ./cmd/maple client --addr %s --cmd 1 --body hi\n", addr)
 				fmt.Fprintf(c.App.Writer, "      redis-cli -p %s PUBLISH maple:trigger '{\"op\":\"broadcast\",\"cmd\":100,\"body\":\"hello\"}'\n", port(mr.Addr()))
+				if a := gw.WSAddr(); a != nil && go_.Web != nil {
+					fmt.Fprintf(c.App.Writer, "play:  open http://%s/ in two browser tabs (tic-tac-toe)\n", dialable(a))
+				}
 			case err := <-errs:
 				cancel()
 				wg.Wait()
@@ -263,4 +272,84 @@ func dialable(a net.Addr) string {
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// WebSocket players and the web page (gateway/ws.go, examples/tictactoe).
+
+// DefaultDevWSListen is where `maple dev` serves WebSocket players and the
+// tic-tac-toe page.
+const DefaultDevWSListen = ":28080"
+
+func wsFlags(listen string) []cli.Flag {
+	fs := []cli.Flag{
+		&cli.StringFlag{Name: "ws-listen", Value: listen, EnvVars: []string{"MAPLE_WS_LISTEN"},
+			Usage: "HTTP address for WebSocket players (one Box frame per binary message); empty: none"},
+		&cli.StringFlag{Name: "ws-path", Value: gateway.DefaultWSPath, EnvVars: []string{"MAPLE_WS_PATH"},
+			Usage: "URL path of the WebSocket endpoint"},
+		&cli.StringFlag{Name: "ws-origins", EnvVars: []string{"MAPLE_WS_ORIGINS"},
+			Usage: "comma-separated host patterns of other page origins allowed to connect (like *.example.com); the listener's own host always is"},
+		&cli.DurationFlag{Name: "ws-ping", Value: gateway.DefaultWSPing, EnvVars: []string{"MAPLE_WS_PING"},
+			Usage: "how often WebSocket clients are pinged (-1s: never)"},
+		&cli.DurationFlag{Name: "ws-idle-timeout", Value: gateway.DefaultWSIdleTimeout, EnvVars: []string{"MAPLE_WS_IDLE_TIMEOUT"},
+			Usage: "close a WebSocket client from which nothing, not even a pong, came this long (-1s: never)"},
+		&cli.StringFlag{Name: "web-root", EnvVars: []string{"MAPLE_WEB_ROOT"},
+			Usage: "serve this directory's files on the WebSocket listener (a game's page; /maple.js is the JavaScript client unless the directory has one)"},
+	}
+	if listen == "" { // maple gateway: the demo page only on request
+		fs = append(fs, &cli.BoolFlag{Name: "web-demo", EnvVars: []string{"MAPLE_WEB_DEMO"},
+			Usage: "serve the tic-tac-toe page on the WebSocket listener (maple dev always does, unless --web-root)"})
+	}
+	return fs
+}
+
+// wsOptions sets the WebSocket options of o from the flags; demoPage
+// serves the tic-tac-toe page when no --web-root is given.
+func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
+	o.WSListen = c.String("ws-listen")
+	if demoPage && !c.IsSet("ws-listen") && o.WSListen == DefaultDevWSListen {
+		// maple dev on its default port: if that is taken (another dev
+		// farm), take any free one; the URL printed says which.
+		if ln, err := net.Listen("tcp", o.WSListen); err != nil {
+			o.WSListen = "127.0.0.1:0"
+		} else {
+			_ = ln.Close()
+		}
+	}
+	o.WSPath = c.String("ws-path")
+	for _, p := range strings.Split(c.String("ws-origins"), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			o.WSOrigins = append(o.WSOrigins, p)
+		}
+	}
+	o.WSPing = c.Duration("ws-ping")
+	o.WSIdleTimeout = c.Duration("ws-idle-timeout")
+	var web http.Handler
+	switch {
+	case c.String("web-root") != "":
+		web = tictactoe.WebFS(os.DirFS(c.String("web-root")))
+	case demoPage || c.Bool("web-demo"):
+		web = tictactoe.Web()
+	}
+	if web != nil && o.WSPath != gateway.DefaultWSPath {
+		// Tell the page where the endpoint is.
+		path := o.WSPath
+		inner := web
+		web = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/" && r.URL.Query().Get("ws") == "" {
+				http.Redirect(w, r, "/?ws="+path, http.StatusFound)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
+	o.Web = web
+}
+
+// farmApp is the app `maple worker` and `maple dev` run: the demo game
+// (PROTOCOL.md section 3, cmd 1-8) and tic-tac-toe (cmd 100 and up,
+// docs/tictactoe.md).
+func farmApp() *worker.App {
+	app := demo.New()
+	tictactoe.Register(app, tictactoe.Options{})
+	return app
 }

@@ -68,7 +68,7 @@ func startObserving(c *cli.Context, ro *redis.UniversalOptions, log *slog.Logger
 	o.PoolSize = 2
 	o.MaxRetries = -1
 	o.ContextTimeoutEnabled = true
-	rdb := redis.NewUniversalClient(&o)
+	rdb := store.NewClient(&o)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var srv *metrics.Server
