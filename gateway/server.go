@@ -237,7 +237,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.rdb.Close()
 	bo := ro
 	bo.PoolSize = 2
-	bo.ReadTimeout = -1 // BRPOP sets its own deadline
+	bo.ReadTimeout = -1 // BLMOVE sets its own deadline
+	// No silent retries: a BLMOVE whose reply was lost must surface as an
+	// error, so that the next take asks for the transit batch again; a
+	// retry would take another message and lose the first.
+	bo.MaxRetries = -1
 	s.block = store.NewClient(&bo)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)

@@ -165,6 +165,12 @@ func (s *Store) ReadOwnPending(ctx context.Context, consumer string, parts []int
 		res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: ConsumerGroup, Consumer: consumer, Streams: []string{s.Keys.Inbound(p), "0"}, Count: 10000,
 		}).Result()
+		if redis.HasErrorPrefix(err, "NOGROUP") {
+			// The stream is gone (Redis lost its data): nothing is pending;
+			// recreate the group so reading can go on.
+			_ = s.rdb.XGroupCreateMkStream(ctx, s.Keys.Inbound(p), ConsumerGroup, "0").Err()
+			continue
+		}
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return out, fmt.Errorf("store: read own pending: %w", err)
 		}

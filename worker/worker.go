@@ -243,6 +243,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.parts = parts
 	bo := ro
 	bo.ReadTimeout = -1 // blocking reads set their own deadline
+	// No silent retries: a read whose reply was lost must surface as an
+	// error, so the reader recovers what it took (ReadOwnPending); a retry
+	// would read on and leave those entries pending under our name.
+	bo.MaxRetries = -1
 	// A blocked read holds a connection: one per partition at most (on a
 	// cluster, per node), plus room for recovery reads.
 	bo.PoolSize = max(bo.PoolSize, parts+4)

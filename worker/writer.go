@@ -149,22 +149,33 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	}
 	wr.w.Stats.Writes.Add(1)
 	cmds, err := pipe.Exec(ctx)
-	if err != nil {
-		if store.IsNoScript(err) {
-			// Redis restarted with an empty script cache: only a trim
-			// failed, and the next batch's trim will run again.
-			_ = store.LoadScripts(ctx, st.Client())
-		}
-		for _, c := range cmds {
-			var re redis.Error
-			if errors.As(c.Err(), &re) && !isTransient(c.Err()) {
-				// A command the server refused will be refused again.
-				wr.w.log.Error("redis refused a write", "err", c.Err(), "cmd", c.Name())
-				return nil
-			}
+	if err == nil {
+		return nil
+	}
+	retry, noscript := false, false
+	for _, c := range cmds {
+		e := c.Err()
+		var re redis.Error
+		switch {
+		case e == nil:
+		case store.IsNoScript(e):
+			// Redis restarted with an empty script cache: only trims run
+			// scripts here, and the next batch's trim runs again.
+			noscript = true
+		case !errors.As(e, &re) || isTransient(e):
+			retry = true // the network or a failover: send the batch again
+		default:
+			// A command the server refused will be refused again.
+			wr.w.log.Error("redis refused a write", "err", e, "cmd", c.Name())
 		}
 	}
-	return err
+	if noscript {
+		_ = store.LoadScripts(ctx, st.Client())
+	}
+	if retry {
+		return err
+	}
+	return nil
 }
 
 // isTransient reports whether err may go away by retrying: the network or
