@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,13 +48,27 @@ func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	switch strings.ToLower(c.String("log-format")) {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		log = slog.New(slog.NewTextHandler(w, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		log = slog.New(slog.NewJSONHandler(w, opts))
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
+	// go-redis logs its own retries (dial failures while Redis restarts)
+	// with the standard logger; route them through ours, as warnings, so
+	// json logs stay json and the farm's own line says what it does.
+	redis.SetLogger(redisLogger{log.With("component", "go-redis")})
+	return log, nil
+}
+
+// redisLogger adapts slog to go-redis's internal logger.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // redisOptions parses --redis and checks that the server answers, so a
