@@ -73,8 +73,10 @@ func (a *App) Handle(cmd int32, h Handler) { a.root.Handle(cmd, h) }
 // Use adds middleware around every route of the app.
 func (a *App) Use(m ...Middleware) { a.root.Use(m...) }
 
-// Before adds a hook run before every request's handler. Returning an
-// error stops the request: an *Error is answered with its Ret, ErrStop is
+// Before adds a hook run before every route's handler: client frames and
+// System frames (timers, operators), not connection events or periodic
+// jobs, which have handlers of their own. Returning an error stops the
+// request: an *Error is answered with its Ret, ErrStop is
 // not answered (the hook may have replied itself), any other error is
 // answered -10001.
 func (a *App) Before(f func(ctx context.Context, r *Request) error) { a.root.Before(f) }

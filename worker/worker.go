@@ -326,6 +326,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = w.st.ReleaseLease(rctx, p, w.opts.ID)
 	}
 	_ = w.st.Deregister(rctx, w.st.Keys.Workers(), w.opts.ID)
+	w.Stats.Partitions.Store(0)
+	w.Stats.InFlight.Store(0)
 	w.log.Info("stopped", "dur", time.Since(start))
 	return nil
 }
