@@ -88,24 +88,7 @@ func TestCluster(t *testing.T) {
 		f.worker(nil, nil)
 		f.worker(nil, nil)
 		const clients, perClient = 200, 50
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		var wg sync.WaitGroup
-		errs := make(chan error, clients)
-		for i := 0; i < clients; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				errs <- echoClient(ctx, gw.Addr().String(), i, perClient)
-			}(i)
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Error(err)
-			}
-		}
+		echoClients(t, gw.Addr().String(), clients, perClient, 60*time.Second, nil)
 		checkQueuesOnEveryMaster(t, c, f.prefix, clients*perClient)
 	})
 
@@ -302,7 +285,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("Timer", func(t *testing.T) { clusterTimer(t, ro) })
+	t.Run("Timer", func(t *testing.T) { timerSurvivesWorkers(t, ro) })
 
 	t.Run("PeriodicJob", func(t *testing.T) {
 		f := newFarm(t, ro)
@@ -333,69 +316,6 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("%d runs in 3s of a 300ms job across 3 workers; want about 10, once per period", total)
 		}
 	})
-}
-
-// clusterTimer: a timer scheduled (and one cancelled) before every worker
-// stops fires once after a worker starts again.
-func clusterTimer(t *testing.T, ro *redis.UniversalOptions) {
-	f := newFarm(t, ro)
-	gw := f.gateway(nil)
-	var mu sync.Mutex
-	fired := 0
-	app := func() *worker.App {
-		a := worker.NewApp()
-		a.Route(20, func(ctx context.Context, r *worker.Request) error {
-			if _, err := r.ScheduleAfter(ctx, 1500*time.Millisecond, 21, []byte("turn over")); err != nil {
-				return err
-			}
-			id, err := r.ScheduleAfter(ctx, time.Second, 21, []byte("cancelled"))
-			if err != nil {
-				return err
-			}
-			if ok, err := r.CancelTimer(ctx, id); !ok || err != nil {
-				return fmt.Errorf("cancel: %v %v", ok, err)
-			}
-			return r.Reply(nil)
-		})
-		a.Route(21, func(ctx context.Context, r *worker.Request) error {
-			if string(r.Box.Body) != "turn over" {
-				return fmt.Errorf("cancelled timer fired: %q", r.Box.Body)
-			}
-			mu.Lock()
-			fired++
-			mu.Unlock()
-			return nil
-		})
-		return a
-	}
-	w1 := f.worker(app(), nil)
-	w2 := f.worker(app(), nil)
-	cn := dial(t, gw)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if r, err := cn.Request(ctx, 20, nil); err != nil || r.Ret != 0 {
-		t.Fatalf("schedule: %d %v", r.Ret, err)
-	}
-	w1.stop()
-	w2.stop()
-	time.Sleep(2500 * time.Millisecond)
-	mu.Lock()
-	if fired != 0 {
-		t.Fatalf("fired %d times with no worker running", fired)
-	}
-	mu.Unlock()
-	f.worker(app(), nil)
-	waitFor(t, "timer fired", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return fired > 0
-	})
-	time.Sleep(time.Second)
-	mu.Lock()
-	defer mu.Unlock()
-	if fired != 1 {
-		t.Fatalf("timer fired %d times, want once", fired)
-	}
 }
 
 // newClusterTwoByTwo is newTwoByTwo on a cluster: two gateways, two

@@ -22,26 +22,36 @@ func TestEchoManyClients(t *testing.T) {
 			f := newFarm(t, b.redis(t))
 			gw := f.gateway(nil)
 			f.worker(nil, nil)
-			const clients, perClient = 200, 50
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			var wg sync.WaitGroup
-			errs := make(chan error, clients)
-			for i := 0; i < clients; i++ {
-				wg.Add(1)
-				go func(i int) {
-					defer wg.Done()
-					errs <- echoClient(ctx, gw.Addr().String(), i, perClient)
-				}(i)
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Error(err)
-				}
-			}
+			echoClients(t, gw.Addr().String(), 200, 50, 60*time.Second, nil)
 		})
+	}
+}
+
+// echoClients runs clients echoClient loops of perClient pipelined frames
+// against addr, calls meanwhile (if not nil) once they are sent off, and
+// reports every client's error.
+func echoClients(t *testing.T, addr string, clients, perClient int, timeout time.Duration, meanwhile func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- echoClient(ctx, addr, i, perClient)
+		}(i)
+	}
+	if meanwhile != nil {
+		meanwhile()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -90,27 +100,10 @@ func TestWorkerStartsLate(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			f := newFarm(t, b.redis(t))
 			gw := f.gateway(nil)
-			const clients, perClient = 20, 10
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			var wg sync.WaitGroup
-			errs := make(chan error, clients)
-			for i := 0; i < clients; i++ {
-				wg.Add(1)
-				go func(i int) {
-					defer wg.Done()
-					errs <- echoClient(ctx, gw.Addr().String(), i, perClient)
-				}(i)
-			}
-			time.Sleep(2 * time.Second)
-			f.worker(nil, nil)
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Error(err)
-				}
-			}
+			echoClients(t, gw.Addr().String(), 20, 10, 30*time.Second, func() {
+				time.Sleep(2 * time.Second)
+				f.worker(nil, nil)
+			})
 		})
 	}
 }

@@ -307,66 +307,70 @@ func TestWriteToWorker(t *testing.T) {
 // fires once after a worker starts again.
 func TestTimerSurvivesWorkers(t *testing.T) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			f := newFarm(t, b.redis(t))
-			gw := f.gateway(nil)
-			var mu sync.Mutex
-			fired := 0
-			app := func() *worker.App {
-				a := worker.NewApp()
-				a.Route(20, func(ctx context.Context, r *worker.Request) error {
-					if _, err := r.ScheduleAfter(ctx, 1500*time.Millisecond, 21, []byte("turn over")); err != nil {
-						return err
-					}
-					id, err := r.ScheduleAfter(ctx, time.Second, 21, []byte("cancelled"))
-					if err != nil {
-						return err
-					}
-					if ok, err := r.CancelTimer(ctx, id); !ok || err != nil {
-						return fmt.Errorf("cancel: %v %v", ok, err)
-					}
-					return r.Reply(nil)
-				})
-				a.Route(21, func(ctx context.Context, r *worker.Request) error {
-					if string(r.Box.Body) != "turn over" {
-						return fmt.Errorf("cancelled timer fired: %q", r.Box.Body)
-					}
-					mu.Lock()
-					fired++
-					mu.Unlock()
-					return nil
-				})
-				return a
+		t.Run(b.name, func(t *testing.T) { timerSurvivesWorkers(t, b.redis(t)) })
+	}
+}
+
+// timerSurvivesWorkers: a timer scheduled (and one cancelled) before every
+// worker stops fires once after a worker starts again.
+func timerSurvivesWorkers(t *testing.T, ro *redis.UniversalOptions) {
+	f := newFarm(t, ro)
+	gw := f.gateway(nil)
+	var mu sync.Mutex
+	fired := 0
+	app := func() *worker.App {
+		a := worker.NewApp()
+		a.Route(20, func(ctx context.Context, r *worker.Request) error {
+			if _, err := r.ScheduleAfter(ctx, 1500*time.Millisecond, 21, []byte("turn over")); err != nil {
+				return err
 			}
-			w1 := f.worker(app(), nil)
-			w2 := f.worker(app(), nil)
-			c := dial(t, gw)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if r, err := c.Request(ctx, 20, nil); err != nil || r.Ret != 0 {
-				t.Fatalf("schedule: %d %v", r.Ret, err)
+			id, err := r.ScheduleAfter(ctx, time.Second, 21, []byte("cancelled"))
+			if err != nil {
+				return err
 			}
-			w1.stop()
-			w2.stop()
-			time.Sleep(2500 * time.Millisecond) // the timer falls due with no worker
-			mu.Lock()
-			if fired != 0 {
-				t.Fatalf("fired %d times with no worker running", fired)
+			if ok, err := r.CancelTimer(ctx, id); !ok || err != nil {
+				return fmt.Errorf("cancel: %v %v", ok, err)
 			}
-			mu.Unlock()
-			f.worker(app(), nil)
-			waitFor(t, "timer fired", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return fired > 0
-			})
-			time.Sleep(time.Second)
-			mu.Lock()
-			defer mu.Unlock()
-			if fired != 1 {
-				t.Fatalf("timer fired %d times, want once", fired)
-			}
+			return r.Reply(nil)
 		})
+		a.Route(21, func(ctx context.Context, r *worker.Request) error {
+			if string(r.Box.Body) != "turn over" {
+				return fmt.Errorf("cancelled timer fired: %q", r.Box.Body)
+			}
+			mu.Lock()
+			fired++
+			mu.Unlock()
+			return nil
+		})
+		return a
+	}
+	w1 := f.worker(app(), nil)
+	w2 := f.worker(app(), nil)
+	cn := dial(t, gw)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r, err := cn.Request(ctx, 20, nil); err != nil || r.Ret != 0 {
+		t.Fatalf("schedule: %d %v", r.Ret, err)
+	}
+	w1.stop()
+	w2.stop()
+	time.Sleep(2500 * time.Millisecond)
+	mu.Lock()
+	if fired != 0 {
+		t.Fatalf("fired %d times with no worker running", fired)
+	}
+	mu.Unlock()
+	f.worker(app(), nil)
+	waitFor(t, "timer fired", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return fired > 0
+	})
+	time.Sleep(time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if fired != 1 {
+		t.Fatalf("timer fired %d times, want once", fired)
 	}
 }
 
