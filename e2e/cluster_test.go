@@ -287,35 +287,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("Timer", func(t *testing.T) { timerSurvivesWorkers(t, ro) })
 
-	t.Run("PeriodicJob", func(t *testing.T) {
-		f := newFarm(t, ro)
-		var mu sync.Mutex
-		runs := map[int64]int{}
-		const period = 300 * time.Millisecond
-		app := func() *worker.App {
-			a := worker.NewApp()
-			a.Every("tick", period, func(ctx context.Context, r *worker.Request) error {
-				mu.Lock()
-				runs[time.Now().Add(-50*time.Millisecond).UnixNano()/int64(period)]++
-				mu.Unlock()
-				return nil
-			})
-			return a
-		}
-		for i := 0; i < 3; i++ {
-			f.worker(app(), nil)
-		}
-		time.Sleep(3 * time.Second)
-		mu.Lock()
-		defer mu.Unlock()
-		total := 0
-		for _, n := range runs {
-			total += n
-		}
-		if total < 5 || total > 11 {
-			t.Fatalf("%d runs in 3s of a 300ms job across 3 workers; want about 10, once per period", total)
-		}
-	})
+	t.Run("PeriodicJob", func(t *testing.T) { periodicJobOncePerPeriod(t, ro) })
 }
 
 // newClusterTwoByTwo is newTwoByTwo on a cluster: two gateways, two

@@ -16,33 +16,12 @@ import (
 	"github.com/maple-farm/maple/store/storetest"
 )
 
-// crc16 is CRC16-XMODEM (polynomial 0x1021, initial value 0), the checksum
-// of the Redis Cluster spec.
-func crc16(b []byte) uint16 {
-	var crc uint16
-	for _, c := range b {
-		crc ^= uint16(c) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
-// keySlot is the cluster hash slot of key: only the part between the first
-// '{' and the next '}' is hashed, if that part is not empty.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16([]byte(key)) % 16384)
-}
+// The slot functions of the Redis Cluster spec, shared with the cluster
+// tests.
+var (
+	crc16   = storetest.CRC16
+	keySlot = storetest.KeySlot
+)
 
 func TestKeySlot(t *testing.T) {
 	if got := crc16([]byte("123456789")); got != 0x31C3 {

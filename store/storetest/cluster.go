@@ -323,17 +323,23 @@ func (c *Cluster) Logs(n int) string {
 	return b.String()
 }
 
-// KeySlot is the Redis Cluster hash slot of key (CRC16-XMODEM of the key,
-// or of its {hash tag} when it has a non-empty one, mod 16384).
+// KeySlot is the Redis Cluster hash slot of key (CRC16 of the key, or of
+// its {hash tag} when it has a non-empty one, mod 16384).
 func KeySlot(key string) int {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
 			key = key[i+1 : i+1+j]
 		}
 	}
+	return int(CRC16([]byte(key)) % 16384)
+}
+
+// CRC16 is CRC16-XMODEM (polynomial 0x1021, initial value 0), the checksum
+// of the Redis Cluster spec.
+func CRC16(b []byte) uint16 {
 	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
+	for _, c := range b {
+		crc ^= uint16(c) << 8
 		for range 8 {
 			if crc&0x8000 != 0 {
 				crc = crc<<1 ^ 0x1021
@@ -342,5 +348,5 @@ func KeySlot(key string) int {
 			}
 		}
 	}
-	return int(crc % 16384)
+	return crc
 }
