@@ -766,17 +766,23 @@ func queuedFrames(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Clie
 			t.Fatalf("XRANGE partition %d: %v", p, err)
 		}
 		for _, m := range msgs {
-			raw, _ := m.Values["e"].(string)
-			e, err := store.DecodeEnvelope([]byte(raw))
+			raw, _ := m.Values["b"].(string) // a gateway's bundle of envelopes
+			envs, err := store.SplitBundle([]byte(raw))
 			if err != nil {
 				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
 			}
-			if e.Conn == id && e.Kind == store.KindFrame {
-				b, err := box.Decode(e.Frame)
+			for _, env := range envs {
+				e, err := store.DecodeEnvelope(env)
 				if err != nil {
-					t.Fatalf("queued frame: %v", err)
+					t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
 				}
-				bodies = append(bodies, b.Body)
+				if e.Conn == id && e.Kind == store.KindFrame {
+					b, err := box.Decode(e.Frame)
+					if err != nil {
+						t.Fatalf("queued frame: %v", err)
+					}
+					bodies = append(bodies, b.Body)
+				}
 			}
 		}
 	}

@@ -19,13 +19,15 @@ func (s *Server) runOutbound(ctx context.Context) {
 	log := s.log.With("duty", "outbound")
 	backoff := 10 * time.Millisecond
 	var acked int64 // last batch received; acknowledged by the next take
+	w := &connWrites{at: make(map[*conn]int)}
 	for ctx.Err() == nil {
 		batch, msgs, err := s.st.TakeOut(ctx, s.opts.ID, acked, outBatch)
 		if err == nil {
 			acked = batch
 			for _, m := range msgs {
-				s.deliver(m)
+				s.deliver(w, []byte(m))
 			}
+			w.flush()
 			if len(msgs) > 0 {
 				backoff = 10 * time.Millisecond
 				continue
@@ -37,7 +39,8 @@ func (s *Server) runOutbound(ctx context.Context) {
 			m, ok, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
 			if err == nil {
 				if ok {
-					s.deliver(m)
+					s.deliver(w, []byte(m))
+					w.flush()
 				}
 				continue
 			}
@@ -56,17 +59,90 @@ func (s *Server) runOutbound(ctx context.Context) {
 	}
 }
 
-// deliver carries out one outbound message.
-func (s *Server) deliver(raw string) {
-	m, err := store.DecodeOut([]byte(raw))
+// connWrites gathers the writes of one take per connection, so that a
+// connection gets one send (one wake, one socket write) per take however
+// many of its replies the take held.
+type connWrites struct {
+	conns   []*conn
+	bufs    [][]byte
+	owned   []bool  // bufs[i] is our copy, not a slice of a message
+	replies []int64 // replies in bufs[i]: c.owed drops once they are sent
+	at      map[*conn]int
+}
+
+func (w *connWrites) add(c *conn, frames []byte, reply bool) {
+	var r int64
+	if reply {
+		r = 1
+	}
+	i, ok := w.at[c]
+	if !ok {
+		w.at[c] = len(w.conns)
+		w.conns = append(w.conns, c)
+		w.bufs = append(w.bufs, frames)
+		w.owned = append(w.owned, false)
+		w.replies = append(w.replies, r)
+		return
+	}
+	w.replies[i] += r
+	if !w.owned[i] {
+		w.bufs[i] = append(make([]byte, 0, 2*(len(w.bufs[i])+len(frames))), w.bufs[i]...)
+		w.owned[i] = true
+	}
+	w.bufs[i] = append(w.bufs[i], frames...)
+}
+
+// flushConn sends what is gathered for c, before a control message for it
+// (a close must follow its writes).
+func (w *connWrites) flushConn(c *conn) {
+	if i, ok := w.at[c]; ok {
+		w.send(i)
+	}
+}
+
+func (w *connWrites) send(i int) {
+	c := w.conns[i]
+	if len(w.bufs[i]) > 0 {
+		c.peer.send(w.bufs[i])
+		w.bufs[i] = w.bufs[i][:0]
+	}
+	// Only now is the connection owed less: a draining gateway closes a
+	// connection owed nothing, and the close must come after the reply.
+	c.owed.Add(-w.replies[i])
+	w.replies[i] = 0
+}
+
+func (w *connWrites) flush() {
+	for i := range w.conns {
+		w.send(i)
+		w.conns[i], w.bufs[i] = nil, nil
+	}
+	w.conns, w.bufs, w.owned, w.replies = w.conns[:0], w.bufs[:0], w.owned[:0], w.replies[:0]
+	clear(w.at)
+}
+
+// deliver carries out one outbound message; writes wait in w.
+func (s *Server) deliver(w *connWrites, raw []byte) {
+	m, err := store.DecodeOut(raw)
 	if err != nil {
 		s.log.Error("bad outbound message", "err", err)
 		return
 	}
-	if m.Kind == store.OutBroadcast {
+	switch m.Kind {
+	case store.OutBatch:
+		msgs, err := store.SplitBundle(m.Frames)
+		if err != nil {
+			s.log.Error("bad outbound batch", "err", err)
+			return
+		}
+		for _, b := range msgs {
+			s.deliver(w, b)
+		}
+		return
+	case store.OutBroadcast:
 		s.mu.RLock()
 		for _, c := range s.conns {
-			s.write(c, m.Frames)
+			s.writeLater(w, c, m.Frames, false)
 		}
 		s.mu.RUnlock()
 		return
@@ -77,12 +153,13 @@ func (s *Server) deliver(raw string) {
 	}
 	switch m.Kind {
 	case store.OutWrite:
-		s.write(c, m.Frames)
-		if m.At > 0 { // a reply
+		reply := m.At > 0
+		s.writeLater(w, c, m.Frames, reply)
+		if reply {
 			s.Stats.Latency.Observe(time.Duration(time.Now().UnixNano() - m.At))
-			c.owed.Add(-1)
 		}
 	case store.OutClose:
+		w.flushConn(c)
 		c.peer.close()
 	case store.OutBind:
 		s.setUID(c, m.UID)
@@ -91,9 +168,26 @@ func (s *Server) deliver(raw string) {
 	}
 }
 
+// write sends frames to c at once.
 func (s *Server) write(c *conn, frames []byte) {
+	if s.countOut(frames) {
+		c.peer.send(frames)
+	}
+}
+
+// writeLater gathers frames for c in w; reply: they answer one request.
+func (s *Server) writeLater(w *connWrites, c *conn, frames []byte, reply bool) {
+	if s.countOut(frames) {
+		w.add(c, frames, reply)
+	} else if reply {
+		c.owed.Add(-1)
+	}
+}
+
+// countOut counts frames going out; false if there are none.
+func (s *Server) countOut(frames []byte) bool {
 	if len(frames) == 0 {
-		return
+		return false
 	}
 	for b := frames; len(b) >= box.HeaderLen; {
 		f, err := box.Split(b, 0)
@@ -104,5 +198,5 @@ func (s *Server) write(c *conn, frames []byte) {
 		b = b[len(f):]
 	}
 	s.Stats.BytesOut.Add(int64(len(frames)))
-	c.peer.send(frames)
+	return true
 }

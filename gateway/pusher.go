@@ -79,7 +79,8 @@ func (q *pushQueue) len() int {
 }
 
 // runPusher moves queued envelopes to the partition streams: everything
-// that piled up since the last round trip goes in one pipeline. When Redis
+// that piled up since the last round trip goes in one pipeline, as one
+// stream entry (a bundle) per partition. When Redis
 // fails it retries the same batch with backoff, while the loops keep
 // queueing up to the backlog and answer -10002 past it. It returns after
 // finish, once the queue is empty, or when ctx ends.

@@ -74,7 +74,12 @@ func EnvelopeSize(e *Envelope) int {
 }
 
 // DecodeEnvelope parses b. Frame aliases b.
-func DecodeEnvelope(b []byte) (Envelope, error) {
+func DecodeEnvelope(b []byte) (Envelope, error) { return decodeEnvelopeAfter(b, nil) }
+
+// decodeEnvelopeAfter is DecodeEnvelope reusing the strings of prev (the
+// envelope before it in a bundle) where they are equal: a bundle's
+// envelopes share their gateway and often their connection.
+func decodeEnvelopeAfter(b []byte, prev *Envelope) (Envelope, error) {
 	var e Envelope
 	if len(b) < 2 || b[0] != envelopeVersion {
 		return e, fmt.Errorf("%w: version", ErrBadEnvelope)
@@ -94,15 +99,74 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 	e.At = int64(at)
 	b = b[n:]
 	var err error
-	for _, f := range []*string{&e.Gateway, &e.Conn, &e.Addr, &e.UID} {
-		if *f, b, err = readString(b); err != nil {
-			return e, err
-		}
+	if prev == nil {
+		prev = &Envelope{}
+	}
+	if e.Gateway, b, err = readStringLike(b, prev.Gateway); err != nil {
+		return e, err
+	}
+	if e.Conn, b, err = readStringLike(b, prev.Conn); err != nil {
+		return e, err
+	}
+	if e.Addr, b, err = readStringLike(b, prev.Addr); err != nil {
+		return e, err
+	}
+	if e.UID, b, err = readStringLike(b, prev.UID); err != nil {
+		return e, err
 	}
 	if len(b) > 0 {
 		e.Frame = b
 	}
 	return e, nil
+}
+
+// AppendBundle encodes envs, each an encoded envelope, onto dst as one
+// bundle: a gateway queues all the envelopes of one round trip for one
+// partition as a single stream entry (field "b"), so Redis and the workers
+// pay per round trip rather than per frame.
+func AppendBundle(dst []byte, envs [][]byte) []byte {
+	for _, e := range envs {
+		dst = binary.AppendUvarint(dst, uint64(len(e)))
+		dst = append(dst, e...)
+	}
+	return dst
+}
+
+// BundleSize is the encoded size of the bundle of envs.
+func BundleSize(envs [][]byte) int {
+	n := 0
+	for _, e := range envs {
+		n += uvarintLen(uint64(len(e))) + len(e)
+	}
+	return n
+}
+
+// SplitBundle returns the encoded envelopes of bundle b, aliasing b. It
+// takes only what AppendBundle writes (minimal length prefixes, no empty
+// envelope), so that a bundle has one encoding.
+func SplitBundle(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || k != uvarintLen(n) || uint64(len(b)-k) < n || n == 0 {
+			return nil, fmt.Errorf("%w: bundle", ErrBadEnvelope)
+		}
+		out = append(out, b[k:k+int(n):k+int(n)])
+		b = b[k+int(n):]
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: empty bundle", ErrBadEnvelope)
+	}
+	return out, nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // OutKind says what an outbound message asks a gateway to do.
@@ -115,6 +179,10 @@ const (
 	OutBind      OutKind = 3 // connection Conn is now logged in as UID
 	OutUnbind    OutKind = 4 // connection Conn is logged out
 	OutBroadcast OutKind = 5 // write Frames to every connection of the gateway
+	// OutBatch carries many messages, in order: Frames is their bundle
+	// (AppendBundle). A worker sends a gateway one per write, so the
+	// gateway takes hundreds of messages as one list element.
+	OutBatch OutKind = 6
 )
 
 // Out is a message from the workers to one gateway, popped from its
@@ -134,6 +202,22 @@ func AppendOut(dst []byte, m *Out) []byte {
 	dst = appendString(dst, m.UID)
 	dst = binary.AppendUvarint(dst, uint64(m.At))
 	return append(dst, m.Frames...)
+}
+
+// AppendOutBatch encodes msgs (encoded Out messages) onto dst as one
+// OutBatch message.
+func AppendOutBatch(dst []byte, msgs [][]byte) []byte {
+	dst = append(dst, envelopeVersion, byte(OutBatch), 0, 0, 0) // no conn, uid or time
+	return AppendBundle(dst, msgs)
+}
+
+// OutBatchSize is the encoded size of the OutBatch of msgs.
+func OutBatchSize(msgs [][]byte) int { return 5 + BundleSize(msgs) }
+
+// OutSize is the encoded size of m.
+func OutSize(m *Out) int {
+	return 2 + uvarintLen(uint64(len(m.Conn))) + len(m.Conn) + uvarintLen(uint64(len(m.UID))) + len(m.UID) +
+		uvarintLen(uint64(m.At)) + len(m.Frames)
 }
 
 // DecodeOut parses b. Frames aliases b.
@@ -166,6 +250,20 @@ func DecodeOut(b []byte) (Out, error) {
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
+}
+
+// readStringLike is readString returning like itself when the bytes are
+// equal to it, which saves an allocation.
+func readStringLike(b []byte, like string) (string, []byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return "", nil, fmt.Errorf("%w: string", ErrBadEnvelope)
+	}
+	v := b[k : k+int(n)]
+	if string(v) == like { // compiles to a comparison, no allocation
+		return like, b[k+int(n):], nil
+	}
+	return string(v), b[k+int(n):], nil
 }
 
 func readString(b []byte) (string, []byte, error) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/maple-farm/maple/box"
 )
@@ -206,6 +207,13 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if !bytes.Equal(in, b) {
 			t.Fatalf("DecodeEnvelope modified its input")
 		}
+		// Decoding after another envelope (as in a bundle) is the same.
+		for _, prev := range []*Envelope{&envelopeCases[2].env, &envelopeCases[3].env} {
+			after, errAfter := decodeEnvelopeAfter(b, prev)
+			if (errAfter == nil) != (err == nil) || (err == nil && !envEqual(after, e)) {
+				t.Fatalf("decodeEnvelopeAfter(%x, %+v) = %+v, %v; DecodeEnvelope gives %+v, %v", b, prev, after, errAfter, e, err)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrBadEnvelope) {
 				t.Fatalf("DecodeEnvelope(%x) error %v is not ErrBadEnvelope", b, err)
@@ -243,4 +251,247 @@ func FuzzDecodeOut(f *testing.F) {
 			t.Fatalf("DecodeOut(AppendOut(%+v)) = %+v, %v", m, again, err)
 		}
 	})
+}
+
+// encodedCases returns the encodings of envelopeCases.
+func encodedCases() [][]byte {
+	out := make([][]byte, len(envelopeCases))
+	for i, tt := range envelopeCases {
+		out[i] = AppendEnvelope(nil, &tt.env)
+	}
+	return out
+}
+
+func TestBundleRoundTrip(t *testing.T) {
+	all := encodedCases()
+	tests := []struct {
+		name string
+		envs [][]byte
+	}{
+		{"one", all[3:4]},
+		{"every case", all},
+		{"same envelope twice", [][]byte{all[1], all[1]}},
+		// Length prefixes of one, two and three bytes.
+		{"127 and 128 bytes", [][]byte{bytes.Repeat([]byte{1}, 127), bytes.Repeat([]byte{2}, 128)}},
+		{"16383 and 16384 bytes", [][]byte{bytes.Repeat([]byte{3}, 16383), bytes.Repeat([]byte{4}, 16384), {5}}},
+		{"one-byte envelopes", [][]byte{{1}, {2}, {3}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, prefix := range [][]byte{nil, []byte("keep")} {
+				enc := AppendBundle(bytes.Clone(prefix), tt.envs)
+				if !bytes.HasPrefix(enc, prefix) {
+					t.Fatalf("AppendBundle lost dst %q", prefix)
+				}
+				body := enc[len(prefix):]
+				if n := BundleSize(tt.envs); n != len(body) {
+					t.Errorf("BundleSize = %d, AppendBundle wrote %d bytes", n, len(body))
+				}
+				got, err := SplitBundle(body)
+				if err != nil {
+					t.Fatalf("SplitBundle: %v", err)
+				}
+				if len(got) != len(tt.envs) {
+					t.Fatalf("SplitBundle gave %d envelopes, want %d", len(got), len(tt.envs))
+				}
+				for i := range got {
+					if !bytes.Equal(got[i], tt.envs[i]) {
+						t.Errorf("envelope %d = %q, want %q", i, got[i], tt.envs[i])
+					}
+					// The pieces alias the bundle, and appending to one
+					// never overwrites the next.
+					off := uintptr(unsafe.Pointer(unsafe.SliceData(got[i]))) - uintptr(unsafe.Pointer(unsafe.SliceData(body)))
+					if off >= uintptr(len(body)) || off+uintptr(len(got[i])) > uintptr(len(body)) {
+						t.Errorf("envelope %d does not alias the bundle", i)
+					}
+					if cap(got[i]) != len(got[i]) {
+						t.Errorf("envelope %d: cap %d > len %d: an append would overwrite the next", i, cap(got[i]), len(got[i]))
+					}
+				}
+				if again := AppendBundle(nil, got); !bytes.Equal(again, body) {
+					t.Errorf("re-encoding differs")
+				}
+			}
+		})
+	}
+	if n := BundleSize(nil); n != 0 {
+		t.Errorf("BundleSize(nil) = %d, want 0", n)
+	}
+	if b := AppendBundle([]byte("x"), nil); !bytes.Equal(b, []byte("x")) {
+		t.Errorf("AppendBundle(x, nil) = %q, want x", b)
+	}
+}
+
+// TestBundleOfEnvelopes: a bundle's envelopes decode one after the other
+// with decodeEnvelopeAfter, as the workers read them.
+func TestBundleOfEnvelopes(t *testing.T) {
+	want := []Envelope{
+		{Kind: KindOpen, Seq: 1, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1"},
+		{Kind: KindFrame, Seq: 2, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1", Frame: box.Append(nil, 1, 0, 1, []byte("a"))},
+		{Kind: KindFrame, Seq: 7, Gateway: "gw", Conn: "gw-2", Addr: "10.0.0.2:2", UID: "bob", Frame: box.Append(nil, 2, 0, 9, nil)},
+		{Kind: KindClose, Seq: 3, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1"},
+	}
+	var envs [][]byte
+	for i := range want {
+		envs = append(envs, AppendEnvelope(nil, &want[i]))
+	}
+	parts, err := SplitBundle(AppendBundle(nil, envs))
+	if err != nil || len(parts) != len(want) {
+		t.Fatalf("SplitBundle = %d envelopes, %v; want %d", len(parts), err, len(want))
+	}
+	var prev *Envelope
+	for i, raw := range parts {
+		e, err := decodeEnvelopeAfter(raw, prev)
+		if err != nil || !envEqual(e, want[i]) {
+			t.Errorf("envelope %d = %+v, %v; want %+v", i, e, err, want[i])
+		}
+		prev = &e
+	}
+}
+
+func TestSplitBundleErrors(t *testing.T) {
+	env := AppendEnvelope(nil, &envelopeCases[3].env)
+	one := AppendBundle(nil, [][]byte{env})
+	tests := []struct {
+		name string
+		in   []byte
+	}{
+		{"nil", nil},
+		{"empty", []byte{}},
+		{"zero-length envelope", []byte{0}},
+		{"zero-length envelope after one", append(bytes.Clone(one), 0)},
+		{"length longer than the rest", []byte{5, 'a', 'b'}},
+		{"last envelope cut", one[:len(one)-1]},
+		{"length unterminated", []byte{0x80}},
+		{"length unterminated after one", append(bytes.Clone(one), 0x81, 0x80)},
+		{"length overflows", append(bytes.Repeat([]byte{0xff}, 10), 0x01, 'a')},
+		{"huge length", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 'a'}},
+		{"length not minimal", []byte{0x81, 0x00, 'a'}},
+	}
+	for _, tt := range tests {
+		if got, err := SplitBundle(tt.in); !errors.Is(err, ErrBadEnvelope) || got != nil {
+			t.Errorf("%s: SplitBundle(%x) = %q, %v; want nil, ErrBadEnvelope", tt.name, tt.in, got, err)
+		}
+	}
+}
+
+func FuzzSplitBundle(f *testing.F) {
+	all := encodedCases()
+	for i := range all {
+		if len(all[i]) < 1000 {
+			f.Add(AppendBundle(nil, all[i:i+1]))
+		}
+	}
+	f.Add(AppendBundle(nil, all[:5]))
+	f.Add(AppendBundle(nil, [][]byte{bytes.Repeat([]byte{1}, 200)}))
+	f.Add([]byte{})
+	f.Add([]byte{0})
+	f.Add([]byte{0x80})
+	f.Add([]byte{0x81, 0x00, 'a'}) // length 1, not minimally encoded
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := bytes.Clone(b)
+		envs, err := SplitBundle(b)
+		if !bytes.Equal(in, b) {
+			t.Fatalf("SplitBundle modified its input")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadEnvelope) {
+				t.Fatalf("SplitBundle(%x) error %v is not ErrBadEnvelope", b, err)
+			}
+			if envs != nil {
+				t.Fatalf("SplitBundle(%x) = %q with an error", b, envs)
+			}
+			return
+		}
+		if len(envs) == 0 {
+			t.Fatalf("SplitBundle(%x) accepted a bundle of no envelopes", b)
+		}
+		if again := AppendBundle(nil, envs); !bytes.Equal(again, b) {
+			t.Fatalf("AppendBundle(SplitBundle(%x)) = %x", b, again)
+		}
+		if BundleSize(envs) != len(b) {
+			t.Fatalf("BundleSize(SplitBundle(%x)) = %d, want %d", b, BundleSize(envs), len(b))
+		}
+		for i, e := range envs {
+			if len(e) == 0 {
+				t.Fatalf("envelope %d is empty", i)
+			}
+			if cap(e) != len(e) {
+				t.Fatalf("envelope %d: cap %d > len %d", i, cap(e), len(e))
+			}
+		}
+		if last := envs[len(envs)-1]; &last[len(last)-1] != &b[len(b)-1] {
+			t.Fatalf("the last envelope does not alias the input's tail")
+		}
+	})
+}
+
+// TestDecodeEnvelopeAfter: decoding after any envelope gives what
+// DecodeEnvelope gives, and takes the previous envelope's strings where
+// they are equal.
+func TestDecodeEnvelopeAfter(t *testing.T) {
+	prevs := []*Envelope{nil, {}}
+	for i := range envelopeCases {
+		prevs = append(prevs, &envelopeCases[i].env)
+	}
+	prevs = append(prevs, &Envelope{Gateway: "g", Conn: "other", Addr: "a", UID: "u"})
+	var inputs [][]byte
+	for _, tt := range envelopeCases {
+		enc := AppendEnvelope(nil, &tt.env)
+		inputs = append(inputs, enc)
+		h := envHeaderLen(tt.env)
+		for _, n := range []int{0, 1, 2, h - 1} { // cut: errors
+			if n >= 0 && n < len(enc) {
+				inputs = append(inputs, enc[:n])
+			}
+		}
+	}
+	for _, prev := range prevs {
+		for _, in := range inputs {
+			want, wantErr := DecodeEnvelope(in)
+			var before Envelope
+			if prev != nil {
+				before = *prev
+			}
+			got, err := decodeEnvelopeAfter(in, prev)
+			if (err == nil) != (wantErr == nil) || (err != nil && !errors.Is(err, ErrBadEnvelope)) {
+				t.Fatalf("decodeEnvelopeAfter(%x, %+v) error = %v, DecodeEnvelope's = %v", in, prev, err, wantErr)
+			}
+			if err == nil && !envEqual(got, want) {
+				t.Errorf("decodeEnvelopeAfter(%x, %+v) = %+v, DecodeEnvelope gives %+v", in, prev, got, want)
+			}
+			if prev != nil && !envEqual(*prev, before) {
+				t.Errorf("decodeEnvelopeAfter changed prev: %+v, was %+v", *prev, before)
+			}
+		}
+	}
+
+	// Equal strings are the previous envelope's own, not copies.
+	prev := Envelope{Kind: KindFrame, Seq: 1, Gateway: "gw-77", Conn: "gw-77.1", Addr: "10.1.2.3:4", UID: "alice"}
+	next := prev
+	next.Seq, next.Frame = 2, []byte{1, 2}
+	got, err := decodeEnvelopeAfter(AppendEnvelope(nil, &next), &prev)
+	if err != nil || !envEqual(got, next) {
+		t.Fatalf("decodeEnvelopeAfter = %+v, %v; want %+v", got, err, next)
+	}
+	for _, f := range []struct{ name, got, prev string }{
+		{"Gateway", got.Gateway, prev.Gateway}, {"Conn", got.Conn, prev.Conn},
+		{"Addr", got.Addr, prev.Addr}, {"UID", got.UID, prev.UID},
+	} {
+		if unsafe.StringData(f.got) != unsafe.StringData(f.prev) {
+			t.Errorf("%s %q was copied, want the previous envelope's string", f.name, f.got)
+		}
+	}
+	// A different connection of the same gateway: only the gateway is
+	// shared.
+	other := next
+	other.Conn, other.UID = "gw-77.2", ""
+	got, err = decodeEnvelopeAfter(AppendEnvelope(nil, &other), &prev)
+	if err != nil || !envEqual(got, other) {
+		t.Fatalf("decodeEnvelopeAfter = %+v, %v; want %+v", got, err, other)
+	}
+	if unsafe.StringData(got.Gateway) != unsafe.StringData(prev.Gateway) {
+		t.Errorf("Gateway was copied, want the previous envelope's string")
+	}
 }

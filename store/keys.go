@@ -46,6 +46,21 @@ func (k Keys) partTag(p int) string { return k.Prefix + ":{p" + strconv.Itoa(p) 
 // open and close events), timers that fell due, and operator frames.
 func (k Keys) Inbound(p int) string { return k.partTag(p) + ":in" }
 
+// Queued counts the envelopes that gateways queued on partition p and
+// workers have not finished: the queue length in frames (an entry of the
+// stream bundles many). Gateways refuse frames past their bound by it.
+func (k Keys) Queued(p int) string { return k.partTag(p) + ":queued" }
+
+// Handled is the hash of connection id -> sequence number of the last of
+// its envelopes a worker finished, for the connections of gateway gw on
+// partition p. A worker taking over an entry skips what is done.
+func (k Keys) Handled(p int, gw string) string { return k.partTag(p) + ":handled:" + gw }
+
+// Tries is the hash of envelope index -> starts, for a redelivered entry
+// of partition p: an envelope that kills every worker it starts on is
+// found and dead-lettered alone, not with its whole entry.
+func (k Keys) Tries(p int, id string) string { return k.partTag(p) + ":tries:" + id }
+
 // Owner holds the id of the worker that leases partition p.
 func (k Keys) Owner(p int) string { return k.partTag(p) + ":owner" }
 

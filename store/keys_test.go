@@ -91,7 +91,7 @@ func TestKeysShareSlot(t *testing.T) {
 			groups = append(groups, group{
 				fmt.Sprintf("prefix %q partition %d", prefix, p),
 				[]string{k.Inbound(p), k.Owner(p), k.Dead(p), k.Timers(p), k.TimerData(p),
-					k.Cron(p, "daily"), k.Cron(p, "{other}"), k.Cron(p, "a}b")},
+					k.Queued(p), k.Handled(p, "gw1"), k.Tries(p, "1-0"), k.Cron(p, "daily"), k.Cron(p, "{other}"), k.Cron(p, "a}b")},
 			})
 		}
 		for _, uid := range []string{"u1", "alice@example.com", "", "x:y", "with space"} {
@@ -142,7 +142,8 @@ func TestDefaultPartitionsSpreadOverThreeMasters(t *testing.T) {
 	}
 }
 
-// evalRecorder records the keys of every EVAL and EVALSHA a client sends.
+// evalRecorder records the keys of every EVAL and EVALSHA a client sends,
+// and of every plain command that takes several keys (multiKeyCommands).
 type evalRecorder struct {
 	byHash map[string]string // script hash -> name
 	mu     sync.Mutex
@@ -150,9 +151,14 @@ type evalRecorder struct {
 }
 
 type evalCall struct {
-	script string // name in scripts
+	script string // name in scripts, or the command's name if cmd
+	cmd    bool   // a plain multi-key command, not a script
 	keys   []string
 }
+
+// multiKeyCommands are the plain commands whose arguments are all keys,
+// which Redis Cluster refuses (CROSSSLOT) unless they share a slot.
+var multiKeyCommands = map[string]bool{"del": true, "unlink": true, "exists": true, "touch": true, "mget": true}
 
 func newEvalRecorder() *evalRecorder {
 	r := &evalRecorder{byHash: map[string]string{}}
@@ -183,6 +189,16 @@ func (r *evalRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 func (r *evalRecorder) record(cmd redis.Cmder) {
 	args := cmd.Args()
 	name := strings.ToLower(cmd.Name())
+	if multiKeyCommands[name] && len(args) > 2 {
+		var keys []string
+		for _, a := range args[1:] {
+			keys = append(keys, fmt.Sprint(a))
+		}
+		r.mu.Lock()
+		r.calls = append(r.calls, evalCall{name, true, keys})
+		r.mu.Unlock()
+		return
+	}
 	if len(args) < 3 || (name != "eval" && name != "evalsha" && name != "eval_ro" && name != "evalsha_ro") {
 		return
 	}
@@ -201,7 +217,7 @@ func (r *evalRecorder) record(cmd redis.Cmder) {
 		keys = append(keys, fmt.Sprint(args[3+i]))
 	}
 	r.mu.Lock()
-	r.calls = append(r.calls, evalCall{script, keys})
+	r.calls = append(r.calls, evalCall{script, false, keys})
 	r.mu.Unlock()
 }
 
@@ -216,7 +232,8 @@ func (r *evalRecorder) take() []evalCall {
 
 // TestScriptKeysShareSlot runs every Store method that runs a script and
 // checks, on the commands actually sent, that each script call's keys
-// share one hash slot, so that it runs on Redis Cluster.
+// share one hash slot, so that it runs on Redis Cluster; so must the keys
+// of each multi-key command the call sites send.
 func TestScriptKeysShareSlot(t *testing.T) {
 	const parts = 16
 	type site struct {
@@ -229,7 +246,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 		{"Enqueue", func(ctx context.Context, s *Store) error {
 			var bs []PartBatch
 			for p := range parts {
-				bs = append(bs, PartBatch{Part: p, Envelopes: []any{envOf(KindOpen, "c", 1, "")}})
+				bs = append(bs, PartBatch{Part: p, Envelopes: [][]byte{envOf(KindOpen, "c", 1, "")}})
 			}
 			return s.Enqueue(ctx, bs, 10)
 		}, nil},
@@ -279,7 +296,14 @@ func TestScriptKeysShareSlot(t *testing.T) {
 					return err
 				}
 			}
-			_, err := s.ReapGateway(ctx, "gw2")
+			pipe := s.rdb.Pipeline()
+			for p := range parts {
+				s.MarkHandled(ctx, pipe, p, "gw2", "c-u1", uint64(3))
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+			_, err := s.ReapGateway(ctx, "gw2", parts)
 			return err
 		}, []string{"session_bind", "session_unbind"}},
 		{"ScheduleAfter", func(ctx context.Context, s *Store) (err error) {
@@ -355,23 +379,30 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			b.rdb.AddHook(rec)
 			s := New(b.rdb, storetest.Prefix(t))
 			ran := map[string]bool{}
+			multiKey := 0
 			for _, st := range sites {
 				if err := st.run(ctx, s); err != nil {
 					t.Fatalf("%s: %v", st.name, err)
 				}
 				seen := map[string]bool{}
 				for _, c := range rec.take() {
-					seen[c.script] = true
-					ran[c.script] = true
+					what := "script " + c.script
+					if c.cmd {
+						what = "command " + strings.ToUpper(c.script)
+						multiKey++
+					} else {
+						seen[c.script] = true
+						ran[c.script] = true
+					}
 					if len(c.keys) == 0 {
-						t.Errorf("%s: script %s called with no keys", st.name, c.script)
+						t.Errorf("%s: %s called with no keys", st.name, what)
 						continue
 					}
 					want := keySlot(c.keys[0])
 					for _, key := range c.keys[1:] {
 						if got := keySlot(key); got != want {
-							t.Errorf("%s: script %s: key %s in slot %d, key %s in slot %d (CROSSSLOT on a cluster)",
-								st.name, c.script, c.keys[0], want, key, got)
+							t.Errorf("%s: %s: key %s in slot %d, key %s in slot %d (CROSSSLOT on a cluster)",
+								st.name, what, c.keys[0], want, key, got)
 						}
 					}
 				}
@@ -385,6 +416,9 @@ func TestScriptKeysShareSlot(t *testing.T) {
 				if !ran[name] {
 					t.Errorf("no call site ran script %s", name)
 				}
+			}
+			if multiKey == 0 {
+				t.Errorf("no multi-key command recorded (ReapGateway deletes its outbound keys in one DEL)")
 			}
 			for name := range ran {
 				if _, ok := scripts[name]; !ok {

@@ -15,92 +15,110 @@ import (
 )
 
 // PartBatch is the envelopes a gateway queues on one partition in one
-// round trip. Enqueue fills Accepted.
+// round trip. The accepted ones go into one stream entry (a bundle), so
+// Redis and the workers pay per round trip rather than per frame. Enqueue
+// fills Accepted.
 type PartBatch struct {
 	Part      int
-	Envelopes []any // encoded envelopes ([]byte)
+	Envelopes [][]byte // encoded envelopes, in order
 	Accepted  []bool
 }
 
 // Enqueue appends every batch to its partition's inbound stream, all in one
-// pipeline. bound is the queue length past which client frames are refused
-// (Accepted false); open and close events are always taken, so a worker
-// always learns that a connection ended. 0 means no bound. On a network
-// error the caller cannot know which envelopes were applied and should send
-// them again: workers drop the copies by their per-connection sequence
-// number.
+// pipeline. bound is the queue length in frames past which client frames
+// are refused (Accepted false); open and close events are always taken, so
+// a worker always learns that a connection ended. 0 means no bound. On a
+// network error the caller cannot know which batches were applied and
+// should send them again: workers drop the copies by their per-connection
+// sequence number.
 func (s *Store) Enqueue(ctx context.Context, batches []PartBatch, bound int) error {
 	return s.EnqueueCached(ctx, batches, bound, nil)
 }
 
 // EnqueueCached is Enqueue with the queue lengths known from the caller's
-// previous call (lens, partition -> length), updated in place from the
-// same round trip, so the bound costs no extra round trip. The bound is
+// previous call (lens, partition -> frames queued), updated in place from
+// the same round trip, so the bound costs no extra round trip. The bound is
 // then approximate: other gateways' frames since the last call are not
 // counted. With lens nil the lengths are read first.
 func (s *Store) EnqueueCached(ctx context.Context, batches []PartBatch, bound int, lens map[int]int64) error {
 	if bound > 0 && lens == nil {
 		lens = make(map[int]int64, len(batches))
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.IntCmd, len(batches))
+		cmds := make([]*redis.StringCmd, len(batches))
 		for i, b := range batches {
-			cmds[i] = pipe.XLen(ctx, s.Keys.Inbound(b.Part))
+			cmds[i] = pipe.Get(ctx, s.Keys.Queued(b.Part))
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("store: enqueue: %w", err)
-		}
+		_, _ = pipe.Exec(ctx) // each command's error is checked below
 		for i, b := range batches {
-			lens[b.Part] = cmds[i].Val()
+			n, err := cmds[i].Int64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("store: enqueue: %w", err)
+			}
+			lens[b.Part] = max(n, 0)
 		}
 	}
-	// Plain XADDs rather than a script: a pipelined XADD costs Redis a
-	// fraction of a script call, and the bound need not be exact.
+	// A plain XADD and INCRBY rather than a script: pipelined, they cost
+	// Redis a fraction of a script call, and the bound need not be exact.
 	pipe := s.rdb.Pipeline()
-	var xlens []*redis.IntCmd
-	if bound > 0 {
-		xlens = make([]*redis.IntCmd, len(batches))
-	}
+	counts := make([]*redis.IntCmd, len(batches))
+	var accepted [][]byte
 	for i := range batches {
 		b := &batches[i]
-		key := s.Keys.Inbound(b.Part)
 		n := lens[b.Part]
 		b.Accepted = b.Accepted[:0]
+		accepted = accepted[:0]
 		for _, e := range b.Envelopes {
 			if bound > 0 && n >= int64(bound) && isClientFrame(e) {
 				b.Accepted = append(b.Accepted, false)
 				continue
 			}
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"e", e}})
+			accepted = append(accepted, e)
 			n++
 			b.Accepted = append(b.Accepted, true)
 		}
-		if bound > 0 {
-			xlens[i] = pipe.XLen(ctx, key)
+		if len(accepted) > 0 {
+			bundle := AppendBundle(make([]byte, 0, BundleSize(accepted)), accepted)
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(b.Part), Values: []any{fieldBundle, bundle}})
 		}
-	}
-	if pipe.Len() == 0 {
-		return nil
+		// After the XADD, so that trim.lua, which zeroes the count when the
+		// stream is empty, never zeroes frames it cannot see yet.
+		counts[i] = pipe.IncrBy(ctx, s.Keys.Queued(b.Part), int64(len(accepted)))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
-	for i, c := range xlens {
-		lens[batches[i].Part] = c.Val()
+	if lens != nil {
+		for i, c := range counts {
+			lens[batches[i].Part] = max(c.Val(), 0)
+		}
 	}
 	return nil
 }
 
+// Stream entry fields: a gateway's bundle of envelopes, or one envelope
+// (timers, periodic jobs, system frames, requeued dead letters).
+const (
+	fieldBundle   = "b"
+	fieldEnvelope = "e"
+	fieldRequeued = "requeued" // beside "e": put back from the dead letters (dead_requeue.lua)
+)
+
 // isClientFrame reports whether an encoded envelope holds a client frame
 // (the refusable kind).
-func isClientFrame(e any) bool {
-	b, ok := e.([]byte)
-	return ok && len(b) > 1 && Kind(b[1]) == KindFrame
+func isClientFrame(b []byte) bool {
+	return len(b) > 1 && Kind(b[1]) == KindFrame
 }
 
-// Delivery is one inbound entry handed to a worker.
+// Delivery is one envelope handed to a worker. The entry it came in (ID)
+// may bundle several; the entry is done, and acknowledged, once all of
+// them are.
 type Delivery struct {
 	Part       int
 	ID         string // stream entry id
+	Index      int    // the envelope's position in its entry
+	Count      int    // envelopes in the entry
+	Bundled    bool   // the entry is a gateway's bundle, counted in Queued
+	Requeued   bool   // an operator put it back from the dead letters: run it even if its connection is past it
 	Deliveries int64  // 1 on first delivery; more after a worker died with it
 	Env        Envelope
 	Raw        []byte // the encoded envelope, for dead letters
@@ -149,7 +167,7 @@ func (s *Store) ReadInbound(ctx context.Context, consumer string, parts []int, c
 	for _, st := range res {
 		p := s.partOf(st.Stream)
 		for _, m := range st.Messages {
-			out = append(out, toDelivery(p, m, 1))
+			out = toDeliveries(out, p, m, 1)
 		}
 	}
 	return out, nil
@@ -177,7 +195,7 @@ func (s *Store) ReadOwnPending(ctx context.Context, consumer string, parts []int
 		for _, st := range res {
 			for _, m := range st.Messages {
 				if m.Values != nil {
-					out = append(out, toDelivery(p, m, 2))
+					out = toDeliveries(out, p, m, 2)
 				}
 			}
 		}
@@ -196,31 +214,52 @@ func (s *Store) partOf(key string) int {
 	return n
 }
 
-// toDelivery decodes a stream entry. An entry without an envelope but with
-// "cmd" (and "body") fields is an operator's frame for the workers, queued
-// straight from redis-cli (docs/operations.md).
-func toDelivery(p int, m redis.XMessage, deliveries int64) Delivery {
-	d := Delivery{Part: p, ID: m.ID, Deliveries: deliveries}
-	if e, ok := m.Values["e"].(string); ok {
+// toDeliveries appends the envelopes of a stream entry to out. A bundle
+// ("b") holds a gateway's envelopes; "e" holds one. An entry without either
+// but with "cmd" (and "body") fields is an operator's frame for the
+// workers, queued straight from redis-cli (docs/operations.md). What
+// cannot be read comes out as one delivery of kind 0 (dead-lettered).
+func toDeliveries(out []Delivery, p int, m redis.XMessage, deliveries int64) []Delivery {
+	d := Delivery{Part: p, ID: m.ID, Count: 1, Deliveries: deliveries}
+	if b, ok := m.Values[fieldBundle].(string); ok {
+		raw := []byte(b)
+		envs, err := SplitBundle(raw)
+		if err != nil {
+			d.Raw = raw
+			return append(out, d)
+		}
+		d.Count, d.Bundled = len(envs), true
+		var prev Envelope
+		for i, e := range envs {
+			d.Index, d.Raw = i, e
+			d.Env, err = decodeEnvelopeAfter(e, &prev)
+			if err != nil {
+				d.Env = Envelope{}
+			} else {
+				prev = d.Env
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	if e, ok := m.Values[fieldEnvelope].(string); ok {
+		_, d.Requeued = m.Values[fieldRequeued]
 		d.Raw = []byte(e)
 		env, err := DecodeEnvelope(d.Raw)
-		if err != nil {
-			d.Env = Envelope{Kind: 0}
-			return d
+		if err == nil {
+			d.Env = env
 		}
-		d.Env = env
-		return d
+		return append(out, d)
 	}
 	cmdStr, _ := m.Values["cmd"].(string)
 	cmd, err := strconv.ParseInt(cmdStr, 10, 32)
 	if err != nil {
-		d.Env = Envelope{Kind: 0}
-		return d
+		return append(out, d)
 	}
 	body, _ := m.Values["body"].(string)
 	d.Env = Envelope{Kind: KindSystem, Frame: box.Append(nil, int32(cmd), 0, 0, []byte(body))}
 	d.Raw = AppendEnvelope(nil, &d.Env)
-	return d
+	return append(out, d)
 }
 
 // ClaimPending takes over the entries of partition p that other consumers
@@ -259,7 +298,7 @@ func (s *Store) ClaimPending(ctx context.Context, p int, consumer string) ([]Del
 				if m.Values == nil {
 					continue // trimmed meanwhile
 				}
-				out = append(out, toDelivery(p, m, counts[m.ID]))
+				out = toDeliveries(out, p, m, counts[m.ID])
 			}
 			// Entries deleted from the stream stay pending with no data;
 			// acknowledge them so they are not claimed forever.
@@ -282,22 +321,100 @@ func (s *Store) ClaimPending(ctx context.Context, p int, consumer string) ([]Del
 	}
 }
 
-// Ack queues on pipe the acknowledgement of entries of partition p.
-func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids ...string) {
+// Ack queues on pipe the acknowledgement of entries of partition p. Their
+// bundles held envelopes envelopes in all, which leave the Queued count.
+func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids []string, envelopes int64) {
 	pipe.XAck(ctx, s.Keys.Inbound(p), ConsumerGroup, ids...)
+	if envelopes > 0 {
+		pipe.DecrBy(ctx, s.Keys.Queued(p), envelopes)
+	}
 }
 
 // Trim queues on pipe the deletion of partition p's entries that every
 // worker is done with (trim.lua), so the stream's length is its backlog.
 func (s *Store) Trim(ctx context.Context, pipe redis.Pipeliner, p int) {
-	scriptTrim.EvalSha(ctx, pipe, []string{s.Keys.Inbound(p)}, ConsumerGroup)
+	scriptTrim.EvalSha(ctx, pipe, []string{s.Keys.Inbound(p), s.Keys.Queued(p)}, ConsumerGroup)
 }
 
-// DeadLetter moves d from its partition to the partition's dead-letter
-// stream, atomically.
+// MarkHandled queues on pipe the sequence numbers of the last envelopes
+// finished for connections of gateway gw on partition p (connSeq: conn id,
+// seq, conn id, seq...). A worker that takes over an entry skips them.
+func (s *Store) MarkHandled(ctx context.Context, pipe redis.Pipeliner, p int, gw string, connSeq ...any) {
+	pipe.HSet(ctx, s.Keys.Handled(p, gw), connSeq...)
+}
+
+// ForgetHandled queues on pipe the removal of closed connections' marks.
+func (s *Store) ForgetHandled(ctx context.Context, pipe redis.Pipeliner, p int, gw string, conns ...string) {
+	pipe.HDel(ctx, s.Keys.Handled(p, gw), conns...)
+}
+
+// HandledQuery asks for the handled marks of connections of one gateway
+// on one partition; HandledSeqs fills Seqs (0: none).
+type HandledQuery struct {
+	Part    int
+	Gateway string
+	Conns   []string
+	Seqs    []uint64
+}
+
+// HandledSeqs answers every query, in one pipeline.
+func (s *Store) HandledSeqs(ctx context.Context, qs []HandledQuery) error {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(qs))
+	for i, q := range qs {
+		if len(q.Conns) > 0 { // HMGET needs a field
+			cmds[i] = pipe.HMGet(ctx, s.Keys.Handled(q.Part, q.Gateway), q.Conns...)
+		}
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("store: handled marks: %w", err)
+	}
+	for i := range qs {
+		q := &qs[i]
+		q.Seqs = make([]uint64, len(q.Conns))
+		if cmds[i] == nil {
+			continue
+		}
+		for j, v := range cmds[i].Val() {
+			if str, ok := v.(string); ok && j < len(q.Seqs) {
+				q.Seqs[j], _ = strconv.ParseUint(str, 10, 64)
+			}
+		}
+	}
+	return nil
+}
+
+// triesTTL bounds how long the start counts of a redelivered entry are
+// kept if no worker finishes it.
+const triesTTL = 24 * time.Hour
+
+// StartTry counts a start of envelope index of redelivered entry id of
+// partition p and returns how many starts there were, this one included.
+func (s *Store) StartTry(ctx context.Context, p int, id string, index int) (int64, error) {
+	key := s.Keys.Tries(p, id)
+	pipe := s.rdb.TxPipeline()
+	n := pipe.HIncrBy(ctx, key, strconv.Itoa(index), 1)
+	pipe.PExpire(ctx, key, triesTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("store: count try of %s: %w", id, err)
+	}
+	return n.Val(), nil
+}
+
+// ClearTries queues on pipe the removal of entry id's start counts.
+func (s *Store) ClearTries(ctx context.Context, pipe redis.Pipeliner, p int, id string) {
+	pipe.Del(ctx, s.Keys.Tries(p, id))
+}
+
+// DeadLetter copies d's envelope to its partition's dead-letter stream and,
+// in the same step, marks it handled, so that no worker runs it again. The
+// caller still finishes (acknowledges) its entry.
 func (s *Store) DeadLetter(ctx context.Context, d Delivery, reason string) error {
-	keys := []string{s.Keys.Inbound(d.Part), s.Keys.Dead(d.Part)}
-	err := scriptDeadLetter.Run(ctx, s.rdb, keys, ConsumerGroup, d.ID, d.Raw, d.Deliveries, reason).Err()
+	keys := []string{s.Keys.Dead(d.Part), s.Keys.Handled(d.Part, d.Env.Gateway)}
+	err := scriptDeadLetter.Run(ctx, s.rdb, keys, d.ID, d.Index, d.Raw, d.Deliveries, reason, d.Env.Conn, d.Env.Seq).Err()
 	if err != nil {
 		return fmt.Errorf("store: dead letter %s: %w", d.ID, err)
 	}
@@ -315,6 +432,8 @@ func (s *Store) DeadLetters(ctx context.Context, p int, count int64) ([]DeadLett
 		dl := DeadLetter{Part: p, ID: m.ID}
 		dl.From, _ = m.Values["from"].(string)
 		dl.Reason, _ = m.Values["reason"].(string)
+		idx, _ := m.Values["index"].(string)
+		dl.Index, _ = strconv.Atoi(idx)
 		n, _ := m.Values["deliveries"].(string)
 		dl.Deliveries, _ = strconv.ParseInt(n, 10, 64)
 		if e, ok := m.Values["e"].(string); ok {
@@ -329,7 +448,8 @@ func (s *Store) DeadLetters(ctx context.Context, p int, count int64) ([]DeadLett
 type DeadLetter struct {
 	Part       int
 	ID         string // id in the dead-letter stream
-	From       string // its id in the inbound stream
+	From       string // the id of its entry in the inbound stream
+	Index      int    // its position in that entry
 	Deliveries int64
 	Reason     string
 	Env        Envelope
@@ -364,10 +484,14 @@ func (s *Store) ReleaseLease(ctx context.Context, p int, id string) error {
 	return nil
 }
 
-// QueueLen returns the number of entries in partition p's stream (waiting,
-// in flight, or handled but not yet trimmed).
+// QueueLen returns the number of frames and events gateways queued on
+// partition p that workers have not finished.
 func (s *Store) QueueLen(ctx context.Context, p int) (int64, error) {
-	return s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result()
+	n, err := s.rdb.Get(ctx, s.Keys.Queued(p)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return max(n, 0), err
 }
 
 // PushOut queues on pipe messages for gateway gw, first one first out.

@@ -14,7 +14,8 @@ import (
 )
 
 // enqueueFrames queues n frames of connection conn on partition p (seq
-// first, first+1, ...) and returns their envelopes.
+// first, first+1, ...) in one call, which makes one stream entry (a
+// bundle), and returns their envelopes.
 func enqueueFrames(t *testing.T, s *Store, p int, conn string, first, n int) [][]byte {
 	t.Helper()
 	b := PartBatch{Part: p}
@@ -30,20 +31,87 @@ func enqueueFrames(t *testing.T, s *Store, p int, conn string, first, n int) [][
 	return out
 }
 
-// checkDeliveries compares deliveries with the envelopes wanted, in order.
-func checkDeliveries(t *testing.T, what string, got []Delivery, part int, deliveries int64, want [][]byte) {
+// queuedEntry is what one stream entry holds: its envelopes, and whether
+// it is a gateway's bundle (counted in Queued) or a lone "e" envelope.
+type queuedEntry struct {
+	envs    [][]byte
+	bundled bool
+}
+
+// enqueueEntries queues on partition p one call of sizes[i] frames of
+// connection conn for each i, sequence numbers counting on from first, and
+// returns the entries made.
+func enqueueEntries(t *testing.T, s *Store, p int, conn string, first int, sizes ...int) []queuedEntry {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d deliveries, want %d", what, len(got), len(want))
+	var out []queuedEntry
+	for _, n := range sizes {
+		out = append(out, queuedEntry{enqueueFrames(t, s, p, conn, first, n), true})
+		first += n
+	}
+	return out
+}
+
+// addLone adds env as a lone "e" entry on partition p, as timers, periodic
+// jobs and requeued dead letters do.
+func addLone(t *testing.T, s *Store, p int, env []byte) queuedEntry {
+	t.Helper()
+	err := s.rdb.XAdd(testCtx(t), &redis.XAddArgs{Stream: s.Keys.Inbound(p), Values: []any{"e", env}}).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return queuedEntry{[][]byte{env}, false}
+}
+
+// envelopesIn counts the envelopes of entries.
+func envelopesIn(entries []queuedEntry) int64 {
+	var n int64
+	for _, e := range entries {
+		n += int64(len(e.envs))
+	}
+	return n
+}
+
+// entryIDs returns the distinct entry ids of ds, in order.
+func entryIDs(ds []Delivery) []string {
+	var ids []string
+	for _, d := range ds {
+		if len(ids) == 0 || ids[len(ids)-1] != d.ID {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids
+}
+
+// checkDeliveries compares deliveries with the entries wanted: one
+// delivery per envelope, in order, entry by entry, each telling its
+// position in the entry.
+func checkDeliveries(t *testing.T, what string, got []Delivery, part int, deliveries int64, want []queuedEntry) {
+	t.Helper()
+	var flat []Delivery // what got should be, without ids
+	for _, e := range want {
+		for j, raw := range e.envs {
+			flat = append(flat, Delivery{Part: part, Index: j, Count: len(e.envs), Bundled: e.bundled,
+				Deliveries: deliveries, Env: mustDecode(raw), Raw: raw})
+		}
+	}
+	if len(got) != len(flat) {
+		t.Fatalf("%s: %d deliveries, want %d", what, len(got), len(flat))
 	}
 	for i, d := range got {
-		env, _ := DecodeEnvelope(want[i])
-		if d.Part != part || d.Deliveries != deliveries || !bytes.Equal(d.Raw, want[i]) || !envEqual(d.Env, env) {
-			t.Errorf("%s[%d] = {Part %d Deliveries %d Env %+v}, want {%d %d %+v}",
-				what, i, d.Part, d.Deliveries, d.Env, part, deliveries, env)
+		w := flat[i]
+		if d.Part != w.Part || d.Index != w.Index || d.Count != w.Count || d.Bundled != w.Bundled ||
+			d.Deliveries != w.Deliveries || !bytes.Equal(d.Raw, w.Raw) || !envEqual(d.Env, w.Env) {
+			t.Errorf("%s[%d] = {Part %d Index %d Count %d Bundled %v Deliveries %d Env %+v}, want {%d %d %d %v %d %+v}",
+				what, i, d.Part, d.Index, d.Count, d.Bundled, d.Deliveries, d.Env,
+				w.Part, w.Index, w.Count, w.Bundled, w.Deliveries, w.Env)
 		}
-		if i > 0 && CompareIDs(got[i-1].ID, d.ID) >= 0 {
-			t.Errorf("%s: id %s after %s, want stream order", what, d.ID, got[i-1].ID)
+		if i == 0 {
+			continue
+		}
+		// The envelopes of one entry share its id; entries come in
+		// stream order.
+		if c := CompareIDs(got[i-1].ID, d.ID); (w.Index > 0) != (c == 0) || c > 0 {
+			t.Errorf("%s: delivery %d (index %d) has id %s after %s", what, i, w.Index, d.ID, got[i-1].ID)
 		}
 	}
 }
@@ -52,10 +120,11 @@ func TestReadInbound(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
 		parts := []int{0, 1, 2, 3}
-		want := map[int][][]byte{}
+		sizes := map[int][]int{0: {1}, 1: {2}, 2: {1, 3}, 3: {4, 1, 2}}
+		want := map[int][]queuedEntry{}
 		// Queued before any group exists: still served.
 		for _, p := range parts {
-			want[p] = enqueueFrames(t, s, p, "c"+strconv.Itoa(p), 1, p+1)
+			want[p] = enqueueEntries(t, s, p, "c"+strconv.Itoa(p), 1, sizes[p]...)
 		}
 		for range 2 { // idempotent
 			if err := s.EnsureGroups(ctx, len(parts)); err != nil {
@@ -79,36 +148,55 @@ func TestReadInbound(t *testing.T) {
 
 		tests := []struct {
 			name    string
-			queue   map[int]int // partition -> new frames
+			queue   map[int][]int // partition -> frames of each new entry
 			read    []int
 			count   int64
-			wantPer map[int]int // partition -> deliveries
+			wantPer map[int][]int // partition -> envelopes of each entry delivered
 		}{
 			{"nothing new", nil, parts, 10, nil},
-			{"only the partitions read", map[int]int{0: 1, 2: 2}, []int{2}, 10, map[int]int{2: 2}},
-			{"left over one", nil, []int{0, 1}, 10, map[int]int{0: 1}},
-			{"count is per partition", map[int]int{1: 3, 3: 3}, []int{1, 3}, 2, map[int]int{1: 2, 3: 2}},
-			{"rest", nil, parts, 2, map[int]int{1: 1, 3: 1}},
+			{"only the partitions read", map[int][]int{0: {1}, 2: {2}}, []int{2}, 10, map[int][]int{2: {2}}},
+			{"left over one", nil, []int{0, 1}, 10, map[int][]int{0: {1}}},
+			{"count is entries per partition", map[int][]int{1: {3, 1, 2}, 3: {1, 1, 1}}, []int{1, 3}, 2,
+				map[int][]int{1: {3, 1}, 3: {1, 1}}},
+			{"rest", nil, parts, 2, map[int][]int{1: {2}, 3: {1}}},
 		}
 		for _, tt := range tests {
-			for p, n := range tt.queue {
-				enqueueFrames(t, s, p, "x", 100, n)
+			for p, sizes := range tt.queue {
+				enqueueEntries(t, s, p, "x", 100, sizes...)
 			}
 			ds, err := s.ReadInbound(ctx, "w1", tt.read, tt.count, 50*time.Millisecond)
 			if err != nil {
 				t.Fatalf("%s: ReadInbound: %v", tt.name, err)
 			}
-			got := map[int]int{}
+			byPart := map[int][]Delivery{}
 			for _, d := range ds {
-				got[d.Part]++
+				byPart[d.Part] = append(byPart[d.Part], d)
+			}
+			got := map[int][]int{}
+			for p, pds := range byPart {
+				for _, d := range pds {
+					if d.Index == 0 {
+						got[p] = append(got[p], d.Count)
+					}
+				}
+				if n := len(entryIDs(pds)); n != len(got[p]) {
+					t.Errorf("%s: partition %d: %d entries, %d with an index 0", tt.name, p, n, len(got[p]))
+				}
 			}
 			if len(got) != len(tt.wantPer) {
-				t.Errorf("%s: deliveries per partition %v, want %v", tt.name, got, tt.wantPer)
+				t.Errorf("%s: entry sizes per partition %v, want %v", tt.name, got, tt.wantPer)
 			}
-			for p, n := range tt.wantPer {
-				if got[p] != n {
-					t.Errorf("%s: deliveries per partition %v, want %v", tt.name, got, tt.wantPer)
+			for p, sizes := range tt.wantPer {
+				if !slices.Equal(got[p], sizes) {
+					t.Errorf("%s: entry sizes per partition %v, want %v", tt.name, got, tt.wantPer)
 					break
+				}
+				n := 0
+				for _, k := range sizes {
+					n += k
+				}
+				if len(byPart[p]) != n {
+					t.Errorf("%s: partition %d: %d deliveries, want %d", tt.name, p, len(byPart[p]), n)
 				}
 			}
 		}
@@ -124,10 +212,10 @@ func TestReadInbound(t *testing.T) {
 			}()
 			time.Sleep(50 * time.Millisecond)
 			start := time.Now()
-			enqueueFrames(t, s, 2, "late", 1, 1)
+			enqueueFrames(t, s, 2, "late", 1, 2)
 			ds := <-done
-			if len(ds) != 1 || ds[0].Part != 2 || ds[0].Env.Conn != "late" {
-				t.Errorf("blocked ReadInbound = %+v, want the late frame of partition 2", ds)
+			if len(ds) != 2 || ds[0].Part != 2 || ds[0].Env.Conn != "late" || ds[1].Env.Conn != "late" {
+				t.Errorf("blocked ReadInbound = %+v, want the two late frames of partition 2", ds)
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("blocked ReadInbound woke after %v", d)
@@ -158,28 +246,35 @@ func TestClaimPending(t *testing.T) {
 		if err := s.EnsureGroups(ctx, p+1); err != nil {
 			t.Fatal(err)
 		}
-		envs := enqueueFrames(t, s, p, "c", 1, 5)
+		// Bundles of several sizes, and a lone envelope (a timer) among
+		// them.
+		entries := enqueueEntries(t, s, p, "c", 1, 2)
+		entries = append(entries, addLone(t, s, p, envOf(KindSystem, "", 0, "timer")))
+		entries = append(entries, enqueueEntries(t, s, p, "c", 3, 3, 1, 2)...)
 		read, err := s.ReadInbound(ctx, "dead", []int{p}, 100, -1)
-		if err != nil || len(read) != 5 {
-			t.Fatalf("ReadInbound = %d deliveries, %v; want 5", len(read), err)
+		if err != nil {
+			t.Fatal(err)
 		}
-		ids := make([]string, len(read))
-		for i, d := range read {
-			ids[i] = d.ID
+		checkDeliveries(t, "read", read, p, 1, entries)
+		ids := entryIDs(read)
+		if len(ids) != len(entries) {
+			t.Fatalf("read %d entries, want %d", len(ids), len(entries))
 		}
 
 		tests := []struct {
 			name     string
 			before   func() // changes to the group first
 			consumer string
-			want     []int // indexes into envs
+			want     []int // indexes into entries
 			wantN    int64 // Deliveries of each
 		}{
 			{"other consumer takes all, in order", nil, "live", []int{0, 1, 2, 3, 4}, 2},
 			{"own entries are not claimed", nil, "live", nil, 0},
 			{"taken again", nil, "third", []int{0, 1, 2, 3, 4}, 3},
 			{"acknowledged and deleted are skipped", func() {
-				if err := s.rdb.XAck(ctx, s.Keys.Inbound(p), ConsumerGroup, ids[0], ids[3]).Err(); err != nil {
+				pipe := s.rdb.Pipeline()
+				s.Ack(ctx, pipe, p, []string{ids[0], ids[3]}, envelopesIn([]queuedEntry{entries[0], entries[3]}))
+				if _, err := pipe.Exec(ctx); err != nil {
 					t.Fatal(err)
 				}
 				if err := s.rdb.XDel(ctx, s.Keys.Inbound(p), ids[1]).Err(); err != nil {
@@ -195,15 +290,15 @@ func TestClaimPending(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: ClaimPending: %v", tt.name, err)
 			}
-			var want [][]byte
+			var want []queuedEntry
+			var wantIDs []string
 			for _, i := range tt.want {
-				want = append(want, envs[i])
+				want = append(want, entries[i])
+				wantIDs = append(wantIDs, ids[i])
 			}
 			checkDeliveries(t, tt.name, got, p, tt.wantN, want)
-			for i, d := range got {
-				if d.ID != ids[tt.want[i]] {
-					t.Errorf("%s: claimed[%d].ID = %s, want %s", tt.name, i, d.ID, ids[tt.want[i]])
-				}
+			if gotIDs := entryIDs(got); !slices.Equal(gotIDs, wantIDs) {
+				t.Errorf("%s: claimed entries %v, want %v", tt.name, gotIDs, wantIDs)
 			}
 		}
 		// The deleted entry is no longer pending: it was acknowledged.
@@ -223,10 +318,15 @@ func TestClaimPending(t *testing.T) {
 		if want := []string{ids[2], ids[4]}; !slices.Equal(pendIDs, want) {
 			t.Errorf("pending after claims = %v, want %v", pendIDs, want)
 		}
+		// The bundles not acknowledged are still counted.
+		if n, err := s.QueueLen(ctx, p); err != nil || n != envelopesIn([]queuedEntry{entries[2], entries[4]}) {
+			t.Errorf("QueueLen = %d, %v; want %d", n, err, envelopesIn([]queuedEntry{entries[2], entries[4]}))
+		}
 	})
 }
 
 func TestTrim(t *testing.T) {
+	sizes := []int{1, 2, 3, 2, 1} // the frames of each of 5 entries
 	tests := []struct {
 		name    string
 		read    int // entries delivered to consumer "w" (of 5)
@@ -250,14 +350,14 @@ func TestTrim(t *testing.T) {
 				if err := s.EnsureGroups(ctx, p+1); err != nil {
 					t.Fatal(err)
 				}
-				enqueueFrames(t, s, p, "c", 1, 5)
+				entries := enqueueEntries(t, s, p, "c", 1, sizes...)
 				all, err := s.rdb.XRange(ctx, s.Keys.Inbound(p), "-", "+").Result()
-				if err != nil || len(all) != 5 {
+				if err != nil || len(all) != len(sizes) {
 					t.Fatalf("XRange = %d, %v", len(all), err)
 				}
 				ds, err := s.ReadInbound(ctx, "w", []int{p}, int64(tt.read), -1)
-				if err != nil || len(ds) != tt.read {
-					t.Fatalf("ReadInbound = %d, %v", len(ds), err)
+				if err != nil || len(entryIDs(ds)) != tt.read {
+					t.Fatalf("ReadInbound = %d entries, %v", len(entryIDs(ds)), err)
 				}
 				if tt.lost > 0 {
 					if _, err := s.ReadInbound(ctx, "ghost", []int{p}, int64(tt.lost), -1); err != nil {
@@ -265,12 +365,8 @@ func TestTrim(t *testing.T) {
 					}
 				}
 				pipe := s.rdb.Pipeline()
-				var ack []string
-				for _, d := range ds[:tt.acked] {
-					ack = append(ack, d.ID)
-				}
-				if len(ack) > 0 {
-					s.Ack(ctx, pipe, p, ack...)
+				if ack := entryIDs(ds)[:tt.acked]; len(ack) > 0 {
+					s.Ack(ctx, pipe, p, ack, envelopesIn(entries[:tt.acked]))
 				}
 				s.Trim(ctx, pipe, p)
 				if _, err := pipe.Exec(ctx); err != nil {
@@ -290,10 +386,254 @@ func TestTrim(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("after Trim ids = %v, want %v", got, want)
 				}
-				if n, _ := s.QueueLen(ctx, p); n != int64(len(want)) {
-					t.Errorf("QueueLen = %d, want %d", n, len(want))
+				// The frames not yet acknowledged, whether trimmed or not.
+				if n, err := s.QueueLen(ctx, p); err != nil || n != envelopesIn(entries[tt.acked:]) {
+					t.Errorf("QueueLen = %d, %v; want %d", n, err, envelopesIn(entries[tt.acked:]))
 				}
 			})
+		}
+	})
+}
+
+// TestTrimQueued: trim.lua zeroes the frame count of a partition where no
+// frame waits (so that a count that drifted heals), and only there, or
+// where the count went negative.
+func TestTrimQueued(t *testing.T) {
+	tests := []struct {
+		name    string
+		sizes   []int // frames of each entry queued
+		read    int   // entries delivered to "w"
+		acked   int   // the first this many acknowledged, with their frames
+		drift   int64 // then added to the count (lost or doubled counting)
+		deleted bool  // then every entry deleted from the stream
+		want    int64 // the count after Trim
+	}{
+		{"idle zeroes a drift", []int{2, 3}, 2, 2, 4, false, 0},
+		{"idle and exact", []int{2, 3}, 2, 2, 0, false, 0},
+		{"idle with the stream emptied", []int{2, 3}, 2, 2, 4, true, 0},
+		{"undelivered entry keeps the count", []int{2, 3}, 1, 1, 4, false, 3 + 4},
+		{"nothing delivered yet", []int{2, 3}, 0, 0, 4, false, 5 + 4},
+		{"pending entry keeps the count", []int{2, 3}, 2, 1, 4, false, 3 + 4},
+		{"all pending", []int{2, 3}, 2, 0, 0, false, 5},
+		{"negative count is zeroed", []int{2, 3}, 1, 0, -9, false, 0},
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		if err := LoadScripts(ctx, s.rdb); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnsureGroups(ctx, len(tests)); err != nil {
+			t.Fatal(err)
+		}
+		for p, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				entries := enqueueEntries(t, s, p, "c", 1, tt.sizes...)
+				var ds []Delivery
+				if tt.read > 0 {
+					var err error
+					if ds, err = s.ReadInbound(ctx, "w", []int{p}, int64(tt.read), -1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				pipe := s.rdb.Pipeline()
+				if tt.acked > 0 {
+					s.Ack(ctx, pipe, p, entryIDs(ds)[:tt.acked], envelopesIn(entries[:tt.acked]))
+				}
+				if tt.drift != 0 {
+					pipe.IncrBy(ctx, s.Keys.Queued(p), tt.drift)
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if tt.deleted {
+					ids, _ := s.rdb.XRange(ctx, s.Keys.Inbound(p), "-", "+").Result()
+					for _, m := range ids {
+						s.rdb.XDel(ctx, s.Keys.Inbound(p), m.ID)
+					}
+				}
+				pipe = s.rdb.Pipeline()
+				s.Trim(ctx, pipe, p)
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.rdb.Get(ctx, s.Keys.Queued(p)).Int64()
+				if err != nil || got != tt.want {
+					t.Errorf("count after Trim = %d, %v; want %d", got, err, tt.want)
+				}
+				if n, _ := s.QueueLen(ctx, p); n != max(tt.want, 0) {
+					t.Errorf("QueueLen = %d, want %d", n, max(tt.want, 0))
+				}
+			})
+		}
+	})
+}
+
+// TestAck: acknowledging entries takes them off the pending list and their
+// bundled envelopes off the partition's count.
+func TestAck(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		const p = 1
+		if err := s.EnsureGroups(ctx, p+1); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.QueueLen(ctx, p); err != nil || n != 0 {
+			t.Errorf("QueueLen of a new partition = %d, %v; want 0", n, err)
+		}
+		entries := enqueueEntries(t, s, p, "c", 1, 3, 2)
+		entries = append(entries, addLone(t, s, p, envOf(KindSystem, "", 0, "timer")))
+		ds, err := s.ReadInbound(ctx, "w", []int{p}, 10, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDeliveries(t, "read", ds, p, 1, entries)
+		ids := entryIDs(ds)
+		steps := []struct {
+			name      string
+			ids       []string
+			envelopes int64
+			wantLen   int64 // QueueLen after
+			wantPend  int64 // entries pending after
+		}{
+			{"nothing acked", nil, 0, 5, 3},
+			{"first bundle", ids[:1], 3, 2, 2},
+			{"lone envelope, not counted", ids[2:3], 0, 2, 1},
+			{"again: nothing more", ids[:1], 0, 2, 1},
+			{"last bundle", ids[1:2], 2, 0, 0},
+		}
+		for _, st := range steps {
+			if len(st.ids) > 0 {
+				pipe := s.rdb.Pipeline()
+				s.Ack(ctx, pipe, p, st.ids, st.envelopes)
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatalf("%s: Ack: %v", st.name, err)
+				}
+			}
+			if n, err := s.QueueLen(ctx, p); err != nil || n != st.wantLen {
+				t.Errorf("%s: QueueLen = %d, %v; want %d", st.name, n, err, st.wantLen)
+			}
+			pend, err := s.rdb.XPending(ctx, s.Keys.Inbound(p), ConsumerGroup).Result()
+			if err != nil || pend.Count != st.wantPend {
+				t.Errorf("%s: %d entries pending, %v; want %d", st.name, pend.Count, err, st.wantPend)
+			}
+		}
+		// A count that went below zero reads as zero.
+		pipe := s.rdb.Pipeline()
+		s.Ack(ctx, pipe, p, ids[1:2], 4)
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.QueueLen(ctx, p); err != nil || n != 0 {
+			t.Errorf("QueueLen of a negative count = %d, %v; want 0", n, err)
+		}
+	})
+}
+
+// TestHandledMarks: the handled marks of connections, per gateway and
+// partition, as a worker taking over an entry reads them.
+func TestHandledMarks(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		query := func(name string, qs []HandledQuery, want [][]uint64) {
+			t.Helper()
+			if err := s.HandledSeqs(ctx, qs); err != nil {
+				t.Fatalf("%s: HandledSeqs: %v", name, err)
+			}
+			for i, q := range qs {
+				if !slices.Equal(q.Seqs, want[i]) || q.Seqs == nil {
+					t.Errorf("%s: marks of %v on partition %d of %s = %v, want %v", name, q.Conns, q.Part, q.Gateway, q.Seqs, want[i])
+				}
+			}
+		}
+		queries := func() []HandledQuery {
+			return []HandledQuery{
+				{Part: 0, Gateway: "gw1", Conns: []string{"c1", "c2", "c3"}, Seqs: []uint64{9, 9, 9, 9}}, // stale Seqs are replaced
+				{Part: 1, Gateway: "gw1", Conns: []string{"c1"}},
+				{Part: 0, Gateway: "gw2", Conns: []string{"c1", "c2"}},
+			}
+		}
+		query("none yet", queries(), [][]uint64{{0, 0, 0}, {0}, {0, 0}})
+		if err := s.HandledSeqs(ctx, nil); err != nil {
+			t.Errorf("HandledSeqs(nil) = %v", err)
+		}
+
+		pipe := s.rdb.Pipeline()
+		s.MarkHandled(ctx, pipe, 0, "gw1", "c1", uint64(5), "c2", uint64(7))
+		s.MarkHandled(ctx, pipe, 1, "gw1", "c1", uint64(9))
+		s.MarkHandled(ctx, pipe, 0, "gw2", "c1", uint64(1<<63+3))
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		query("marked", queries(), [][]uint64{{5, 7, 0}, {9}, {1<<63 + 3, 0}})
+
+		pipe = s.rdb.Pipeline()
+		s.MarkHandled(ctx, pipe, 0, "gw1", "c1", uint64(6), "c3", uint64(2))
+		s.ForgetHandled(ctx, pipe, 0, "gw1", "c2")
+		s.ForgetHandled(ctx, pipe, 1, "gw1", "c1", "never")
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		query("moved on and forgotten", queries(), [][]uint64{{6, 0, 2}, {0}, {1<<63 + 3, 0}})
+
+		// What a worker did not write reads as no mark.
+		if err := s.rdb.HSet(ctx, s.Keys.Handled(0, "gw2"), "c2", "junk").Err(); err != nil {
+			t.Fatal(err)
+		}
+		query("unreadable", queries()[2:], [][]uint64{{1<<63 + 3, 0}})
+	})
+}
+
+// TestTries: the start counts of a redelivered entry's envelopes.
+func TestTries(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		steps := []struct {
+			p     int
+			id    string
+			index int
+			want  int64
+		}{
+			{3, "1-0", 0, 1},
+			{3, "1-0", 0, 2},
+			{3, "1-0", 2, 1},
+			{3, "1-0", 0, 3},
+			{3, "2-0", 0, 1}, // another entry
+			{4, "1-0", 0, 1}, // the same id on another partition
+			{3, "1-0", 2, 2},
+		}
+		for i, st := range steps {
+			n, err := s.StartTry(ctx, st.p, st.id, st.index)
+			if err != nil || n != st.want {
+				t.Errorf("step %d: StartTry(%d, %s, %d) = %d, %v; want %d", i, st.p, st.id, st.index, n, err, st.want)
+			}
+		}
+		// The counts do not outlive a day, even if no worker clears them.
+		for _, key := range []string{s.Keys.Tries(3, "1-0"), s.Keys.Tries(4, "1-0")} {
+			if pttl, err := s.rdb.PTTL(ctx, key).Result(); err != nil || pttl <= 0 || pttl > 24*time.Hour {
+				t.Errorf("PTTL %s = %v, %v; want in (0, 24h]", key, pttl, err)
+			}
+		}
+		pipe := s.rdb.Pipeline()
+		s.ClearTries(ctx, pipe, 3, "1-0")
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.rdb.Exists(ctx, s.Keys.Tries(3, "1-0")).Result(); n != 0 {
+			t.Errorf("tries of 1-0 still exist after ClearTries")
+		}
+		for _, st := range []struct {
+			p     int
+			id    string
+			index int
+			want  int64
+		}{
+			{3, "1-0", 0, 1}, // counting starts over
+			{3, "2-0", 0, 2}, // others are untouched
+			{4, "1-0", 0, 2},
+		} {
+			if n, err := s.StartTry(ctx, st.p, st.id, st.index); err != nil || n != st.want {
+				t.Errorf("after ClearTries: StartTry(%d, %s, %d) = %d, %v; want %d", st.p, st.id, st.index, n, err, st.want)
+			}
 		}
 	})
 }
@@ -367,27 +707,50 @@ func TestPartOf(t *testing.T) {
 	}
 }
 
-func TestToDelivery(t *testing.T) {
+func TestToDeliveries(t *testing.T) {
 	frameEnv := envOf(KindFrame, "c1", 3, "hi")
+	bundle := [][]byte{envOf(KindOpen, "c2", 1, ""), envOf(KindFrame, "c2", 2, "a"),
+		envOf(KindFrame, "c3", 5, "b"), envOf(KindClose, "c2", 3, "")}
+	badInside := [][]byte{envOf(KindFrame, "c4", 1, "x"), []byte("zz"), envOf(KindFrame, "c4", 2, "y")}
+	type want struct {
+		env Envelope
+		raw []byte // nil: the encoding of env
+	}
+	decoded := func(raws ...[]byte) []want {
+		var out []want
+		for _, r := range raws {
+			out = append(out, want{mustDecode(r), r})
+		}
+		return out
+	}
 	tests := []struct {
 		name    string
 		fields  []any // XADD field/value pairs, as redis-cli would send them
-		want    Envelope
-		wantRaw []byte // nil: the encoding of want
+		bundled bool
+		want    []want // one per delivery
 	}{
-		{"operator frame", []any{"cmd", "9", "body", "hello"},
-			Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, []byte("hello"))}, nil},
-		{"operator frame, fields swapped", []any{"body", "hello", "cmd", "9"},
-			Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, []byte("hello"))}, nil},
-		{"operator frame without body", []any{"cmd", "9"},
-			Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, nil)}, nil},
-		{"operator negative cmd", []any{"cmd", "-3", "body", "x"},
-			Envelope{Kind: KindSystem, Frame: box.Append(nil, -3, 0, 0, []byte("x"))}, nil},
-		{"operator bad cmd", []any{"cmd", "nine", "body", "x"}, Envelope{}, []byte{}},
-		{"operator cmd over int32", []any{"cmd", "4294967296"}, Envelope{}, []byte{}},
-		{"neither e nor cmd", []any{"foo", "bar"}, Envelope{}, []byte{}},
-		{"envelope", []any{"e", frameEnv}, mustDecode(frameEnv), frameEnv},
-		{"bad envelope", []any{"e", "zz"}, Envelope{}, []byte("zz")},
+		{"operator frame", []any{"cmd", "9", "body", "hello"}, false,
+			[]want{{Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, []byte("hello"))}, nil}}},
+		{"operator frame, fields swapped", []any{"body", "hello", "cmd", "9"}, false,
+			[]want{{Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, []byte("hello"))}, nil}}},
+		{"operator frame without body", []any{"cmd", "9"}, false,
+			[]want{{Envelope{Kind: KindSystem, Frame: box.Append(nil, 9, 0, 0, nil)}, nil}}},
+		{"operator negative cmd", []any{"cmd", "-3", "body", "x"}, false,
+			[]want{{Envelope{Kind: KindSystem, Frame: box.Append(nil, -3, 0, 0, []byte("x"))}, nil}}},
+		{"operator bad cmd", []any{"cmd", "nine", "body", "x"}, false, []want{{Envelope{}, []byte{}}}},
+		{"operator cmd over int32", []any{"cmd", "4294967296"}, false, []want{{Envelope{}, []byte{}}}},
+		{"neither e, b nor cmd", []any{"foo", "bar"}, false, []want{{Envelope{}, []byte{}}}},
+		{"envelope", []any{"e", frameEnv}, false, decoded(frameEnv)},
+		{"bad envelope", []any{"e", "zz"}, false, []want{{Envelope{}, []byte("zz")}}},
+		{"bundle", []any{"b", AppendBundle(nil, bundle)}, true, decoded(bundle...)},
+		{"bundle of one", []any{"b", AppendBundle(nil, bundle[2:3])}, true, decoded(bundle[2])},
+		// One unreadable envelope does not spoil the others of its bundle.
+		{"bundle with a bad envelope", []any{"b", AppendBundle(nil, badInside)}, true,
+			[]want{{mustDecode(badInside[0]), badInside[0]}, {Envelope{}, badInside[1]}, {mustDecode(badInside[2]), badInside[2]}}},
+		// An unreadable bundle is one unreadable delivery, for the dead
+		// letters.
+		{"bad bundle", []any{"b", "\x05ab"}, false, []want{{Envelope{}, []byte("\x05ab")}}},
+		{"empty bundle", []any{"b", ""}, false, []want{{Envelope{}, []byte{}}}},
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
@@ -406,32 +769,54 @@ func TestToDelivery(t *testing.T) {
 			t.Fatalf("XRANGE = %d entries, %v; want %d", len(msgs), err, len(tests))
 		}
 		read, err := s.ReadInbound(ctx, "w", []int{p}, 100, -1)
-		if err != nil || len(read) != len(tests) {
-			t.Fatalf("ReadInbound = %d, %v; want %d", len(read), err, len(tests))
+		if err != nil {
+			t.Fatal(err)
 		}
+		var all []Delivery
 		for i, tt := range tests {
-			d := toDelivery(p, msgs[i], 4)
-			if d.Part != p || d.ID != msgs[i].ID || d.Deliveries != 4 {
-				t.Errorf("%s: toDelivery = {Part %d ID %s Deliveries %d}, want {%d %s 4}", tt.name, d.Part, d.ID, d.Deliveries, p, msgs[i].ID)
+			prefix := []Delivery{{ID: "before"}}
+			ds := toDeliveries(prefix, p, msgs[i], 4)
+			if len(ds) == 0 || ds[0].ID != "before" {
+				t.Fatalf("%s: toDeliveries lost what out held", tt.name)
 			}
-			if !envEqual(d.Env, tt.want) {
-				t.Errorf("%s: toDelivery env = %+v, want %+v", tt.name, d.Env, tt.want)
+			ds = ds[1:]
+			all = append(all, ds...)
+			if len(ds) != len(tt.want) {
+				t.Errorf("%s: %d deliveries, want %d", tt.name, len(ds), len(tt.want))
+				continue
 			}
-			wantRaw := tt.wantRaw
-			if wantRaw == nil {
-				wantRaw = AppendEnvelope(nil, &tt.want)
-			}
-			if !bytes.Equal(d.Raw, wantRaw) {
-				t.Errorf("%s: Raw = %q, want %q", tt.name, d.Raw, wantRaw)
-			}
-			if d.Env.Kind != 0 {
-				// Raw is what a dead letter keeps: it decodes to Env.
-				if env, err := DecodeEnvelope(d.Raw); err != nil || !envEqual(env, d.Env) {
-					t.Errorf("%s: DecodeEnvelope(Raw) = %+v, %v; want %+v", tt.name, env, err, d.Env)
+			for j, d := range ds {
+				w := tt.want[j]
+				if d.Part != p || d.ID != msgs[i].ID || d.Deliveries != 4 || d.Index != j || d.Count != len(tt.want) || d.Bundled != tt.bundled {
+					t.Errorf("%s[%d]: toDeliveries = {Part %d ID %s Deliveries %d Index %d Count %d Bundled %v}, want {%d %s 4 %d %d %v}",
+						tt.name, j, d.Part, d.ID, d.Deliveries, d.Index, d.Count, d.Bundled, p, msgs[i].ID, j, len(tt.want), tt.bundled)
+				}
+				if !envEqual(d.Env, w.env) {
+					t.Errorf("%s[%d]: toDeliveries env = %+v, want %+v", tt.name, j, d.Env, w.env)
+				}
+				wantRaw := w.raw
+				if wantRaw == nil {
+					wantRaw = AppendEnvelope(nil, &w.env)
+				}
+				if !bytes.Equal(d.Raw, wantRaw) {
+					t.Errorf("%s[%d]: Raw = %q, want %q", tt.name, j, d.Raw, wantRaw)
+				}
+				if d.Env.Kind != 0 {
+					// Raw is what a dead letter keeps: it decodes to Env.
+					if env, err := DecodeEnvelope(d.Raw); err != nil || !envEqual(env, d.Env) {
+						t.Errorf("%s[%d]: DecodeEnvelope(Raw) = %+v, %v; want %+v", tt.name, j, env, err, d.Env)
+					}
 				}
 			}
-			if r := read[i]; r.ID != d.ID || r.Deliveries != 1 || !envEqual(r.Env, d.Env) {
-				t.Errorf("%s: ReadInbound gave %+v, want the same entry as toDelivery", tt.name, r)
+		}
+		if len(read) != len(all) {
+			t.Fatalf("ReadInbound = %d deliveries, toDeliveries %d", len(read), len(all))
+		}
+		for i, r := range read {
+			d := all[i]
+			if r.ID != d.ID || r.Index != d.Index || r.Count != d.Count || r.Bundled != d.Bundled || r.Deliveries != 1 ||
+				!envEqual(r.Env, d.Env) || !bytes.Equal(r.Raw, d.Raw) {
+				t.Errorf("ReadInbound[%d] = %+v, want the same as toDeliveries: %+v", i, r, d)
 			}
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -36,7 +37,7 @@ var testedScripts = map[string]string{
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
 	"out_take":       "TestTakeOut",
-	"trim":           "TestTrim",
+	"trim":           "TestTrim, TestTrimQueued",
 	"ttt_new":        "TestTicTacToe",
 	"ttt_move":       "TestTicTacToe",
 	"ttt_forfeit":    "TestTicTacToe",
@@ -168,7 +169,7 @@ func TestEnqueue(t *testing.T) {
 	tests := []struct {
 		name    string
 		bound   int
-		preload int // frames already queued
+		preload int // frames already queued (one entry)
 		kinds   []Kind
 		want    []bool
 	}{
@@ -178,13 +179,15 @@ func TestEnqueue(t *testing.T) {
 		{"full refuses frames only", 2, 2, []Kind{O, F, C, F}, []bool{true, false, true, false}},
 		{"open and close past bound", 1, 3, []Kind{O, C}, []bool{true, true}},
 		{"open and close count", 3, 0, []Kind{O, F, F, C, F}, []bool{true, true, true, true, false}},
+		{"all refused", 2, 2, []Kind{F, F}, []bool{false, false}},
 		{"empty batch", 1, 0, nil, nil},
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
 		batches := make([]PartBatch, len(tests))
+		preloads := make([][]byte, len(tests))
 		for i, tt := range tests {
-			var pre []any
+			var pre [][]byte
 			for j := range tt.preload {
 				pre = append(pre, envOf(F, "pre", uint64(j+1), "pre"))
 			}
@@ -192,6 +195,7 @@ func TestEnqueue(t *testing.T) {
 				if err := s.Enqueue(ctx, []PartBatch{{Part: i, Envelopes: pre}}, 0); err != nil {
 					t.Fatalf("preload: %v", err)
 				}
+				preloads[i] = AppendBundle(nil, pre)
 			}
 			batches[i] = PartBatch{Part: i, Accepted: []bool{false, false, true}} // stale values are replaced
 			for j, k := range tt.kinds {
@@ -211,24 +215,58 @@ func TestEnqueue(t *testing.T) {
 				if !slices.Equal(b.Accepted, tt.want) {
 					t.Errorf("Accepted = %v, want %v", b.Accepted, tt.want)
 				}
+				// One entry per call: the accepted envelopes, in order, as
+				// one bundle.
 				var want [][]byte
+				if preloads[i] != nil {
+					want = append(want, preloads[i])
+				}
+				var accepted [][]byte
 				for j, ok := range tt.want {
 					if ok {
-						want = append(want, b.Envelopes[j].([]byte))
+						accepted = append(accepted, b.Envelopes[j])
 					}
 				}
-				got := streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(i))
-				if len(got) != tt.preload+len(want) {
-					t.Fatalf("stream holds %d entries, want %d", len(got), tt.preload+len(want))
+				if len(accepted) > 0 {
+					want = append(want, AppendBundle(nil, accepted))
+				}
+				got := streamBundles(t, ctx, s.rdb, s.Keys.Inbound(i))
+				if len(got) != len(want) {
+					t.Fatalf("stream holds %d entries, want %d", len(got), len(want))
 				}
 				for j, w := range want {
-					if g := got[tt.preload+j]; !bytes.Equal(g, w) {
-						t.Errorf("entry %d = %q, want %q", tt.preload+j, g, w)
+					if !bytes.Equal(got[j], w) {
+						t.Errorf("entry %d = %q, want %q", j, got[j], w)
 					}
+				}
+				if n, err := s.QueueLen(ctx, i); err != nil || n != int64(tt.preload+len(accepted)) {
+					t.Errorf("QueueLen = %d, %v; want %d", n, err, tt.preload+len(accepted))
 				}
 			})
 		}
+		if err := s.Enqueue(ctx, nil, 1); err != nil {
+			t.Errorf("Enqueue(no batches) = %v", err)
+		}
 	})
+}
+
+// streamBundles returns the raw "b" fields of a stream, in order, failing
+// on an entry without one.
+func streamBundles(t *testing.T, ctx context.Context, rdb redis.UniversalClient, key string) [][]byte {
+	t.Helper()
+	msgs, err := rdb.XRange(ctx, key, "-", "+").Result()
+	if err != nil {
+		t.Fatalf("XRANGE %s: %v", key, err)
+	}
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		b, ok := m.Values["b"].(string)
+		if !ok {
+			t.Fatalf("entry %s of %s = %v, want a bundle (field b)", m.ID, key, m.Values)
+		}
+		out = append(out, []byte(b))
+	}
+	return out
 }
 
 func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
@@ -251,8 +289,8 @@ func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := int64(min(p+1, 3))
-			if n != want {
+			want := min(p+1, 3)
+			if n != int64(want) {
 				t.Errorf("QueueLen(%d) = %d, want %d", p, n, want)
 			}
 			for j, ok := range b.Accepted {
@@ -260,7 +298,133 @@ func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
 					t.Errorf("partition %d: Accepted[%d] = %v, want %v", p, j, ok, j < 3)
 				}
 			}
+			got := streamBundles(t, ctx, s.rdb, s.Keys.Inbound(p))
+			if len(got) != 1 || !bytes.Equal(got[0], AppendBundle(nil, b.Envelopes[:want])) {
+				t.Errorf("partition %d: entries %q, want one bundle of its first %d envelopes", p, got, want)
+			}
 		}
+	})
+}
+
+// TestEnqueueCounter: the bound counts the frames queued on the partition
+// (Keys.Queued), across calls and gateways, not the stream's entries; what
+// workers acknowledge leaves the count.
+func TestEnqueueCounter(t *testing.T) {
+	const (
+		F = KindFrame
+		O = KindOpen
+		C = KindClose
+	)
+	const p, bound = 2, 5
+	batch := func(first int, kinds ...Kind) []PartBatch {
+		b := PartBatch{Part: p}
+		for i, k := range kinds {
+			b.Envelopes = append(b.Envelopes, envOf(k, "c", uint64(first+i), "x"))
+		}
+		return []PartBatch{b}
+	}
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		if err := s.EnsureGroups(ctx, p+1); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			name  string
+			kinds []Kind
+			lens  map[int]int64 // EnqueueCached's; nil: Enqueue
+			ack   int           // before the call, acknowledge this many entries (oldest first)
+			want  []bool
+			len   int64 // QueueLen after
+		}{
+			{"first call", []Kind{F, F, F}, nil, 0, []bool{true, true, true}, 3},
+			{"second call sees the first", []Kind{O, F, F, F, C}, nil, 0, []bool{true, true, false, false, true}, 6},
+			{"full", []Kind{F}, nil, 0, []bool{false}, 6},
+			// 2 entries, 3 frames left: the bound counts frames.
+			{"acknowledged frames free room", []Kind{F, F, F}, nil, 1, []bool{true, true, false}, 5},
+			{"cached lengths are used", []Kind{F, F}, map[int]int64{p: 3}, 0, []bool{true, true}, 7},
+			{"cached lengths are stale", []Kind{F}, map[int]int64{p: 0}, 0, []bool{true}, 8},
+		}
+		acked := 0
+		for _, st := range steps {
+			if st.ack > 0 {
+				ds, err := s.ReadInbound(ctx, "w", []int{p}, 100, -1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pipe := s.rdb.Pipeline()
+				for _, d := range ds {
+					if d.Index == 0 && acked < st.ack {
+						s.Ack(ctx, pipe, p, []string{d.ID}, int64(d.Count))
+						acked++
+					}
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bs := batch(10, st.kinds...)
+			var err error
+			if st.lens == nil {
+				err = s.Enqueue(ctx, bs, bound)
+			} else {
+				err = s.EnqueueCached(ctx, bs, bound, st.lens)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			if !slices.Equal(bs[0].Accepted, st.want) {
+				t.Errorf("%s: Accepted = %v, want %v", st.name, bs[0].Accepted, st.want)
+			}
+			if n, err := s.QueueLen(ctx, p); err != nil || n != st.len {
+				t.Errorf("%s: QueueLen = %d, %v; want %d", st.name, n, err, st.len)
+			}
+			// The cache learns the count from the same round trip.
+			if st.lens != nil && st.lens[p] != st.len {
+				t.Errorf("%s: cached length = %d, want %d", st.name, st.lens[p], st.len)
+			}
+		}
+
+		t.Run("cache", func(t *testing.T) {
+			lens := map[int]int64{7: 42}
+			bs := []PartBatch{{Part: 3, Envelopes: [][]byte{envOf(F, "d", 1, "x")}}, {Part: 4}}
+			if err := s.EnqueueCached(ctx, bs, 0, lens); err != nil {
+				t.Fatal(err)
+			}
+			// Partitions the call touched are learnt, with no bound too;
+			// others are left alone.
+			if want := map[int]int64{3: 1, 4: 0, 7: 42}; !maps.Equal(lens, want) {
+				t.Errorf("lengths after EnqueueCached = %v, want %v", lens, want)
+			}
+			if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(4)).Result(); n != 0 {
+				t.Errorf("an empty batch added %d entries", n)
+			}
+		})
+
+		t.Run("negative count", func(t *testing.T) {
+			// A count that drifted below zero counts as zero.
+			const q = 5
+			if err := s.rdb.Set(ctx, s.Keys.Queued(q), -4, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			bs := []PartBatch{{Part: q, Envelopes: [][]byte{envOf(F, "e", 1, "x"), envOf(F, "e", 2, "x"), envOf(F, "e", 3, "x")}}}
+			if err := s.Enqueue(ctx, bs, 2); err != nil {
+				t.Fatal(err)
+			}
+			if want := []bool{true, true, false}; !slices.Equal(bs[0].Accepted, want) {
+				t.Errorf("Accepted = %v, want %v", bs[0].Accepted, want)
+			}
+			lens := map[int]int64{}
+			bs[0].Envelopes = bs[0].Envelopes[:1]
+			if err := s.EnqueueCached(ctx, bs, 2, lens); err != nil {
+				t.Fatal(err)
+			}
+			if lens[q] != 0 {
+				t.Errorf("cached length of a count of -1 = %d, want 0", lens[q])
+			}
+			if n, err := s.QueueLen(ctx, q); err != nil || n != 0 {
+				t.Errorf("QueueLen of a count of -1 = %d, %v; want 0", n, err)
+			}
+		})
 	})
 }
 
@@ -345,12 +509,17 @@ func TestLease(t *testing.T) {
 }
 
 func TestDeadLetter(t *testing.T) {
+	bundle := [][]byte{envOf(KindFrame, "c2", 7, "a"), envOf(KindFrame, "c2", 8, "boom"), envOf(KindFrame, "c3", 4, "b")}
+	bundled := []any{"b", AppendBundle(nil, bundle)}
 	tests := []struct {
 		name       string
 		fields     []any // the inbound entry
+		index      int   // the envelope dead-lettered
 		deliveries int64
 		reason     string
+		mark       string // its connection's handled mark before ("": none)
 		wantEnv    Envelope
+		wantMark   string // after ("": no mark at all for its gateway)
 	}{
 		{
 			name:       "client frame",
@@ -359,6 +528,7 @@ func TestDeadLetter(t *testing.T) {
 			reason:     "handler panicked: boom",
 			wantEnv: Envelope{Kind: KindFrame, Seq: 7, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:9", UID: "u-c1",
 				Frame: box.Append(nil, 1, 0, 7, []byte("boom"))},
+			wantMark: "7",
 		},
 		{
 			name:       "operator frame, empty reason",
@@ -374,6 +544,26 @@ func TestDeadLetter(t *testing.T) {
 			reason:     "bad\x00reason",
 			wantEnv:    Envelope{Kind: KindSystem, Frame: box.Append(nil, 2, 0, 0, []byte{0, 0xff, '\n', 0})},
 		},
+		{
+			name:       "no sequence number, no mark",
+			fields:     []any{"e", envOf(KindFrame, "c5", 0, "z")},
+			deliveries: 2,
+			reason:     "x",
+			wantEnv:    mustDecode(envOf(KindFrame, "c5", 0, "z")),
+		},
+		{
+			name:       "envelope of a bundle",
+			fields:     bundled,
+			index:      1,
+			deliveries: 2,
+			reason:     "max deliveries",
+			wantEnv:    mustDecode(bundle[1]),
+			wantMark:   "8",
+		},
+		{"mark moves up", bundled, 1, 2, "r", "3", mustDecode(bundle[1]), "8"},
+		{"equal mark stays", bundled, 1, 2, "r", "8", mustDecode(bundle[1]), "8"},
+		{"mark never moves down", bundled, 1, 2, "r", "12", mustDecode(bundle[1]), "12"},
+		{"last of a bundle", bundled, 2, 4, "r", "", mustDecode(bundle[2]), "4"},
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
@@ -387,29 +577,59 @@ func TestDeadLetter(t *testing.T) {
 					t.Fatal(err)
 				}
 				ds, err := s.ReadInbound(ctx, "w1", []int{p}, 10, -1)
-				if err != nil || len(ds) != 1 {
-					t.Fatalf("ReadInbound = %v, %v; want one delivery", ds, err)
+				if err != nil || len(ds) <= tt.index {
+					t.Fatalf("ReadInbound = %v, %v; want an envelope %d", ds, err, tt.index)
 				}
-				d := ds[0]
+				d := ds[tt.index]
 				d.Deliveries = tt.deliveries
+				marks := s.Keys.Handled(p, d.Env.Gateway)
+				if tt.mark != "" {
+					if err := s.rdb.HSet(ctx, marks, d.Env.Conn, tt.mark).Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
 				if err := s.DeadLetter(ctx, d, tt.reason); err != nil {
 					t.Fatalf("DeadLetter: %v", err)
 				}
+				// The entry stays pending: the worker acknowledges it once
+				// its other envelopes are done.
 				pend, err := s.rdb.XPending(ctx, in, ConsumerGroup).Result()
-				if err != nil || pend.Count != 0 {
-					t.Errorf("XPENDING after DeadLetter = %+v, %v; want nothing pending", pend, err)
+				if err != nil || pend.Count != 1 {
+					t.Errorf("XPENDING after DeadLetter = %+v, %v; want the entry still pending", pend, err)
 				}
+				pipe := s.rdb.Pipeline()
+				s.Ack(ctx, pipe, p, []string{d.ID}, 0)
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if pend, _ := s.rdb.XPending(ctx, in, ConsumerGroup).Result(); pend.Count != 0 {
+					t.Errorf("XPENDING after Ack = %+v, want nothing pending", pend)
+				}
+
 				dls, err := s.DeadLetters(ctx, p, 10)
 				if err != nil || len(dls) != 1 {
 					t.Fatalf("DeadLetters = %+v, %v; want one", dls, err)
 				}
 				dl := dls[0]
-				if dl.Part != p || dl.From != d.ID || dl.Deliveries != tt.deliveries || dl.Reason != tt.reason {
-					t.Errorf("DeadLetter = {Part %d From %s Deliveries %d Reason %q}, want {%d %s %d %q}",
-						dl.Part, dl.From, dl.Deliveries, dl.Reason, p, d.ID, tt.deliveries, tt.reason)
+				if dl.Part != p || dl.From != d.ID || dl.Index != tt.index || dl.Deliveries != tt.deliveries || dl.Reason != tt.reason {
+					t.Errorf("DeadLetter = {Part %d From %s Index %d Deliveries %d Reason %q}, want {%d %s %d %d %q}",
+						dl.Part, dl.From, dl.Index, dl.Deliveries, dl.Reason, p, d.ID, tt.index, tt.deliveries, tt.reason)
 				}
 				if !envEqual(dl.Env, tt.wantEnv) {
 					t.Errorf("dead letter envelope = %+v, want %+v", dl.Env, tt.wantEnv)
+				}
+				// Marked handled, so that no worker runs it again; the
+				// marks of other connections are left alone.
+				gotMarks, err := s.rdb.HGetAll(ctx, marks).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantMarks := map[string]string{}
+				if tt.wantMark != "" {
+					wantMarks[d.Env.Conn] = tt.wantMark
+				}
+				if !maps.Equal(gotMarks, wantMarks) {
+					t.Errorf("handled marks of %q after DeadLetter = %v, want %v", d.Env.Gateway, gotMarks, wantMarks)
 				}
 
 				if err := s.Requeue(ctx, p, dl.ID); err != nil {
@@ -418,12 +638,13 @@ func TestDeadLetter(t *testing.T) {
 				if dls, _ := s.DeadLetters(ctx, p, 10); len(dls) != 0 {
 					t.Errorf("DeadLetters after Requeue = %+v, want none", dls)
 				}
+				// Back as a lone envelope.
 				ds, err = s.ReadInbound(ctx, "w2", []int{p}, 10, -1)
 				if err != nil || len(ds) != 1 {
 					t.Fatalf("ReadInbound after Requeue = %v, %v; want one delivery", ds, err)
 				}
-				if ds[0].ID == d.ID || ds[0].Deliveries != 1 || !envEqual(ds[0].Env, tt.wantEnv) {
-					t.Errorf("requeued delivery = %+v, want a new id with envelope %+v", ds[0], tt.wantEnv)
+				if r := ds[0]; r.ID == d.ID || r.Deliveries != 1 || r.Index != 0 || r.Count != 1 || r.Bundled || !envEqual(r.Env, tt.wantEnv) {
+					t.Errorf("requeued delivery = %+v, want a new lone entry with envelope %+v", r, tt.wantEnv)
 				}
 				if err := s.Requeue(ctx, p, dl.ID); !errors.Is(err, ErrNotFound) {
 					t.Errorf("second Requeue = %v, want ErrNotFound", err)
@@ -622,6 +843,16 @@ func TestReapGateway(t *testing.T) {
 		if _, msgs, err := s.TakeOut(ctx, "gwA", 0, 1); err != nil || len(msgs) != 1 {
 			t.Fatalf("TakeOut(gwA) = %q, %v", msgs, err)
 		}
+		// Handled marks of both gateways' connections on every partition.
+		const parts = 4
+		pipe = s.rdb.Pipeline()
+		for p := range parts {
+			s.MarkHandled(ctx, pipe, p, "gwA", "a1", uint64(p+1), "a2", uint64(9))
+			s.MarkHandled(ctx, pipe, p, "gwB", "b3", uint64(p+1))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
 		now := time.Now()
 		for _, gw := range []string{"gwA", "gwB"} {
 			if err := s.Heartbeat(ctx, s.Keys.Gateways(), gw, now); err != nil {
@@ -629,7 +860,7 @@ func TestReapGateway(t *testing.T) {
 			}
 		}
 
-		n, err := s.ReapGateway(ctx, "gwA")
+		n, err := s.ReapGateway(ctx, "gwA", parts)
 		if err != nil || n != 2 {
 			t.Errorf("ReapGateway(gwA) = %d, %v; want 2", n, err)
 		}
@@ -644,6 +875,23 @@ func TestReapGateway(t *testing.T) {
 				t.Errorf("%s still exists after reap", key)
 			}
 		}
+		for p := range parts {
+			if n, _ := s.rdb.Exists(ctx, s.Keys.Handled(p, "gwA")).Result(); n != 0 {
+				t.Errorf("handled marks of gwA on partition %d still exist after reap", p)
+			}
+		}
+		qs := make([]HandledQuery, parts)
+		for p := range qs {
+			qs[p] = HandledQuery{Part: p, Gateway: "gwB", Conns: []string{"b3"}}
+		}
+		if err := s.HandledSeqs(ctx, qs); err != nil {
+			t.Fatal(err)
+		}
+		for p, q := range qs {
+			if !slices.Equal(q.Seqs, []uint64{uint64(p + 1)}) {
+				t.Errorf("handled marks of gwB on partition %d after reaping gwA = %v, want [%d]", p, q.Seqs, p+1)
+			}
+		}
 		if got := gatewayUsers(t, ctx, s, "gwB"); !slices.Equal(got, []string{"u3", "u4"}) {
 			t.Errorf("users of gwB = %v, want [u3 u4]", got)
 		}
@@ -654,7 +902,7 @@ func TestReapGateway(t *testing.T) {
 		if !slices.Equal(alive, []string{"gwB"}) {
 			t.Errorf("gateways after reap = %v, want [gwB]", alive)
 		}
-		if n, err := s.ReapGateway(ctx, "gwA"); err != nil || n != 0 {
+		if n, err := s.ReapGateway(ctx, "gwA", parts); err != nil || n != 0 {
 			t.Errorf("second ReapGateway(gwA) = %d, %v; want 0", n, err)
 		}
 	})

@@ -28,11 +28,10 @@ func newTestWorker(t *testing.T, app *App) *Worker {
 		queues:  make(map[string]*connQueue),
 		lastSeq: make(map[string]seqMark),
 		deadGW:  make(map[string]time.Time),
-		sem:     make(chan struct{}, o.Concurrency),
 		ready:   make(chan struct{}),
 	}
 	w.space = sync.NewCond(&w.mu)
-	w.wr = &writer{w: w, ops: make(chan writeOp, 100)}
+	w.wr = newWriter(w)
 	return w
 }
 
@@ -47,14 +46,14 @@ type sent struct {
 // and how many acknowledgements were queued.
 func outs(t *testing.T, w *Worker) (msgs []sent, acks int) {
 	t.Helper()
-	for {
-		select {
-		case op := <-w.wr.ops:
-			if op.gw == "" {
-				if op.id != "" {
-					acks++
-				}
+	for _, op := range w.wr.take(nil) {
+		{
+			if op.entry != nil {
+				acks++
 				continue
+			}
+			if op.gw == "" || op.conn != "" {
+				continue // a barrier, or a handled mark
 			}
 			m, err := store.DecodeOut(op.payload)
 			if err != nil {
@@ -74,10 +73,9 @@ func outs(t *testing.T, w *Worker) (msgs []sent, acks int) {
 				rest = rest[len(f):]
 			}
 			msgs = append(msgs, s)
-		default:
-			return msgs, acks
 		}
 	}
+	return msgs, acks
 }
 
 // replies returns the frames written to clients, in order.
@@ -106,7 +104,8 @@ func handleEnv(w *Worker, env store.Envelope) {
 	w.mu.Lock()
 	w.inflight++
 	w.mu.Unlock()
-	w.handle(store.Delivery{Part: 0, ID: "1-0", Deliveries: 1, Env: env})
+	d := store.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
+	w.done(item{d: d, e: &entry{id: d.ID, left: 1}}, w.handle(d))
 }
 
 // call runs a client frame through the worker and returns its reply (ret

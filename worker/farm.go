@@ -212,10 +212,10 @@ func (w *Worker) reapGateways(ctx context.Context) {
 		return
 	}
 	for _, gw := range stale {
-		w.mu.Lock()
+		w.gwMu.Lock()
 		w.deadGW[gw] = time.Now()
-		w.mu.Unlock()
-		n, err := w.st.ReapGateway(ctx, gw)
+		w.gwMu.Unlock()
+		n, err := w.st.ReapGateway(ctx, gw, w.parts)
 		if err != nil {
 			w.log.Error("reaping dead gateway failed", "gw", gw, "err", err)
 			continue

@@ -66,8 +66,7 @@ func (r *Request) ReplyRet(ret int32, body []byte) error {
 		return fmt.Errorf("worker: cannot reply to a %s event", r.Kind)
 	}
 	r.replied = true
-	r.w.sendOut(r.Conn.Gateway, &store.Out{Kind: store.OutWrite, Conn: r.Conn.ID, At: r.at,
-		Frames: box.Append(nil, r.Box.Cmd, ret, r.Box.SN, body)})
+	r.w.sendFrame(r.Conn.Gateway, r.Conn.ID, r.at, r.Box.Cmd, ret, r.Box.SN, body)
 	return nil
 }
 

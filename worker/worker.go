@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,11 +149,21 @@ type Worker struct {
 	owned    map[int]*partition
 	queues   map[string]*connQueue
 	lastSeq  map[string]seqMark
-	deadGW   map[string]time.Time // gateways found dead: drop messages for them
-	inflight int                  // entries read and not yet acknowledged
+	inflight int // envelopes read and not yet done
 	space    *sync.Cond
-	sem      chan struct{}
-	handlers sync.WaitGroup
+	// runnable lists the connection queues with envelopes and no runner;
+	// Concurrency runner goroutines take them (work signals one).
+	runnable    []*connQueue
+	work        *sync.Cond
+	stopRunners bool
+
+	gwMu   sync.RWMutex
+	deadGW map[string]time.Time // gateways found dead: drop messages for them
+	// batchGW lists the gateways that sent bundles: they are of a release
+	// that reads store.OutBatch messages too (an older one would drop them).
+	batchGW map[string]bool
+
+	deadlines deadlines
 
 	wr       *writer
 	suspect  sync.Mutex // held while a redelivered entry runs
@@ -164,7 +175,7 @@ type Worker struct {
 type partition struct {
 	n         int
 	releasing bool
-	inflight  map[string]struct{} // entry ids read, not acknowledged
+	inflight  map[string]*entry // entries read, not acknowledged, by id
 	// reading counts the reads of this partition in progress: a release
 	// waits for them, since what they return is delivered to this worker
 	// and only it can serve it (the next owner claims pending entries
@@ -172,10 +183,37 @@ type partition struct {
 	reading int
 }
 
-// connQueue holds one connection's entries, run one at a time.
+// entry is a stream entry being worked on. A gateway's entry bundles many
+// envelopes, of many connections; it is acknowledged once all are done.
+type entry struct {
+	part    int
+	id      string
+	left    int   // envelopes not done yet
+	bundled int64 // envelopes counted in the partition's Queued (bundles only)
+	// redelivered: the entry came back from a worker that died; its
+	// envelopes' start counts (store.StartTry) go with its acknowledgement.
+	redelivered bool
+	// forget lists connections that closed in this entry: their handled
+	// marks go with its acknowledgement, not before, since until then the
+	// entry may come back.
+	forget []connRef
+	keep   bool // an envelope could not be finished: do not acknowledge
+}
+
+// connRef names a connection for its handled mark.
+type connRef struct{ gw, conn string }
+
+// item is one envelope of an entry, queued behind its connection's.
+type item struct {
+	d store.Delivery
+	e *entry
+}
+
+// connQueue holds one connection's envelopes, run one at a time.
 type connQueue struct {
-	items   []store.Delivery
-	running bool
+	key     string
+	items   []item
+	running bool // queued in runnable, or taken by a runner
 }
 
 // seqMark is what a worker remembers of a connection it served.
@@ -205,10 +243,11 @@ func New(app *App, opts Options) (*Worker, error) {
 		queues:  make(map[string]*connQueue),
 		lastSeq: make(map[string]seqMark),
 		deadGW:  make(map[string]time.Time),
-		sem:     make(chan struct{}, o.Concurrency),
+		batchGW: make(map[string]bool),
 		ready:   make(chan struct{}),
 	}
 	w.space = sync.NewCond(&w.mu)
+	w.work = sync.NewCond(&w.mu)
 	return w, nil
 }
 
@@ -260,6 +299,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	w.wr = newWriter(w)
+	var runners sync.WaitGroup
+	for range w.opts.Concurrency {
+		runners.Add(1)
+		go func() { defer runners.Done(); w.runner() }()
+	}
+	defer func() {
+		w.mu.Lock()
+		w.stopRunners = true
+		w.mu.Unlock()
+		w.work.Broadcast()
+		runners.Wait()
+	}()
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); w.wr.run(bg) }()
 	leasesDone := make(chan struct{})
@@ -403,6 +454,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 			log.Warn("lease lost", "partition", p)
 			w.mu.Lock()
 			delete(w.owned, p)
+			w.forgetPartitionLocked(p)
 			w.mu.Unlock()
 		}
 	}
@@ -464,7 +516,8 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 			_ = w.st.ReleaseLease(ctx, p, w.opts.ID)
 			continue
 		}
-		pt := &partition{n: p, inflight: make(map[string]struct{})}
+		w.learnHandled(ctx, claimed)
+		pt := &partition{n: p, inflight: make(map[string]*entry)}
 		w.mu.Lock()
 		w.owned[p] = pt
 		w.mu.Unlock()
@@ -494,13 +547,7 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 	if w.owned[pt.n] == pt {
 		delete(w.owned, pt.n)
 	}
-	// What we remember of the partition's connections is the next owner's
-	// business now.
-	for conn := range w.lastSeq {
-		if store.PartitionOf(conn, w.parts) == pt.n {
-			delete(w.lastSeq, conn)
-		}
-	}
+	w.forgetPartitionLocked(pt.n)
 	w.mu.Unlock()
 	if err := w.st.ReleaseLease(ctx, pt.n, w.opts.ID); err != nil {
 		w.log.Error("release failed", "partition", pt.n, "err", err)
@@ -508,8 +555,84 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 	w.log.Debug("partition released", "partition", pt.n)
 }
 
-// maxInflight bounds the entries a worker holds in memory.
+// forgetPartitionLocked drops what the worker remembers of partition p's
+// connections: that is the next owner's business now, and if p comes back,
+// the handled marks in Redis tell what happened meanwhile.
+func (w *Worker) forgetPartitionLocked(p int) {
+	for conn := range w.lastSeq {
+		if store.PartitionOf(conn, w.parts) == p {
+			delete(w.lastSeq, conn)
+		}
+	}
+}
+
+// learnHandled reads the handled marks of the connections in ds that this
+// worker may not know all about: those it has not seen since it took their
+// partition, and those of redelivered entries, which another worker may
+// have partly done. handle then skips what is done.
+func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
+	type key struct {
+		part int
+		gw   string
+	}
+	var qs []store.HandledQuery
+	at := make(map[key]int)
+	asked := make(map[string]bool)
+	w.mu.Lock()
+	for _, d := range ds {
+		c := d.Env.Conn
+		if c == "" || d.Env.Gateway == "" || asked[c] {
+			continue
+		}
+		if _, known := w.lastSeq[c]; d.Deliveries <= 1 && (known || d.Env.Seq <= 1) {
+			continue // seen here, or new: nothing of it can be done elsewhere
+		}
+		asked[c] = true
+		k := key{d.Part, d.Env.Gateway}
+		i, ok := at[k]
+		if !ok {
+			i = len(qs)
+			at[k] = i
+			qs = append(qs, store.HandledQuery{Part: d.Part, Gateway: d.Env.Gateway})
+		}
+		qs[i].Conns = append(qs[i].Conns, c)
+	}
+	w.mu.Unlock()
+	if len(qs) == 0 {
+		return
+	}
+	if err := w.st.HandledSeqs(ctx, qs); err != nil {
+		// Run them anyway: a frame run twice beats a frame lost.
+		w.Stats.RedisErrs.Add(1)
+		w.log.Warn("could not read handled marks; redelivered frames may run twice", "err", err)
+		return
+	}
+	w.mu.Lock()
+	for _, q := range qs {
+		for i, c := range q.Conns {
+			if m := w.lastSeq[c]; q.Seqs[i] > m.seq {
+				m.seq = q.Seqs[i]
+				w.lastSeq[c] = m
+			}
+		}
+	}
+	w.mu.Unlock()
+}
+
+// maxInflight bounds the envelopes a worker holds in memory, roughly: a
+// read takes whole entries (readCount).
 func (w *Worker) maxInflight() int { return 4 * w.opts.Concurrency }
+
+// readCount is how many entries the next read takes per partition: as
+// many as fill the room left for envelopes, given how many envelopes the
+// last entries bundled (perEntry), between 1 and Options.Batch.
+func (w *Worker) readCount(perEntry float64) int64 {
+	w.mu.Lock()
+	room := w.maxInflight() - w.inflight
+	w.mu.Unlock()
+	n := int64(float64(room) / max(perEntry, 1))
+	return min(max(n, 1), int64(w.opts.Batch))
+}
 
 // runReader reads new entries of the leased partitions, one round trip for
 // all of them (one per partition on Redis Cluster, where they live in
@@ -565,6 +688,7 @@ func (w *Worker) runReader(ctx context.Context) {
 func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []int, once bool) {
 	backoff := 10 * time.Millisecond
 	recoverOwn := false
+	perEntry := 1.0 // envelopes per entry, on average, in recent reads
 	for ctx.Err() == nil {
 		w.mu.Lock()
 		for w.inflight >= w.maxInflight() && ctx.Err() == nil {
@@ -599,14 +723,18 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			}
 			{
 				recoverOwn = false
+				w.learnHandled(ctx, ds)
 				w.mu.Lock()
 				n := 0
+				busy := make(map[string]bool) // entries held already, read before the failure
+				for _, d := range ds {
+					if pt := w.owned[d.Part]; pt != nil && pt.inflight[d.ID] != nil {
+						busy[d.ID] = true
+					}
+				}
 				for _, d := range ds {
 					pt := w.owned[d.Part]
-					if pt == nil {
-						continue
-					}
-					if _, busy := pt.inflight[d.ID]; busy {
+					if pt == nil || busy[d.ID] {
 						continue
 					}
 					w.admitLocked(pt, d)
@@ -647,7 +775,7 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			continue
 		}
 		w.Stats.Reads.Add(1)
-		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, int64(w.opts.Batch), 500*time.Millisecond)
+		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, w.readCount(perEntry), 500*time.Millisecond)
 		if err != nil {
 			w.mu.Lock()
 			doneReading()
@@ -666,6 +794,10 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			continue
 		}
 		backoff = 10 * time.Millisecond
+		if entries := countEntries(ds); entries > 0 {
+			perEntry = 0.8*perEntry + 0.2*float64(len(ds))/float64(entries)
+		}
+		w.learnHandled(ctx, ds)
 		w.mu.Lock()
 		for _, d := range ds {
 			pt := w.owned[d.Part]
@@ -681,83 +813,148 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 	}
 }
 
+// countEntries counts the entries ds came in (a bundle's envelopes are
+// consecutive).
+func countEntries(ds []store.Delivery) int {
+	n := 0
+	for i, d := range ds {
+		if i == 0 || d.ID != ds[i-1].ID || d.Part != ds[i-1].Part {
+			n++
+		}
+	}
+	return n
+}
+
 func (w *Worker) admit(pt *partition, d store.Delivery) {
 	w.mu.Lock()
 	w.admitLocked(pt, d)
 	w.mu.Unlock()
 }
 
-// admitLocked queues d behind the entries of its connection.
+// admitLocked queues d behind the envelopes of its connection. The
+// envelopes of one entry are admitted together.
 func (w *Worker) admitLocked(pt *partition, d store.Delivery) {
-	pt.inflight[d.ID] = struct{}{}
+	e := pt.inflight[d.ID]
+	if e == nil {
+		e = &entry{part: d.Part, id: d.ID, left: d.Count, redelivered: d.Deliveries > 1}
+		if d.Bundled {
+			e.bundled = int64(d.Count)
+		}
+		pt.inflight[d.ID] = e
+	}
+	if d.Bundled && d.Index == 0 && d.Env.Gateway != "" && !w.readsBatches(d.Env.Gateway) {
+		w.gwMu.Lock()
+		w.batchGW[d.Env.Gateway] = true
+		w.gwMu.Unlock()
+	}
 	w.inflight++
 	w.Stats.InFlight.Store(int64(w.inflight))
 	key := d.Env.Conn
 	if key == "" {
-		key = "\x00" + d.ID // no connection: no order to keep
+		key = "\x00" + d.ID + "/" + strconv.Itoa(d.Index) // no connection: no order to keep
 	}
 	q := w.queues[key]
 	if q == nil {
-		q = &connQueue{}
+		q = &connQueue{key: key}
 		w.queues[key] = q
 	}
-	q.items = append(q.items, d)
+	q.items = append(q.items, item{d: d, e: e})
 	if !q.running {
 		q.running = true
-		w.handlers.Add(1)
-		go w.drainConn(key, q)
+		w.runnable = append(w.runnable, q)
+		w.work.Signal()
 	}
 }
 
-// drainConn runs one connection's entries one after another.
-func (w *Worker) drainConn(key string, q *connQueue) {
-	defer w.handlers.Done()
+// runTurn is how many envelopes a runner takes from one connection before
+// it lets the others have a turn.
+const runTurn = 16
+
+// runner runs the envelopes of runnable connection queues, each queue's
+// one after another, until the worker stops. Concurrency runners make the
+// handlers' parallelism; they live as long as the worker, so their stacks
+// stay grown.
+func (w *Worker) runner() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for {
-		w.mu.Lock()
-		if len(q.items) == 0 {
-			q.running = false
-			delete(w.queues, key)
-			w.mu.Unlock()
+		for len(w.runnable) == 0 && !w.stopRunners {
+			w.work.Wait()
+		}
+		if len(w.runnable) == 0 {
 			return
 		}
-		d := q.items[0]
-		q.items[0] = store.Delivery{}
-		q.items = q.items[1:]
-		w.mu.Unlock()
-
-		w.sem <- struct{}{}
-		w.handle(d)
-		<-w.sem
+		q := w.runnable[0]
+		w.runnable[0] = nil
+		w.runnable = w.runnable[1:]
+		for n := 0; n < runTurn && len(q.items) > 0; n++ {
+			it := q.items[0]
+			q.items[0] = item{}
+			q.items = q.items[1:]
+			w.mu.Unlock()
+			w.done(it, w.handle(it.d))
+			w.mu.Lock()
+		}
+		if len(q.items) > 0 {
+			w.runnable = append(w.runnable, q) // back of the line
+			continue
+		}
+		q.running = false
+		delete(w.queues, q.key)
 	}
 }
 
-// handle runs the app on one entry and queues its acknowledgement behind
-// whatever the handler sent.
-func (w *Worker) handle(d store.Delivery) {
-	defer w.done(d)
+// outcome is what became of an envelope.
+type outcome int
+
+const (
+	finished outcome = iota // ran, or went to the dead letters: its mark moves on
+	skipped                 // a copy of one finished before
+	kept                    // not finished (dead-lettering failed): its entry stays pending
+)
+
+// handle runs the app on one envelope.
+func (w *Worker) handle(d store.Delivery) outcome {
 	if d.Env.Kind == 0 {
-		w.log.Error("unreadable entry: moving to dead letters", "partition", d.Part, "id", d.ID)
-		w.deadLetter(d, "unreadable entry")
-		return
+		w.log.Error("unreadable entry: moving to dead letters", "partition", d.Part, "id", d.ID, "index", d.Index)
+		return w.deadLetter(d, "unreadable entry")
 	}
-	if d.Deliveries > int64(w.opts.MaxDeliveries) {
-		// Every try so far ended its worker: run it no more.
-		w.log.Error("frame failed too often: moving to dead letters",
-			"partition", d.Part, "id", d.ID, "conn", d.Env.Conn, "n", d.Deliveries-1)
-		d.Deliveries-- // record the tries, not this delivery
-		w.deadLetter(d, "max deliveries")
-		if d.Env.Kind == Frame {
-			if b, err := box.Decode(d.Env.Frame); err == nil {
-				w.sendOut(d.Env.Gateway, &store.Out{Kind: store.OutWrite, Conn: d.Env.Conn, At: d.Env.At,
-					Frames: box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil)})
-			}
-		}
-		return
-	}
-	if w.duplicate(d) {
+	if !d.Requeued && w.duplicate(d) {
 		w.Stats.Duplicates.Add(1)
-		w.wr.ack(d.Part, d.ID)
-		return
+		return skipped
+	}
+	if d.Deliveries > 1 {
+		// A worker died with this entry, maybe because of this envelope.
+		// Run it alone, with everything before it acknowledged, and count
+		// the start in Redis first: an envelope that kills every worker
+		// it starts on is then found, and dead-lettered alone.
+		w.suspect.Lock()
+		defer w.suspect.Unlock()
+		w.wr.flush(context.Background())
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		starts, err := w.st.StartTry(sctx, d.Part, d.ID, d.Index)
+		cancel()
+		if err != nil {
+			w.Stats.RedisErrs.Add(1)
+			w.log.Warn("could not count a redelivered frame's start; running it", "id", d.ID, "err", err)
+		}
+		// Its tries so far: the lone starts before this one, and the first
+		// delivery, which ran beside others.
+		if err == nil && starts >= int64(w.opts.MaxDeliveries) {
+			w.log.Error("frame failed too often: moving to dead letters",
+				"partition", d.Part, "id", d.ID, "index", d.Index, "conn", d.Env.Conn, "n", starts)
+			d.Deliveries = starts
+			if w.deadLetter(d, "max deliveries") == kept {
+				return kept
+			}
+			if d.Env.Kind == Frame {
+				if b, err := box.Decode(d.Env.Frame); err == nil {
+					w.sendOut(d.Env.Gateway, &store.Out{Kind: store.OutWrite, Conn: d.Env.Conn, At: d.Env.At,
+						Frames: box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil)})
+				}
+			}
+			return finished
+		}
 	}
 	r := &Request{
 		Kind:       d.Env.Kind,
@@ -775,20 +972,11 @@ func (w *Worker) handle(d store.Delivery) {
 	if len(d.Env.Frame) > 0 {
 		b, err := box.Decode(d.Env.Frame)
 		if err != nil {
-			w.deadLetter(d, "bad frame: "+err.Error())
-			return
+			return w.deadLetter(d, "bad frame: "+err.Error())
 		}
 		r.Box = b
 	}
-	if d.Deliveries > 1 {
-		// A worker died with this entry, maybe because of it. Run it alone,
-		// with everything before it acknowledged, so that if it kills this
-		// worker too only its own delivery count grows.
-		w.suspect.Lock()
-		defer w.suspect.Unlock()
-		w.wr.flush(context.Background())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.opts.HandlerTimeout)
+	ctx := w.deadlines.get(w.opts.HandlerTimeout)
 	start := time.Now()
 	err := w.serve(ctx, r)
 	for backoff := 50 * time.Millisecond; err != nil && !r.replied && isTransient(err) && ctx.Err() == nil; {
@@ -803,7 +991,6 @@ func (w *Worker) handle(d store.Delivery) {
 		backoff = min(2*backoff, time.Second)
 		err = w.serve(ctx, r)
 	}
-	cancel()
 	took := time.Since(start)
 	w.Stats.HandlerNs.Add(int64(took))
 	w.Stats.HandlerTime.Observe(took)
@@ -817,7 +1004,7 @@ func (w *Worker) handle(d store.Delivery) {
 		}
 		cancel()
 	}
-	w.wr.ack(d.Part, d.ID)
+	return finished
 }
 
 // serve runs the app, turning a panic into an error.
@@ -894,25 +1081,82 @@ func (w *Worker) forgetClosedLocked() {
 	}
 }
 
-func (w *Worker) deadLetter(d store.Delivery, reason string) {
-	w.Stats.DeadLetters.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// deadLetter moves d to its partition's dead letters, retrying through a
+// Redis outage for a while. If that fails, d's entry is not acknowledged:
+// it stays pending, and comes back when its partition changes hands.
+func (w *Worker) deadLetter(d store.Delivery, reason string) outcome {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := w.st.DeadLetter(ctx, d, reason); err != nil {
-		w.log.Error("dead letter failed; the entry stays pending", "id", d.ID, "err", err)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := w.st.DeadLetter(ctx, d, reason)
+		if err == nil {
+			w.Stats.DeadLetters.Add(1)
+			return finished
+		}
+		if !isTransient(err) || ctx.Err() != nil {
+			w.Stats.RedisErrs.Add(1)
+			w.log.Error("dead letter failed; the entry stays pending", "id", d.ID, "err", err)
+			return kept
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
 	}
 }
 
-// done forgets an entry once its acknowledgement is queued.
-func (w *Worker) done(d store.Delivery) {
+// done records what became of an envelope: it queues the connection's
+// handled mark behind whatever the handler sent, and the entry's
+// acknowledgement once this was its last envelope. Only then does the
+// worker forget the envelope, so a release that waits for the partition's
+// entries finds the acknowledgement queued.
+func (w *Worker) done(it item, o outcome) {
+	d, e := it.d, it.e
 	w.mu.Lock()
-	if pt := w.owned[d.Part]; pt != nil {
-		delete(pt.inflight, d.ID)
+	e.left--
+	last := e.left == 0
+	if o == kept {
+		e.keep = true
+	}
+	conn := d.Env.Conn != "" && d.Env.Gateway != "" && d.Env.Seq > 0
+	if conn && w.gatewayDead(d.Env.Gateway) {
+		conn = false // its marks were deleted with it
+	}
+	if conn && d.Env.Kind == Close {
+		e.forget = append(e.forget, connRef{d.Env.Gateway, d.Env.Conn})
+	}
+	w.mu.Unlock()
+	if o == finished && conn && !d.Requeued { // a requeued one is older than the mark
+		w.wr.mark(d.Part, d.Env.Gateway, d.Env.Conn, d.Env.Seq)
+	}
+	if last && !e.keep {
+		w.wr.ack(e)
+	}
+	w.mu.Lock()
+	if last {
+		if pt := w.owned[e.part]; pt != nil && pt.inflight[e.id] == e {
+			delete(pt.inflight, e.id)
+		}
 	}
 	w.inflight--
 	w.Stats.InFlight.Store(int64(w.inflight))
 	w.mu.Unlock()
 	w.space.Broadcast()
+}
+
+// readsBatches reports whether gateway gw takes store.OutBatch messages.
+func (w *Worker) readsBatches(gw string) bool {
+	w.gwMu.RLock()
+	defer w.gwMu.RUnlock()
+	return w.batchGW[gw]
+}
+
+// gatewayDead reports whether gateway gw was found dead and reaped.
+func (w *Worker) gatewayDead(gw string) bool {
+	w.gwMu.RLock()
+	defer w.gwMu.RUnlock()
+	_, dead := w.deadGW[gw]
+	return dead
 }
 
 // writeTo queues frames for a connection on a gateway.
@@ -921,15 +1165,51 @@ func (w *Worker) writeTo(gw, conn string, frames []byte) {
 }
 
 func (w *Worker) sendOut(gw string, m *store.Out) {
-	if gw == "" || strings.ContainsAny(gw, "{}") {
-		w.log.Debug("no gateway for outbound message", "conn", m.Conn)
+	if w.canSend(gw, m.Conn) {
+		w.wr.out(gw, store.AppendOut(make([]byte, 0, store.OutSize(m)), m))
+	}
+}
+
+// sendFrame queues one frame for a connection as an OutWrite, encoded in
+// one allocation (the reply path).
+func (w *Worker) sendFrame(gw, conn string, at int64, cmd, ret int32, sn uint32, body []byte) {
+	if !w.canSend(gw, conn) {
 		return
 	}
-	w.mu.Lock()
-	_, dead := w.deadGW[gw]
-	w.mu.Unlock()
-	if dead {
-		return // its list was deleted; writing would only recreate it
+	m := store.Out{Kind: store.OutWrite, Conn: conn, At: at}
+	b := store.AppendOut(make([]byte, 0, store.OutSize(&m)+box.HeaderLen+len(body)), &m)
+	w.wr.out(gw, box.Append(b, cmd, ret, sn, body)) // Frames come last
+}
+
+func (w *Worker) canSend(gw, conn string) bool {
+	if gw == "" || strings.ContainsAny(gw, "{}") {
+		w.log.Debug("no gateway for outbound message", "conn", conn)
+		return false
 	}
-	w.wr.out(gw, store.AppendOut(nil, m))
+	// A dead gateway's list was deleted; writing would only recreate it.
+	return !w.gatewayDead(gw)
+}
+
+// deadlines hands out handlers' contexts. A context with a timer of its
+// own for every frame costs more than a small handler does, so handlers
+// that start within the same deadlineStep share one, whose deadline is at
+// most deadlineStep past their own.
+type deadlines struct {
+	mu     sync.Mutex
+	at     time.Time
+	ctx    context.Context
+	cancel context.CancelFunc // of ctx; it ends by itself at its deadline
+}
+
+const deadlineStep = 10 * time.Millisecond
+
+func (d *deadlines) get(timeout time.Duration) context.Context {
+	want := time.Now().Add(timeout)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx == nil || d.at.Before(want) {
+		d.at = want.Add(deadlineStep)
+		d.ctx, d.cancel = context.WithDeadline(context.Background(), d.at)
+	}
+	return d.ctx
 }

@@ -471,12 +471,41 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 			return err == nil && pend.Count == 0
 		})
 		// One reply per frame handled, none for the copy.
-		n, err := st.Client().LLen(ctx, st.Keys.Outbound("gwx")).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != 3 {
+		if n := len(outboundMessages(t, st, "gwx")); n != 3 {
 			t.Errorf("%d outbound messages for the gateway, want 3", n)
 		}
 	})
+}
+
+// outboundMessages returns the messages waiting in gateway gw's outbound
+// list, oldest first, with store.OutBatch messages opened up.
+func outboundMessages(t *testing.T, st *store.Store, gw string) []store.Out {
+	t.Helper()
+	raw, err := st.Client().LRange(t.Context(), st.Keys.Outbound(gw), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.Out
+	var open func(b []byte)
+	open = func(b []byte) {
+		m, err := store.DecodeOut(b)
+		if err != nil {
+			t.Fatalf("outbound message %q: %v", b, err)
+		}
+		if m.Kind != store.OutBatch {
+			out = append(out, m)
+			return
+		}
+		msgs, err := store.SplitBundle(m.Frames)
+		if err != nil {
+			t.Fatalf("outbound batch: %v", err)
+		}
+		for _, b := range msgs {
+			open(b)
+		}
+	}
+	for i := len(raw) - 1; i >= 0; i-- { // LPUSHed: the oldest is last
+		open([]byte(raw[i]))
+	}
+	return out
 }

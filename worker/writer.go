@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,42 +15,84 @@ import (
 )
 
 // writer owns the worker's writes to Redis: replies, pushes and control
-// messages for gateways, and acknowledgements. One goroutine sends
-// whatever piled up in one pipeline, in the order it was queued, so a
-// reply always reaches Redis before the acknowledgement of its frame, and
-// replies to one connection keep the order of its requests.
+// messages for gateways, handled marks and acknowledgements. One goroutine
+// sends whatever piled up in one pipeline, in the order it was queued, so a
+// reply always reaches Redis before its frame's handled mark and the
+// acknowledgement of its entry, and replies to one connection keep the
+// order of its requests.
 type writer struct {
 	w      *Worker
-	ops    chan writeOp
+	mu     sync.Mutex
+	queue  []writeOp
+	room   *sync.Cond    // the queue was taken: pushers past maxQueued go on
+	signal chan struct{} // something was queued
 	lastTr time.Time
 }
 
 type writeOp struct {
 	gw      string // outbound message for this gateway...
 	payload []byte
-	part    int // ...or acknowledgement of entry id of partition part
-	id      string
+	conn    string // ...or handled mark of conn (of gateway gw, partition part)
+	seq     uint64
+	part    int
+	entry   *entry        // ...or acknowledgement of an entry
 	barrier chan struct{} // ...or a flush request
 }
 
-const writeBatch = 1024
+// maxQueued bounds the writes waiting for the writer; handlers that send
+// past it wait (Redis is slow or away).
+const maxQueued = 8192
 
 func newWriter(w *Worker) *writer {
-	return &writer{w: w, ops: make(chan writeOp, 8192)}
+	wr := &writer{w: w, signal: make(chan struct{}, 1)}
+	wr.room = sync.NewCond(&wr.mu)
+	return wr
 }
 
-func (wr *writer) out(gw string, payload []byte) { wr.ops <- writeOp{gw: gw, payload: payload} }
+// push queues op. A queue behind a mutex rather than a channel: the
+// writer takes everything in one swap, and a send wakes it only when the
+// queue was empty.
+func (wr *writer) push(op writeOp) {
+	wr.mu.Lock()
+	for len(wr.queue) >= maxQueued {
+		wr.room.Wait()
+	}
+	wr.queue = append(wr.queue, op)
+	first := len(wr.queue) == 1
+	wr.mu.Unlock()
+	if first {
+		select {
+		case wr.signal <- struct{}{}:
+		default:
+		}
+	}
+}
 
-func (wr *writer) ack(part int, id string) { wr.ops <- writeOp{part: part, id: id} }
+// take swaps the queue out for spare.
+func (wr *writer) take(spare []writeOp) []writeOp {
+	wr.mu.Lock()
+	ops := wr.queue
+	wr.queue = spare[:0]
+	wr.mu.Unlock()
+	wr.room.Broadcast()
+	return ops
+}
+
+func (wr *writer) out(gw string, payload []byte) { wr.push(writeOp{gw: gw, payload: payload}) }
+
+func (wr *writer) mark(part int, gw, conn string, seq uint64) {
+	wr.push(writeOp{part: part, gw: gw, conn: conn, seq: seq})
+}
+
+func (wr *writer) ack(e *entry) { wr.push(writeOp{entry: e}) }
 
 // flush returns once everything queued before it is in Redis (or ctx ends).
 func (wr *writer) flush(ctx context.Context) {
-	ch := make(chan struct{})
-	select {
-	case wr.ops <- writeOp{barrier: ch}:
-	case <-ctx.Done():
+	if ctx.Err() != nil {
 		return
 	}
+	ch := make(chan struct{})
+	wr.push(writeOp{barrier: ch})
 	select {
 	case <-ch:
 	case <-ctx.Done():
@@ -58,23 +101,16 @@ func (wr *writer) flush(ctx context.Context) {
 
 func (wr *writer) run(ctx context.Context) {
 	log := wr.w.log.With("duty", "writer")
-	batch := make([]writeOp, 0, writeBatch)
+	var batch []writeOp
 	for {
-		batch = batch[:0]
-		select {
-		case op := <-wr.ops:
-			batch = append(batch, op)
-		case <-ctx.Done():
-			return
-		}
-	more:
-		for len(batch) < writeBatch {
+		batch = wr.take(batch)
+		if len(batch) == 0 {
 			select {
-			case op := <-wr.ops:
-				batch = append(batch, op)
-			default:
-				break more
+			case <-wr.signal:
+			case <-ctx.Done():
+				return
 			}
+			continue
 		}
 		backoff := 10 * time.Millisecond
 		for {
@@ -94,49 +130,106 @@ func (wr *writer) run(ctx context.Context) {
 			}
 			backoff = min(2*backoff, time.Second)
 		}
-		for _, op := range batch {
+		for i, op := range batch {
 			if op.barrier != nil {
 				close(op.barrier)
 			}
+			batch[i] = writeOp{}
 		}
 	}
 }
 
-// send writes one batch: outbound messages grouped per gateway (LPUSH
-// keeps their order), then acknowledgements grouped per partition, then,
-// now and then, trims.
+// partGW names the handled marks of one gateway on one partition.
+type partGW struct {
+	part int
+	gw   string
+}
+
+// send writes one batch: outbound messages grouped per gateway (one
+// OutBatch, or LPUSH of many, which keeps their order), then handled marks, then acknowledgements grouped
+// per partition (with the marks of connections that closed, and the start
+// counts of redelivered entries), then, now and then, trims.
 func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	st := wr.w.st
 	pipe := st.Client().Pipeline()
-	var outs map[string][]any
+	var outs map[string][][]byte
 	var gws []string
-	var acks map[int][]string
+	var marks map[partGW][]any
+	var markKeys []partGW
+	var markAt map[string]int // connection -> index of its mark in marks
+	type partAcks struct {
+		ids       []string
+		envelopes int64
+	}
+	var acks map[int]*partAcks
 	var parts []int
+	var entries []*entry
 	for _, op := range batch {
 		switch {
+		case op.entry != nil:
+			e := op.entry
+			if acks == nil {
+				acks = make(map[int]*partAcks)
+			}
+			a := acks[e.part]
+			if a == nil {
+				a = &partAcks{}
+				acks[e.part] = a
+				parts = append(parts, e.part)
+			}
+			a.ids = append(a.ids, e.id)
+			a.envelopes += e.bundled
+			entries = append(entries, e)
+		case op.conn != "":
+			if marks == nil {
+				marks = make(map[partGW][]any)
+				markAt = make(map[string]int)
+			}
+			k := partGW{op.part, op.gw}
+			if i, ok := markAt[op.conn]; ok {
+				marks[k][i+1] = op.seq // a later mark of a connection is higher
+				continue
+			}
+			if _, ok := marks[k]; !ok {
+				markKeys = append(markKeys, k)
+			}
+			markAt[op.conn] = len(marks[k])
+			marks[k] = append(marks[k], op.conn, op.seq)
 		case op.gw != "":
 			if outs == nil {
-				outs = make(map[string][]any)
+				outs = make(map[string][][]byte)
 			}
 			if _, ok := outs[op.gw]; !ok {
 				gws = append(gws, op.gw)
 			}
 			outs[op.gw] = append(outs[op.gw], op.payload)
-		case op.id != "":
-			if acks == nil {
-				acks = make(map[int][]string)
-			}
-			if _, ok := acks[op.part]; !ok {
-				parts = append(parts, op.part)
-			}
-			acks[op.part] = append(acks[op.part], op.id)
 		}
 	}
 	for _, gw := range gws {
-		st.PushOut(ctx, pipe, gw, outs[gw]...)
+		msgs := outs[gw]
+		if len(msgs) > 1 && wr.w.readsBatches(gw) {
+			st.PushOut(ctx, pipe, gw, store.AppendOutBatch(make([]byte, 0, store.OutBatchSize(msgs)), msgs))
+			continue
+		}
+		args := make([]any, len(msgs))
+		for i, m := range msgs {
+			args[i] = m
+		}
+		st.PushOut(ctx, pipe, gw, args...)
+	}
+	for _, k := range markKeys {
+		st.MarkHandled(ctx, pipe, k.part, k.gw, marks[k]...)
 	}
 	for _, p := range parts {
-		st.Ack(ctx, pipe, p, acks[p]...)
+		st.Ack(ctx, pipe, p, acks[p].ids, acks[p].envelopes)
+	}
+	for _, e := range entries {
+		for _, c := range e.forget {
+			st.ForgetHandled(ctx, pipe, e.part, c.gw, c.conn)
+		}
+		if e.redelivered {
+			st.ClearTries(ctx, pipe, e.part, e.id)
+		}
 	}
 	if now := time.Now(); now.Sub(wr.lastTr) > 200*time.Millisecond {
 		wr.lastTr = now
