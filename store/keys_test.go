@@ -326,6 +326,14 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			}
 			return nil
 		}, []string{"timer_due"}},
+		{"MoveDueTimersOf", func(ctx context.Context, s *Store) error {
+			all := make([]int, parts)
+			for p := range all {
+				all[p] = p
+			}
+			_, err := s.MoveDueTimersOf(ctx, all, time.Now(), 10)
+			return err
+		}, []string{"timer_due"}},
 		{"TakeOut", func(ctx context.Context, s *Store) error {
 			pipe := s.rdb.Pipeline()
 			s.PushOut(ctx, pipe, "gw3", "m1", "m2")

@@ -1038,6 +1038,38 @@ func TestTimers(t *testing.T) {
 				t.Errorf("fired in order %q, want [e d c b a]", order)
 			}
 		})
+		t.Run("several partitions in one round trip", func(t *testing.T) {
+			ctx := testCtx(t)
+			s := New(s0.rdb, storetest.Prefix(t))
+			due := make([]int, 3) // timers per partition
+			for range 12 {
+				id, err := s.ScheduleAfter(ctx, 3, -time.Second, 7, []byte{'x'})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, _ := strconv.Atoi(id[:strings.Index(id, ".")])
+				due[p]++
+			}
+			// A Redis that restarted has no scripts: the pipeline reloads them.
+			if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.MoveDueTimersOf(ctx, []int{0, 1, 2}, time.Now(), 2)
+			want := []int{min(due[0], 2), min(due[1], 2), min(due[2], 2)}
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("MoveDueTimersOf(max 2) = %v, %v; want %v (timers per partition %v)", got, err, want, due)
+			}
+			got, err = s.MoveDueTimersOf(ctx, []int{2, 0, 1}, time.Now(), 100)
+			want = []int{max(due[2]-2, 0), max(due[0]-2, 0), max(due[1]-2, 0)}
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("second MoveDueTimersOf = %v, %v; want %v", got, err, want)
+			}
+			for p := range 3 {
+				if n := len(streamEnvelopes(t, ctx, s.rdb, s.Keys.Inbound(p))); n != due[p] {
+					t.Errorf("partition %d stream holds %d timers, want %d", p, n, due[p])
+				}
+			}
+		})
 		t.Run("bad ids", func(t *testing.T) {
 			ctx := testCtx(t)
 			for _, id := range []string{"", "nodot", "x.abc", ".abc"} {

@@ -52,12 +52,41 @@ func (s *Store) CancelTimer(ctx context.Context, id string) (bool, error) {
 // MoveDueTimers puts up to max timers of partition p that fell due into the
 // partition's stream. It returns how many moved.
 func (s *Store) MoveDueTimers(ctx context.Context, p int, now time.Time, max int) (int, error) {
-	n, err := scriptTimerDue.Run(ctx, s.rdb, []string{s.Keys.Timers(p), s.Keys.TimerData(p), s.Keys.Inbound(p)},
-		now.UnixMilli(), max).Int()
+	n, err := s.MoveDueTimersOf(ctx, []int{p}, now, max)
 	if err != nil {
-		return 0, fmt.Errorf("store: due timers of partition %d: %w", p, err)
+		return 0, err
 	}
-	return n, nil
+	return n[0], nil
+}
+
+// MoveDueTimersOf is MoveDueTimers for each of parts, in one pipeline; it
+// returns how many moved per partition, in the order of parts.
+func (s *Store) MoveDueTimersOf(ctx context.Context, parts []int, now time.Time, max int) ([]int, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(parts))
+		for i, p := range parts {
+			cmds[i] = scriptTimerDue.EvalSha(ctx, pipe, []string{s.Keys.Timers(p), s.Keys.TimerData(p), s.Keys.Inbound(p)},
+				now.UnixMilli(), max)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && IsNoScript(err) && attempt == 0 {
+			// Redis restarted with an empty script cache.
+			if err := LoadScripts(ctx, s.rdb); err != nil {
+				return nil, fmt.Errorf("store: due timers: %w", err)
+			}
+			continue
+		}
+		n := make([]int, len(parts))
+		for i, c := range cmds {
+			v, err := c.Int()
+			if err != nil {
+				return nil, fmt.Errorf("store: due timers of partition %d: %w", parts[i], err)
+			}
+			n[i] = v
+		}
+		return n, nil
+	}
 }
 
 // ClaimPeriod lets exactly one caller start period n of a periodic job:

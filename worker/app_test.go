@@ -31,7 +31,7 @@ func newTestWorker(t *testing.T, app *App) *Worker {
 		ready:   make(chan struct{}),
 	}
 	w.space = sync.NewCond(&w.mu)
-	w.wr = newWriter(w)
+	w.wr = newWriter(w, context.Background())
 	return w
 }
 

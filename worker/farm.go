@@ -158,20 +158,23 @@ func (w *Worker) runTimers(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		for _, p := range w.activeParts() {
-			for {
-				n, err := w.st.MoveDueTimers(ctx, p, now, 256)
-				if err != nil {
-					if ctx.Err() == nil {
-						w.Stats.RedisErrs.Add(1)
-						log.Error("moving due timers failed", "partition", p, "err", err)
-					}
-					break
+		// All partitions in one round trip; again for those with more due.
+		for parts := w.activeParts(); len(parts) > 0; {
+			n, err := w.st.MoveDueTimersOf(ctx, parts, now, 256)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.Stats.RedisErrs.Add(1)
+					log.Error("moving due timers failed", "partitions", parts, "err", err)
 				}
-				if n < 256 {
-					break
+				break
+			}
+			more := parts[:0]
+			for i, p := range parts {
+				if n[i] == 256 {
+					more = append(more, p)
 				}
 			}
+			parts = more
 		}
 		for _, j := range w.app.jobs {
 			n := now.UnixNano() / int64(j.period)

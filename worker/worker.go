@@ -298,7 +298,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// keep going until the drain is over.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
-	w.wr = newWriter(w)
+	w.wr = newWriter(w, bg)
 	var runners sync.WaitGroup
 	for range w.opts.Concurrency {
 		runners.Add(1)
@@ -893,6 +893,7 @@ func (w *Worker) runner() {
 			q.items = q.items[1:]
 			w.mu.Unlock()
 			w.done(it, w.handle(it.d))
+			w.wr.tryDrain()
 			w.mu.Lock()
 		}
 		if len(q.items) > 0 {

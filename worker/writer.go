@@ -20,13 +20,23 @@ import (
 // reply always reaches Redis before its frame's handled mark and the
 // acknowledgement of its entry, and replies to one connection keep the
 // order of its requests.
+//
+// A runner that has queued its envelope's writes sends them itself if no
+// send is in progress (tryDrain), rather than handing them to the writer
+// goroutine: on the reply path that saves a thread wake-up. Sends are
+// serialized by sending, and each takes the whole queue, so the order
+// holds whoever sends.
 type writer struct {
 	w      *Worker
+	ctx    context.Context // sends give up when it ends
 	mu     sync.Mutex
 	queue  []writeOp
 	room   *sync.Cond    // the queue was taken: pushers past maxQueued go on
 	signal chan struct{} // something was queued
-	lastTr time.Time
+
+	sending sync.Mutex // held by the one sending; guards what follows
+	spare   []writeOp
+	lastTr  time.Time
 }
 
 type writeOp struct {
@@ -43,8 +53,8 @@ type writeOp struct {
 // past it wait (Redis is slow or away).
 const maxQueued = 8192
 
-func newWriter(w *Worker) *writer {
-	wr := &writer{w: w, signal: make(chan struct{}, 1)}
+func newWriter(w *Worker, ctx context.Context) *writer {
+	wr := &writer{w: w, ctx: ctx, signal: make(chan struct{}, 1)}
 	wr.room = sync.NewCond(&wr.mu)
 	return wr
 }
@@ -78,6 +88,13 @@ func (wr *writer) take(spare []writeOp) []writeOp {
 	return ops
 }
 
+// queued reports whether writes wait to be sent.
+func (wr *writer) queued() bool {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return len(wr.queue) > 0
+}
+
 func (wr *writer) out(gw string, payload []byte) { wr.push(writeOp{gw: gw, payload: payload}) }
 
 func (wr *writer) mark(part int, gw, conn string, seq uint64) {
@@ -99,18 +116,42 @@ func (wr *writer) flush(ctx context.Context) {
 	}
 }
 
+// run sends what others queued and did not send themselves, until ctx
+// ends.
 func (wr *writer) run(ctx context.Context) {
-	log := wr.w.log.With("duty", "writer")
-	var batch []writeOp
 	for {
-		batch = wr.take(batch)
+		select {
+		case <-wr.signal:
+		case <-ctx.Done():
+			return
+		}
+		wr.sending.Lock()
+		ok := wr.drain(ctx)
+		wr.sending.Unlock()
+		if !ok {
+			return
+		}
+	}
+}
+
+// tryDrain sends what is queued unless another send is in progress, whose
+// sender then sends it (it looks at the queue again after unlocking).
+func (wr *writer) tryDrain() {
+	for wr.queued() && wr.sending.TryLock() {
+		wr.drain(wr.ctx)
+		wr.sending.Unlock()
+	}
+}
+
+// drain sends batch after batch until the queue is empty, retrying a
+// failed batch with backoff. It reports false if ctx ended first. The
+// caller holds sending.
+func (wr *writer) drain(ctx context.Context) bool {
+	for {
+		batch := wr.take(wr.spare)
 		if len(batch) == 0 {
-			select {
-			case <-wr.signal:
-			case <-ctx.Done():
-				return
-			}
-			continue
+			wr.spare = batch
+			return true
 		}
 		backoff := 10 * time.Millisecond
 		for {
@@ -120,10 +161,10 @@ func (wr *writer) run(ctx context.Context) {
 			}
 			wr.w.Stats.RedisErrs.Add(1)
 			if ctx.Err() != nil {
-				log.Error("stopped with writes not sent", "n", len(batch), "err", err)
-				return
+				wr.w.log.Error("stopped with writes not sent", "duty", "writer", "n", len(batch), "err", err)
+				return false
 			}
-			log.Error("redis write failed, retrying", "n", len(batch), "err", err, "backoff", backoff)
+			wr.w.log.Error("redis write failed, retrying", "duty", "writer", "n", len(batch), "err", err, "backoff", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -136,6 +177,7 @@ func (wr *writer) run(ctx context.Context) {
 			}
 			batch[i] = writeOp{}
 		}
+		wr.spare = batch
 	}
 }
 
