@@ -319,8 +319,10 @@ func unsentOutput(c evio.Conn) []byte {
 	return reflect.ValueOf(c).Elem().FieldByName("out").Bytes()
 }
 
-// reuseOutput is the largest output buffer a connection keeps for reuse.
-const reuseOutput = 64 << 10
+// reuseOutput is the largest output buffer a connection keeps for its
+// next sends: enough for a burst of replies, small enough that idle
+// connections stay cheap.
+const reuseOutput = 4 << 10
 
 // writeSocket writes b to the connection's socket without blocking and
 // returns how much it took; on an error it returns 0 and leaves the rest
