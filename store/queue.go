@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -163,7 +164,13 @@ func (s *Store) ReadInbound(ctx context.Context, consumer string, parts []int, c
 		}
 		return nil, fmt.Errorf("store: read inbound: %w", err)
 	}
-	var out []Delivery
+	n := 0
+	for _, st := range res {
+		for _, m := range st.Messages {
+			n += envelopeCount(m)
+		}
+	}
+	out := make([]Delivery, 0, n)
 	for _, st := range res {
 		p := s.partOf(st.Stream)
 		for _, m := range st.Messages {
@@ -171,6 +178,25 @@ func (s *Store) ReadInbound(ctx context.Context, consumer string, parts []int, c
 		}
 	}
 	return out, nil
+}
+
+// envelopeCount counts the envelopes of a stream entry without decoding
+// them (at least 1), to size the deliveries in one allocation.
+func envelopeCount(m redis.XMessage) int {
+	b, ok := m.Values[fieldBundle].(string)
+	if !ok {
+		return 1
+	}
+	n := 0
+	for len(b) > 0 {
+		l, k := binary.Uvarint([]byte(b[:min(len(b), binary.MaxVarintLen64)]))
+		if k <= 0 || uint64(len(b)-k) < l {
+			break
+		}
+		b = b[k+int(l):]
+		n++
+	}
+	return max(n, 1)
 }
 
 // ReadOwnPending returns the entries of parts that were delivered to

@@ -105,7 +105,7 @@ func handleEnv(w *Worker, env store.Envelope) {
 	w.inflight++
 	w.mu.Unlock()
 	d := store.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
-	w.done(item{d: d, e: &entry{id: d.ID, left: 1}}, w.handle(d))
+	w.done(item{d: &d, e: &entry{id: d.ID, left: 1}}, w.handle(d))
 }
 
 // call runs a client frame through the worker and returns its reply (ret

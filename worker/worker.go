@@ -203,11 +203,16 @@ type entry struct {
 // connRef names a connection for its handled mark.
 type connRef struct{ gw, conn string }
 
-// item is one envelope of an entry, queued behind its connection's.
+// item is one envelope of an entry, queued behind its connection's. d
+// points into the slice a read returned.
 type item struct {
-	d store.Delivery
+	d *store.Delivery
 	e *entry
 }
+
+// connQueues recycles connection queues: one is made whenever a
+// connection that had nothing queued gets an envelope.
+var connQueues = sync.Pool{New: func() any { return new(connQueue) }}
 
 // connQueue holds one connection's envelopes, run one at a time.
 type connQueue struct {
@@ -526,8 +531,8 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 			log.Info("took over frames of a stopped worker", "partition", p, "n", len(claimed))
 			w.Stats.Redelivered.Add(int64(len(claimed)))
 		}
-		for _, d := range claimed {
-			w.admit(pt, d)
+		for i := range claimed {
+			w.admit(pt, &claimed[i])
 		}
 		log.Debug("partition acquired", "partition", p)
 	}
@@ -732,12 +737,12 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 						busy[d.ID] = true
 					}
 				}
-				for _, d := range ds {
-					pt := w.owned[d.Part]
-					if pt == nil || busy[d.ID] {
+				for i := range ds {
+					pt := w.owned[ds[i].Part]
+					if pt == nil || busy[ds[i].ID] {
 						continue
 					}
-					w.admitLocked(pt, d)
+					w.admitLocked(pt, &ds[i])
 					n++
 				}
 				w.mu.Unlock()
@@ -799,14 +804,14 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 		}
 		w.learnHandled(ctx, ds)
 		w.mu.Lock()
-		for _, d := range ds {
-			pt := w.owned[d.Part]
+		for i := range ds {
+			pt := w.owned[ds[i].Part]
 			if pt == nil {
 				// Lease lost while reading: the entry stays pending and the
 				// next owner claims it.
 				continue
 			}
-			w.admitLocked(pt, d)
+			w.admitLocked(pt, &ds[i])
 		}
 		doneReading()
 		w.mu.Unlock()
@@ -825,7 +830,7 @@ func countEntries(ds []store.Delivery) int {
 	return n
 }
 
-func (w *Worker) admit(pt *partition, d store.Delivery) {
+func (w *Worker) admit(pt *partition, d *store.Delivery) {
 	w.mu.Lock()
 	w.admitLocked(pt, d)
 	w.mu.Unlock()
@@ -833,7 +838,7 @@ func (w *Worker) admit(pt *partition, d store.Delivery) {
 
 // admitLocked queues d behind the envelopes of its connection. The
 // envelopes of one entry are admitted together.
-func (w *Worker) admitLocked(pt *partition, d store.Delivery) {
+func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
 	e := pt.inflight[d.ID]
 	if e == nil {
 		e = &entry{part: d.Part, id: d.ID, left: d.Count, redelivered: d.Deliveries > 1}
@@ -855,7 +860,8 @@ func (w *Worker) admitLocked(pt *partition, d store.Delivery) {
 	}
 	q := w.queues[key]
 	if q == nil {
-		q = &connQueue{key: key}
+		q = connQueues.Get().(*connQueue)
+		q.key = key
 		w.queues[key] = q
 	}
 	q.items = append(q.items, item{d: d, e: e})
@@ -892,16 +898,25 @@ func (w *Worker) runner() {
 			q.items[0] = item{}
 			q.items = q.items[1:]
 			w.mu.Unlock()
-			w.done(it, w.handle(it.d))
-			w.wr.tryDrain()
+			w.done(it, w.handle(*it.d))
 			w.mu.Lock()
 		}
 		if len(q.items) > 0 {
 			w.runnable = append(w.runnable, q) // back of the line
-			continue
+		} else {
+			q.running = false
+			delete(w.queues, q.key)
+			q.key, q.items = "", q.items[:0]
+			connQueues.Put(q) // with its items' room, for the next connection
 		}
-		q.running = false
-		delete(w.queues, q.key)
+		if len(w.runnable) == 0 {
+			// Nothing else to run: send what this runner queued rather
+			// than wait for the writer goroutine to wake (the reply path
+			// of a quiet farm). While there is work, the writer batches.
+			w.mu.Unlock()
+			w.wr.tryDrain()
+			w.mu.Lock()
+		}
 	}
 }
 

@@ -21,10 +21,10 @@ import (
 // acknowledgement of its entry, and replies to one connection keep the
 // order of its requests.
 //
-// A runner that has queued its envelope's writes sends them itself if no
-// send is in progress (tryDrain), rather than handing them to the writer
-// goroutine: on the reply path that saves a thread wake-up. Sends are
-// serialized by sending, and each takes the whole queue, so the order
+// A runner that runs out of work sends what is queued itself if no send is
+// in progress (tryDrain), rather than waiting for the writer goroutine to
+// wake: on a quiet farm's reply path that saves a thread wake-up. Sends
+// are serialized by sending, and each takes the whole queue, so the order
 // holds whoever sends.
 type writer struct {
 	w      *Worker
