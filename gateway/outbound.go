@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"time"
+	"unsafe"
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/store"
@@ -25,7 +26,7 @@ func (s *Server) runOutbound(ctx context.Context) {
 		if err == nil {
 			acked = batch
 			for _, m := range msgs {
-				s.deliver(w, []byte(m))
+				s.deliver(w, readOnly(m))
 			}
 			w.flush()
 			if len(msgs) > 0 {
@@ -39,7 +40,7 @@ func (s *Server) runOutbound(ctx context.Context) {
 			m, ok, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
 			if err == nil {
 				if ok {
-					s.deliver(w, []byte(m))
+					s.deliver(w, readOnly(m))
 					w.flush()
 				}
 				continue
@@ -59,14 +60,20 @@ func (s *Server) runOutbound(ctx context.Context) {
 	}
 }
 
+// readOnly views s as bytes without copying it. The outbound path only
+// reads a message (peer.send copies what it queues), so the string's
+// bytes are never written.
+func readOnly(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 // connWrites gathers the writes of one take per connection, so that a
 // connection gets one send (one wake, one socket write) per take however
 // many of its replies the take held.
 type connWrites struct {
 	conns   []*conn
 	bufs    [][]byte
-	owned   []bool  // bufs[i] is our copy, not a slice of a message
-	replies []int64 // replies in bufs[i]: c.owed drops once they are sent
+	free    [][]byte // copies sent, kept for the next take (send copies what it queues)
+	owned   []bool   // bufs[i] is our copy, not a slice of a message
+	replies []int64  // replies in bufs[i]: c.owed drops once they are sent
 	at      map[*conn]int
 }
 
@@ -86,7 +93,11 @@ func (w *connWrites) add(c *conn, frames []byte, reply bool) {
 	}
 	w.replies[i] += r
 	if !w.owned[i] {
-		w.bufs[i] = append(make([]byte, 0, 2*(len(w.bufs[i])+len(frames))), w.bufs[i]...)
+		var b []byte
+		if n := len(w.free); n > 0 {
+			b, w.free = w.free[n-1][:0], w.free[:n-1]
+		}
+		w.bufs[i] = append(b, w.bufs[i]...)
 		w.owned[i] = true
 	}
 	w.bufs[i] = append(w.bufs[i], frames...)
@@ -115,6 +126,9 @@ func (w *connWrites) send(i int) {
 func (w *connWrites) flush() {
 	for i := range w.conns {
 		w.send(i)
+		if w.owned[i] && cap(w.bufs[i]) <= 64<<10 {
+			w.free = append(w.free, w.bufs[i])
+		}
 		w.conns[i], w.bufs[i] = nil, nil
 	}
 	w.conns, w.bufs, w.owned, w.replies = w.conns[:0], w.bufs[:0], w.owned[:0], w.replies[:0]
@@ -130,12 +144,12 @@ func (s *Server) deliver(w *connWrites, raw []byte) {
 	}
 	switch m.Kind {
 	case store.OutBatch:
-		msgs, err := store.SplitBundle(m.Frames)
-		if err != nil {
-			s.log.Error("bad outbound batch", "err", err)
-			return
-		}
-		for _, b := range msgs {
+		for rest := m.Frames; len(rest) > 0; {
+			var b []byte
+			if b, rest, err = store.CutBundle(rest); err != nil {
+				s.log.Error("bad outbound batch", "err", err)
+				return
+			}
 			s.deliver(w, b)
 		}
 		return

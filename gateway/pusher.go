@@ -88,7 +88,8 @@ func (s *Server) runPusher(ctx context.Context) {
 	log := s.log.With("duty", "pusher")
 	var spare []pushItem
 	byPart := make(map[int]int)
-	lens := make(map[int]int64) // queue lengths seen in the last round trip
+	lens := make(map[int]int64)     // queue lengths seen in the last round trip
+	bundles := make(map[int][]byte) // each partition's bundle buffer, reused
 	for {
 		items, done := s.queue.take(spare)
 		if done {
@@ -113,7 +114,7 @@ func (s *Server) runPusher(ctx context.Context) {
 			if !ok {
 				j = len(batches)
 				byPart[it.c.part] = j
-				batches = append(batches, store.PartBatch{Part: it.c.part})
+				batches = append(batches, store.PartBatch{Part: it.c.part, Bundle: bundles[it.c.part]})
 				owners = append(owners, nil)
 			}
 			batches[j].Envelopes = append(batches[j].Envelopes, it.env)
@@ -139,6 +140,9 @@ func (s *Server) runPusher(ctx context.Context) {
 			backoff = min(2*backoff, time.Second)
 		}
 		for j, b := range batches {
+			if cap(b.Bundle) <= 1<<20 {
+				bundles[b.Part] = b.Bundle
+			}
 			for k, ok := range b.Accepted {
 				if !ok {
 					it := owners[j][k]

@@ -147,17 +147,27 @@ func BundleSize(envs [][]byte) int {
 func SplitBundle(b []byte) ([][]byte, error) {
 	var out [][]byte
 	for len(b) > 0 {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || k != uvarintLen(n) || uint64(len(b)-k) < n || n == 0 {
-			return nil, fmt.Errorf("%w: bundle", ErrBadEnvelope)
+		item, rest, err := CutBundle(b)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, b[k:k+int(n):k+int(n)])
-		b = b[k+int(n):]
+		out = append(out, item)
+		b = rest
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: empty bundle", ErrBadEnvelope)
 	}
 	return out, nil
+}
+
+// CutBundle returns the first item of bundle b and the rest, aliasing b,
+// for walking a bundle without a slice of its items.
+func CutBundle(b []byte) (item, rest []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || k != uvarintLen(n) || uint64(len(b)-k) < n || n == 0 {
+		return nil, nil, fmt.Errorf("%w: bundle", ErrBadEnvelope)
+	}
+	return b[k : k+int(n) : k+int(n)], b[k+int(n):], nil
 }
 
 func uvarintLen(x uint64) int {

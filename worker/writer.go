@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -34,9 +35,10 @@ type writer struct {
 	room   *sync.Cond    // the queue was taken: pushers past maxQueued go on
 	signal chan struct{} // something was queued
 
-	sending sync.Mutex // held by the one sending; guards what follows
-	spare   []writeOp
-	lastTr  time.Time
+	sending  sync.Mutex // held by the one sending; guards what follows
+	spare    []writeOp
+	batchBuf map[string][]byte // per gateway, the OutBatch buffer
+	lastTr   time.Time
 }
 
 type writeOp struct {
@@ -54,7 +56,7 @@ type writeOp struct {
 const maxQueued = 8192
 
 func newWriter(w *Worker, ctx context.Context) *writer {
-	wr := &writer{w: w, ctx: ctx, signal: make(chan struct{}, 1)}
+	wr := &writer{w: w, ctx: ctx, signal: make(chan struct{}, 1), batchBuf: make(map[string][]byte)}
 	wr.room = sync.NewCond(&wr.mu)
 	return wr
 }
@@ -250,7 +252,11 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	for _, gw := range gws {
 		msgs := outs[gw]
 		if len(msgs) > 1 && wr.w.readsBatches(gw) {
-			st.PushOut(ctx, pipe, gw, store.AppendOutBatch(make([]byte, 0, store.OutBatchSize(msgs)), msgs))
+			b := store.AppendOutBatch(slices.Grow(wr.batchBuf[gw][:0], store.OutBatchSize(msgs)), msgs)
+			if cap(b) <= 1<<20 && len(wr.batchBuf) < 256 {
+				wr.batchBuf[gw] = b // sent by the end of this call: reused by the next
+			}
+			st.PushOut(ctx, pipe, gw, b)
 			continue
 		}
 		args := make([]any, len(msgs))
