@@ -581,8 +581,8 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 		gw   string
 	}
 	var qs []store.HandledQuery
-	at := make(map[key]int)
-	asked := make(map[string]bool)
+	var at map[key]int
+	var asked map[string]bool // made on the first connection to ask for: most reads have none
 	w.mu.Lock()
 	for _, d := range ds {
 		c := d.Env.Conn
@@ -591,6 +591,9 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 		}
 		if _, known := w.lastSeq[c]; d.Deliveries <= 1 && (known || d.Env.Seq <= 1) {
 			continue // seen here, or new: nothing of it can be done elsewhere
+		}
+		if asked == nil {
+			at, asked = make(map[key]int), make(map[string]bool)
 		}
 		asked[c] = true
 		k := key{d.Part, d.Env.Gateway}
