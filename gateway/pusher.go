@@ -88,7 +88,7 @@ func (s *Server) runPusher(ctx context.Context) {
 	log := s.log.With("duty", "pusher")
 	var spare []pushItem
 	byPart := make(map[int]int)
-	lens := make(map[int]int64)     // queue lengths seen in the last round trip
+	var queued int64                // this gateway's frames in the queues, as of the last round trip
 	bundles := make(map[int][]byte) // each partition's bundle buffer, reused
 	for {
 		items, done := s.queue.take(spare)
@@ -123,7 +123,7 @@ func (s *Server) runPusher(ctx context.Context) {
 		backoff := 10 * time.Millisecond
 		for {
 			s.Stats.Pipelines.Add(1)
-			err := s.st.EnqueueCached(ctx, batches, s.opts.QueueBound, lens)
+			err := s.st.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &queued)
 			if err == nil {
 				break
 			}

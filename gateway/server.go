@@ -63,8 +63,9 @@ type Options struct {
 	// Backlog is how many frames wait in the gateway while Redis is slow or
 	// unreachable; past it frames are answered -10002 (busy).
 	Backlog int
-	// QueueBound is the length of a partition queue past which frames are
-	// answered -10002 instead of queued; -1 means unbounded.
+	// QueueBound is the number of frames this gateway has queued and
+	// workers have not finished past which frames are answered -10002
+	// instead of queued; -1 means unbounded.
 	QueueBound int
 	// Loops is the number of event loops (goroutines serving sockets).
 	Loops int

@@ -25,7 +25,8 @@ const ConsumerGroup = "workers"
 //
 //   - {p<N>}: everything of inbound partition N (stream, owner lease,
 //     dead letters, timers)
-//   - {gw:<id>}: everything of one gateway (its outbound list)
+//   - {gw:<id>}: everything of one gateway (its outbound list, its frame
+//     count, its connections' handled marks)
 //   - {u:<uid>}: everything of one user (session, groups)
 //   - {g:<name>}: the members of one group
 type Keys struct {
@@ -46,15 +47,15 @@ func (k Keys) partTag(p int) string { return k.Prefix + ":{p" + strconv.Itoa(p) 
 // open and close events), timers that fell due, and operator frames.
 func (k Keys) Inbound(p int) string { return k.partTag(p) + ":in" }
 
-// Queued counts the envelopes that gateways queued on partition p and
-// workers have not finished: the queue length in frames (an entry of the
-// stream bundles many). Gateways refuse frames past their bound by it.
-func (k Keys) Queued(p int) string { return k.partTag(p) + ":queued" }
+// Queued counts the envelopes gateway gw queued that workers have not
+// finished (its share of the queues, in frames: a stream entry bundles
+// many). The gateway refuses frames past its bound by it.
+func (k Keys) Queued(gw string) string { return k.Prefix + ":{gw:" + gw + "}:queued" }
 
 // Handled is the hash of connection id -> sequence number of the last of
-// its envelopes a worker finished, for the connections of gateway gw on
-// partition p. A worker taking over an entry skips what is done.
-func (k Keys) Handled(p int, gw string) string { return k.partTag(p) + ":handled:" + gw }
+// its envelopes a worker finished, for the connections of gateway gw. A
+// worker taking over an entry skips what is done.
+func (k Keys) Handled(gw string) string { return k.Prefix + ":{gw:" + gw + "}:handled" }
 
 // Tries is the hash of envelope index -> starts, for a redelivered entry
 // of partition p: an envelope that kills every worker it starts on is

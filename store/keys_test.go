@@ -65,7 +65,8 @@ func TestKeySlotMatchesServer(t *testing.T) {
 		for p := range DefaultPartitions {
 			keys = append(keys, k.Inbound(p))
 		}
-		keys = append(keys, k.Session("alice"), k.Outbound("gw-1"), k.Cron(2, "{daily}"), k.Counter("n"))
+		keys = append(keys, k.Session("alice"), k.Outbound("gw-1"), k.Queued("gw-1"), k.Handled("gw-1"),
+			k.Cron(2, "{daily}"), k.Counter("n"))
 	}
 	for _, key := range keys {
 		got, err := rdb.ClusterKeySlot(ctx, key).Result()
@@ -91,7 +92,7 @@ func TestKeysShareSlot(t *testing.T) {
 			groups = append(groups, group{
 				fmt.Sprintf("prefix %q partition %d", prefix, p),
 				[]string{k.Inbound(p), k.Owner(p), k.Dead(p), k.Timers(p), k.TimerData(p),
-					k.Queued(p), k.Handled(p, "gw1"), k.Tries(p, "1-0"), k.Cron(p, "daily"), k.Cron(p, "{other}"), k.Cron(p, "a}b")},
+					k.Tries(p, "1-0"), k.Cron(p, "daily"), k.Cron(p, "{other}"), k.Cron(p, "a}b")},
 			})
 		}
 		for _, uid := range []string{"u1", "alice@example.com", "", "x:y", "with space"} {
@@ -103,11 +104,20 @@ func TestKeysShareSlot(t *testing.T) {
 		for _, gw := range []string{"gw-1", "10.0.0.1:7000", ""} {
 			groups = append(groups, group{
 				fmt.Sprintf("prefix %q gateway %q", prefix, gw),
-				[]string{k.Outbound(gw), k.GatewayUsers(gw), k.OutboundTransit(gw), k.OutboundBatch(gw)},
+				[]string{k.Outbound(gw), k.GatewayUsers(gw), k.OutboundTransit(gw), k.OutboundBatch(gw),
+					k.Queued(gw), k.Handled(gw)},
 			})
 		}
 	}
 	for _, g := range groups {
+		// One slot, but each key its own: none may alias another.
+		seen := map[string]bool{}
+		for _, key := range g.keys {
+			if seen[key] {
+				t.Errorf("%s: key %s is named twice", g.name, key)
+			}
+			seen[key] = true
+		}
 		want := keySlot(g.keys[0])
 		for _, key := range g.keys[1:] {
 			if got := keySlot(key); got != want {
@@ -248,7 +258,15 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			for p := range parts {
 				bs = append(bs, PartBatch{Part: p, Envelopes: [][]byte{envOf(KindOpen, "c", 1, "")}})
 			}
-			return s.Enqueue(ctx, bs, 10)
+			return s.Enqueue(ctx, "gw1", bs, 10)
+		}, nil},
+		{"EnqueueCached", func(ctx context.Context, s *Store) error {
+			var bs []PartBatch
+			for p := range parts {
+				bs = append(bs, PartBatch{Part: p, Envelopes: [][]byte{envOf(KindFrame, "c", 2, "x")}})
+			}
+			queued := int64(0)
+			return s.EnqueueCached(ctx, "gw1", bs, 100, &queued)
 		}, nil},
 		{"AcquireLease", func(ctx context.Context, s *Store) error {
 			_, err := s.AcquireLease(ctx, 3, "w", time.Second)
@@ -278,7 +296,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 				}
 			}
 			return nil
-		}, []string{"dead_letter", "dead_requeue"}},
+		}, []string{"dead_requeue"}},
 		{"IncrCounter", func(ctx context.Context, s *Store) error {
 			_, err := s.IncrCounter(ctx, "n", 1)
 			return err
@@ -296,14 +314,15 @@ func TestScriptKeysShareSlot(t *testing.T) {
 					return err
 				}
 			}
-			pipe := s.rdb.Pipeline()
-			for p := range parts {
-				s.MarkHandled(ctx, pipe, p, "gw2", "c-u1", uint64(3))
+			if err := s.Enqueue(ctx, "gw2", []PartBatch{{Part: 1, Envelopes: [][]byte{envOf(KindOpen, "c-u1", 1, "")}}}, 0); err != nil {
+				return err
 			}
+			pipe := s.rdb.Pipeline()
+			s.MarkHandled(ctx, pipe, "gw2", "c-u1", uint64(3))
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
 			}
-			_, err := s.ReapGateway(ctx, "gw2", parts)
+			_, err := s.ReapGateway(ctx, "gw2")
 			return err
 		}, []string{"session_bind", "session_unbind"}},
 		{"ScheduleAfter", func(ctx context.Context, s *Store) (err error) {
@@ -426,7 +445,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 				}
 			}
 			if multiKey == 0 {
-				t.Errorf("no multi-key command recorded (ReapGateway deletes its outbound keys in one DEL)")
+				t.Errorf("no multi-key command recorded (ReapGateway deletes its gateway keys in one DEL)")
 			}
 			for name := range ran {
 				if _, ok := scripts[name]; !ok {

@@ -29,47 +29,39 @@ type PartBatch struct {
 	Bundle []byte
 }
 
-// Enqueue appends every batch to its partition's inbound stream, all in one
-// pipeline. bound is the queue length in frames past which client frames
-// are refused (Accepted false); open and close events are always taken, so
-// a worker always learns that a connection ended. 0 means no bound. On a
-// network error the caller cannot know which batches were applied and
-// should send them again: workers drop the copies by their per-connection
-// sequence number.
-func (s *Store) Enqueue(ctx context.Context, batches []PartBatch, bound int) error {
-	return s.EnqueueCached(ctx, batches, bound, nil)
+// Enqueue appends every batch of gateway gw to its partition's inbound
+// stream, all in one pipeline, and adds them to the gateway's frame count
+// (Keys.Queued). bound is the count past which client frames are refused
+// (Accepted false); open and close events are always taken, so a worker
+// always learns that a connection ended. 0 means no bound. On a network
+// error the caller cannot know which batches were applied and should send
+// them again: workers drop the copies by their per-connection sequence
+// number.
+func (s *Store) Enqueue(ctx context.Context, gw string, batches []PartBatch, bound int) error {
+	return s.EnqueueCached(ctx, gw, batches, bound, nil)
 }
 
-// EnqueueCached is Enqueue with the queue lengths known from the caller's
-// previous call (lens, partition -> frames queued), updated in place from
-// the same round trip, so the bound costs no extra round trip. The bound is
-// then approximate: other gateways' frames since the last call are not
-// counted. With lens nil the lengths are read first.
-func (s *Store) EnqueueCached(ctx context.Context, batches []PartBatch, bound int, lens map[int]int64) error {
-	if bound > 0 && lens == nil {
-		lens = make(map[int]int64, len(batches))
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(batches))
-		for i, b := range batches {
-			cmds[i] = pipe.Get(ctx, s.Keys.Queued(b.Part))
+// EnqueueCached is Enqueue with the frame count known from the caller's
+// previous call (*queued), updated from the same round trip, so the bound
+// costs no extra round trip. With queued nil the count is read first.
+func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatch, bound int, queued *int64) error {
+	var n int64
+	if queued != nil {
+		n = *queued
+	} else if bound > 0 {
+		v, err := s.rdb.Get(ctx, s.Keys.Queued(gw)).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("store: enqueue: %w", err)
 		}
-		_, _ = pipe.Exec(ctx) // each command's error is checked below
-		for i, b := range batches {
-			n, err := cmds[i].Int64()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return fmt.Errorf("store: enqueue: %w", err)
-			}
-			lens[b.Part] = max(n, 0)
-		}
+		n = max(v, 0)
 	}
-	// A plain XADD and INCRBY rather than a script: pipelined, they cost
+	// Plain XADDs and one INCRBY rather than a script: pipelined, they cost
 	// Redis a fraction of a script call, and the bound need not be exact.
 	pipe := s.rdb.Pipeline()
-	counts := make([]*redis.IntCmd, len(batches))
 	var accepted [][]byte
+	var total int64
 	for i := range batches {
 		b := &batches[i]
-		n := lens[b.Part]
 		b.Accepted = b.Accepted[:0]
 		accepted = accepted[:0]
 		for _, e := range b.Envelopes {
@@ -84,18 +76,23 @@ func (s *Store) EnqueueCached(ctx context.Context, batches []PartBatch, bound in
 		if len(accepted) > 0 {
 			b.Bundle = AppendBundle(slices.Grow(b.Bundle[:0], BundleSize(accepted)), accepted)
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(b.Part), Values: []any{fieldBundle, b.Bundle}})
+			total += int64(len(accepted))
 		}
-		// After the XADD, so that trim.lua, which zeroes the count when the
-		// stream is empty, never zeroes frames it cannot see yet.
-		counts[i] = pipe.IncrBy(ctx, s.Keys.Queued(b.Part), int64(len(accepted)))
 	}
+	// After the XADDs: a pipeline cut short can then leave the count too
+	// low (a looser bound), never too high.
+	count := pipe.IncrBy(ctx, s.Keys.Queued(gw), total)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
-	if lens != nil {
-		for i, c := range counts {
-			lens[batches[i].Part] = max(c.Val(), 0)
-		}
+	if v := count.Val(); v < 0 {
+		// Below zero (workers finished frames the count never had, after
+		// Redis failures): start again from zero, so the bound is not
+		// loosened for good.
+		_ = s.rdb.IncrBy(ctx, s.Keys.Queued(gw), -v).Err()
+	}
+	if queued != nil {
+		*queued = max(count.Val(), 0)
 	}
 	return nil
 }
@@ -122,7 +119,7 @@ type Delivery struct {
 	ID         string // stream entry id
 	Index      int    // the envelope's position in its entry
 	Count      int    // envelopes in the entry
-	Bundled    bool   // the entry is a gateway's bundle, counted in Queued
+	Bundled    bool   // the entry is a gateway's bundle, counted in its Queued
 	Requeued   bool   // an operator put it back from the dead letters: run it even if its connection is past it
 	Deliveries int64  // 1 on first delivery; more after a worker died with it
 	Env        Envelope
@@ -351,37 +348,50 @@ func (s *Store) ClaimPending(ctx context.Context, p int, consumer string) ([]Del
 	}
 }
 
-// Ack queues on pipe the acknowledgement of entries of partition p. Their
-// bundles held envelopes envelopes in all, which leave the Queued count.
-func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids []string, envelopes int64) {
+// Ack queues on pipe the acknowledgement of entries of partition p.
+func (s *Store) Ack(ctx context.Context, pipe redis.Pipeliner, p int, ids ...string) {
 	pipe.XAck(ctx, s.Keys.Inbound(p), ConsumerGroup, ids...)
-	if envelopes > 0 {
-		pipe.DecrBy(ctx, s.Keys.Queued(p), envelopes)
+}
+
+// Finished queues on pipe that n envelopes of gateway gw's bundles are
+// done (they leave its frame count). Queue it before the entries' Ack: a
+// pipeline cut short then leaves the count too low (a looser bound), never
+// too high.
+func (s *Store) Finished(ctx context.Context, pipe redis.Pipeliner, gw string, n int64) {
+	pipe.DecrBy(ctx, s.Keys.Queued(gw), n)
+}
+
+// Queued returns the envelopes gateway gw queued that workers have not
+// finished.
+func (s *Store) Queued(ctx context.Context, gw string) (int64, error) {
+	n, err := s.rdb.Get(ctx, s.Keys.Queued(gw)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
 	}
+	return max(n, 0), err
 }
 
 // Trim queues on pipe the deletion of partition p's entries that every
 // worker is done with (trim.lua), so the stream's length is its backlog.
 func (s *Store) Trim(ctx context.Context, pipe redis.Pipeliner, p int) {
-	scriptTrim.EvalSha(ctx, pipe, []string{s.Keys.Inbound(p), s.Keys.Queued(p)}, ConsumerGroup)
+	scriptTrim.EvalSha(ctx, pipe, []string{s.Keys.Inbound(p)}, ConsumerGroup)
 }
 
 // MarkHandled queues on pipe the sequence numbers of the last envelopes
-// finished for connections of gateway gw on partition p (connSeq: conn id,
-// seq, conn id, seq...). A worker that takes over an entry skips them.
-func (s *Store) MarkHandled(ctx context.Context, pipe redis.Pipeliner, p int, gw string, connSeq ...any) {
-	pipe.HSet(ctx, s.Keys.Handled(p, gw), connSeq...)
+// finished for connections of gateway gw (connSeq: conn id, seq, conn id,
+// seq...). A worker that takes over an entry skips them.
+func (s *Store) MarkHandled(ctx context.Context, pipe redis.Pipeliner, gw string, connSeq ...any) {
+	pipe.HSet(ctx, s.Keys.Handled(gw), connSeq...)
 }
 
 // ForgetHandled queues on pipe the removal of closed connections' marks.
-func (s *Store) ForgetHandled(ctx context.Context, pipe redis.Pipeliner, p int, gw string, conns ...string) {
-	pipe.HDel(ctx, s.Keys.Handled(p, gw), conns...)
+func (s *Store) ForgetHandled(ctx context.Context, pipe redis.Pipeliner, gw string, conns ...string) {
+	pipe.HDel(ctx, s.Keys.Handled(gw), conns...)
 }
 
-// HandledQuery asks for the handled marks of connections of one gateway
-// on one partition; HandledSeqs fills Seqs (0: none).
+// HandledQuery asks for the handled marks of connections of one gateway;
+// HandledSeqs fills Seqs (0: none).
 type HandledQuery struct {
-	Part    int
 	Gateway string
 	Conns   []string
 	Seqs    []uint64
@@ -393,7 +403,7 @@ func (s *Store) HandledSeqs(ctx context.Context, qs []HandledQuery) error {
 	cmds := make([]*redis.SliceCmd, len(qs))
 	for i, q := range qs {
 		if len(q.Conns) > 0 { // HMGET needs a field
-			cmds[i] = pipe.HMGet(ctx, s.Keys.Handled(q.Part, q.Gateway), q.Conns...)
+			cmds[i] = pipe.HMGet(ctx, s.Keys.Handled(q.Gateway), q.Conns...)
 		}
 	}
 	if pipe.Len() == 0 {
@@ -439,12 +449,13 @@ func (s *Store) ClearTries(ctx context.Context, pipe redis.Pipeliner, p int, id 
 	pipe.Del(ctx, s.Keys.Tries(p, id))
 }
 
-// DeadLetter copies d's envelope to its partition's dead-letter stream and,
-// in the same step, marks it handled, so that no worker runs it again. The
-// caller still finishes (acknowledges) its entry.
+// DeadLetter copies d's envelope to its partition's dead-letter stream.
+// The caller still finishes its envelope (its handled mark) and
+// acknowledges its entry as usual.
 func (s *Store) DeadLetter(ctx context.Context, d Delivery, reason string) error {
-	keys := []string{s.Keys.Dead(d.Part), s.Keys.Handled(d.Part, d.Env.Gateway)}
-	err := scriptDeadLetter.Run(ctx, s.rdb, keys, d.ID, d.Index, d.Raw, d.Deliveries, reason, d.Env.Conn, d.Env.Seq).Err()
+	err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Dead(d.Part), Values: []any{
+		fieldEnvelope, d.Raw, "from", d.ID, "index", d.Index, "deliveries", d.Deliveries, "reason", reason,
+	}}).Err()
 	if err != nil {
 		return fmt.Errorf("store: dead letter %s: %w", d.ID, err)
 	}
@@ -512,16 +523,6 @@ func (s *Store) ReleaseLease(ctx context.Context, p int, id string) error {
 		return fmt.Errorf("store: release partition %d: %w", p, err)
 	}
 	return nil
-}
-
-// QueueLen returns the number of frames and events gateways queued on
-// partition p that workers have not finished.
-func (s *Store) QueueLen(ctx context.Context, p int) (int64, error) {
-	n, err := s.rdb.Get(ctx, s.Keys.Queued(p)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	return max(n, 0), err
 }
 
 // PushOut queues on pipe messages for gateway gw, first one first out.

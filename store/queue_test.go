@@ -11,11 +11,16 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/store/storetest"
 )
 
+// testGW is the gateway the helpers below queue for (the gateway of
+// envOf's envelopes).
+const testGW = "gw1"
+
 // enqueueFrames queues n frames of connection conn on partition p (seq
-// first, first+1, ...) in one call, which makes one stream entry (a
-// bundle), and returns their envelopes.
+// first, first+1, ...) for gateway testGW in one call, which makes one
+// stream entry (a bundle), and returns their envelopes.
 func enqueueFrames(t *testing.T, s *Store, p int, conn string, first, n int) [][]byte {
 	t.Helper()
 	b := PartBatch{Part: p}
@@ -25,14 +30,14 @@ func enqueueFrames(t *testing.T, s *Store, p int, conn string, first, n int) [][
 		out = append(out, e)
 		b.Envelopes = append(b.Envelopes, e)
 	}
-	if err := s.Enqueue(testCtx(t), []PartBatch{b}, 0); err != nil {
+	if err := s.Enqueue(testCtx(t), testGW, []PartBatch{b}, 0); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	return out
 }
 
 // queuedEntry is what one stream entry holds: its envelopes, and whether
-// it is a gateway's bundle (counted in Queued) or a lone "e" envelope.
+// it is a gateway's bundle (counted in its Queued) or a lone "e" envelope.
 type queuedEntry struct {
 	envs    [][]byte
 	bundled bool
@@ -273,7 +278,8 @@ func TestClaimPending(t *testing.T) {
 			{"taken again", nil, "third", []int{0, 1, 2, 3, 4}, 3},
 			{"acknowledged and deleted are skipped", func() {
 				pipe := s.rdb.Pipeline()
-				s.Ack(ctx, pipe, p, []string{ids[0], ids[3]}, envelopesIn([]queuedEntry{entries[0], entries[3]}))
+				s.Finished(ctx, pipe, testGW, envelopesIn([]queuedEntry{entries[0], entries[3]}))
+				s.Ack(ctx, pipe, p, ids[0], ids[3])
 				if _, err := pipe.Exec(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -318,9 +324,9 @@ func TestClaimPending(t *testing.T) {
 		if want := []string{ids[2], ids[4]}; !slices.Equal(pendIDs, want) {
 			t.Errorf("pending after claims = %v, want %v", pendIDs, want)
 		}
-		// The bundles not acknowledged are still counted.
-		if n, err := s.QueueLen(ctx, p); err != nil || n != envelopesIn([]queuedEntry{entries[2], entries[4]}) {
-			t.Errorf("QueueLen = %d, %v; want %d", n, err, envelopesIn([]queuedEntry{entries[2], entries[4]}))
+		// The bundles not finished are still counted, claims or not.
+		if n, err := s.Queued(ctx, testGW); err != nil || n != envelopesIn([]queuedEntry{entries[2], entries[4]}) {
+			t.Errorf("Queued = %d, %v; want %d", n, err, envelopesIn([]queuedEntry{entries[2], entries[4]}))
 		}
 	})
 }
@@ -340,13 +346,14 @@ func TestTrim(t *testing.T) {
 		{"undelivered kept", 3, 3, 0, 2},
 		{"taken but never received kept", 2, 2, 2, 2},
 	}
-	eachBackend(t, func(t *testing.T, s *Store) {
+	eachBackend(t, func(t *testing.T, s0 *Store) {
 		ctx := testCtx(t)
-		if err := LoadScripts(ctx, s.rdb); err != nil { // Trim pipelines EVALSHA
+		if err := LoadScripts(ctx, s0.rdb); err != nil { // Trim pipelines EVALSHA
 			t.Fatal(err)
 		}
 		for p, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
+				s := New(s0.rdb, storetest.Prefix(t)) // a frame count of its own
 				if err := s.EnsureGroups(ctx, p+1); err != nil {
 					t.Fatal(err)
 				}
@@ -366,7 +373,8 @@ func TestTrim(t *testing.T) {
 				}
 				pipe := s.rdb.Pipeline()
 				if ack := entryIDs(ds)[:tt.acked]; len(ack) > 0 {
-					s.Ack(ctx, pipe, p, ack, envelopesIn(entries[:tt.acked]))
+					s.Finished(ctx, pipe, testGW, envelopesIn(entries[:tt.acked]))
+					s.Ack(ctx, pipe, p, ack...)
 				}
 				s.Trim(ctx, pipe, p)
 				if _, err := pipe.Exec(ctx); err != nil {
@@ -386,151 +394,148 @@ func TestTrim(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("after Trim ids = %v, want %v", got, want)
 				}
-				// The frames not yet acknowledged, whether trimmed or not.
-				if n, err := s.QueueLen(ctx, p); err != nil || n != envelopesIn(entries[tt.acked:]) {
-					t.Errorf("QueueLen = %d, %v; want %d", n, err, envelopesIn(entries[tt.acked:]))
+				// Trim leaves the frame count alone: the frames not yet
+				// finished, whether trimmed or not.
+				if n, err := s.Queued(ctx, testGW); err != nil || n != envelopesIn(entries[tt.acked:]) {
+					t.Errorf("Queued = %d, %v; want %d", n, err, envelopesIn(entries[tt.acked:]))
 				}
 			})
 		}
 	})
 }
 
-// TestTrimQueued: trim.lua zeroes the frame count of a partition where no
-// frame waits (so that a count that drifted heals), and only there, or
-// where the count went negative.
-func TestTrimQueued(t *testing.T) {
-	tests := []struct {
-		name    string
-		sizes   []int // frames of each entry queued
-		read    int   // entries delivered to "w"
-		acked   int   // the first this many acknowledged, with their frames
-		drift   int64 // then added to the count (lost or doubled counting)
-		deleted bool  // then every entry deleted from the stream
-		want    int64 // the count after Trim
-	}{
-		{"idle zeroes a drift", []int{2, 3}, 2, 2, 4, false, 0},
-		{"idle and exact", []int{2, 3}, 2, 2, 0, false, 0},
-		{"idle with the stream emptied", []int{2, 3}, 2, 2, 4, true, 0},
-		{"undelivered entry keeps the count", []int{2, 3}, 1, 1, 4, false, 3 + 4},
-		{"nothing delivered yet", []int{2, 3}, 0, 0, 4, false, 5 + 4},
-		{"pending entry keeps the count", []int{2, 3}, 2, 1, 4, false, 3 + 4},
-		{"all pending", []int{2, 3}, 2, 0, 0, false, 5},
-		{"negative count is zeroed", []int{2, 3}, 1, 0, -9, false, 0},
-	}
-	eachBackend(t, func(t *testing.T, s *Store) {
-		ctx := testCtx(t)
-		if err := LoadScripts(ctx, s.rdb); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.EnsureGroups(ctx, len(tests)); err != nil {
-			t.Fatal(err)
-		}
-		for p, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				entries := enqueueEntries(t, s, p, "c", 1, tt.sizes...)
-				var ds []Delivery
-				if tt.read > 0 {
-					var err error
-					if ds, err = s.ReadInbound(ctx, "w", []int{p}, int64(tt.read), -1); err != nil {
-						t.Fatal(err)
-					}
-				}
-				pipe := s.rdb.Pipeline()
-				if tt.acked > 0 {
-					s.Ack(ctx, pipe, p, entryIDs(ds)[:tt.acked], envelopesIn(entries[:tt.acked]))
-				}
-				if tt.drift != 0 {
-					pipe.IncrBy(ctx, s.Keys.Queued(p), tt.drift)
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
-					t.Fatal(err)
-				}
-				if tt.deleted {
-					ids, _ := s.rdb.XRange(ctx, s.Keys.Inbound(p), "-", "+").Result()
-					for _, m := range ids {
-						s.rdb.XDel(ctx, s.Keys.Inbound(p), m.ID)
-					}
-				}
-				pipe = s.rdb.Pipeline()
-				s.Trim(ctx, pipe, p)
-				if _, err := pipe.Exec(ctx); err != nil {
-					t.Fatal(err)
-				}
-				got, err := s.rdb.Get(ctx, s.Keys.Queued(p)).Int64()
-				if err != nil || got != tt.want {
-					t.Errorf("count after Trim = %d, %v; want %d", got, err, tt.want)
-				}
-				if n, _ := s.QueueLen(ctx, p); n != max(tt.want, 0) {
-					t.Errorf("QueueLen = %d, want %d", n, max(tt.want, 0))
-				}
-			})
-		}
-	})
-}
-
-// TestAck: acknowledging entries takes them off the pending list and their
-// bundled envelopes off the partition's count.
+// TestAck: acknowledging entries takes them off the pending list, and only
+// that: the gateway's frame count is Finished's.
 func TestAck(t *testing.T) {
-	eachBackend(t, func(t *testing.T, s *Store) {
-		ctx := testCtx(t)
-		const p = 1
-		if err := s.EnsureGroups(ctx, p+1); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.QueueLen(ctx, p); err != nil || n != 0 {
-			t.Errorf("QueueLen of a new partition = %d, %v; want 0", n, err)
-		}
-		entries := enqueueEntries(t, s, p, "c", 1, 3, 2)
-		entries = append(entries, addLone(t, s, p, envOf(KindSystem, "", 0, "timer")))
-		ds, err := s.ReadInbound(ctx, "w", []int{p}, 10, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkDeliveries(t, "read", ds, p, 1, entries)
-		ids := entryIDs(ds)
-		steps := []struct {
-			name      string
-			ids       []string
-			envelopes int64
-			wantLen   int64 // QueueLen after
-			wantPend  int64 // entries pending after
-		}{
-			{"nothing acked", nil, 0, 5, 3},
-			{"first bundle", ids[:1], 3, 2, 2},
-			{"lone envelope, not counted", ids[2:3], 0, 2, 1},
-			{"again: nothing more", ids[:1], 0, 2, 1},
-			{"last bundle", ids[1:2], 2, 0, 0},
-		}
-		for _, st := range steps {
-			if len(st.ids) > 0 {
-				pipe := s.rdb.Pipeline()
-				s.Ack(ctx, pipe, p, st.ids, st.envelopes)
-				if _, err := pipe.Exec(ctx); err != nil {
-					t.Fatalf("%s: Ack: %v", st.name, err)
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			rec := &cmdRecorder{}
+			be.rdb.AddHook(rec)
+			s := New(be.rdb, storetest.Prefix(t))
+			const p = 1
+			if err := s.EnsureGroups(ctx, p+1); err != nil {
+				t.Fatal(err)
+			}
+			entries := enqueueEntries(t, s, p, "c", 1, 3, 2, 1)
+			entries = append(entries, addLone(t, s, p, envOf(KindSystem, "", 0, "timer")))
+			ds, err := s.ReadInbound(ctx, "w", []int{p}, 10, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDeliveries(t, "read", ds, p, 1, entries)
+			ids := entryIDs(ds)
+			steps := []struct {
+				name     string
+				ids      []string
+				wantPend []string // entries pending after
+			}{
+				{"nothing acked", nil, ids},
+				{"first bundle", ids[:1], ids[1:]},
+				{"several at once, lone envelope too", []string{ids[1], ids[3]}, ids[2:3]},
+				{"again: nothing more", ids[:2], ids[2:3]},
+				{"last bundle", ids[2:3], nil},
+			}
+			rec.take()
+			for _, st := range steps {
+				if len(st.ids) > 0 {
+					pipe := s.rdb.Pipeline()
+					s.Ack(ctx, pipe, p, st.ids...)
+					if _, err := pipe.Exec(ctx); err != nil {
+						t.Fatalf("%s: Ack: %v", st.name, err)
+					}
+					if got := rec.take(); !slices.EqualFunc(got, [][]string{{"xack"}}, slices.Equal) {
+						t.Errorf("%s: Ack sent %q, want one XACK", st.name, got)
+					}
 				}
+				pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+					Stream: s.Keys.Inbound(p), Group: ConsumerGroup, Start: "-", End: "+", Count: 100,
+				}).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, pe := range pend {
+					got = append(got, pe.ID)
+				}
+				if !slices.Equal(got, st.wantPend) {
+					t.Errorf("%s: pending %v, want %v", st.name, got, st.wantPend)
+				}
+				if n, err := s.Queued(ctx, testGW); err != nil || n != 6 {
+					t.Errorf("%s: Queued = %d, %v; want 6 (Ack leaves the count alone)", st.name, n, err)
+				}
+				rec.take()
 			}
-			if n, err := s.QueueLen(ctx, p); err != nil || n != st.wantLen {
-				t.Errorf("%s: QueueLen = %d, %v; want %d", st.name, n, err, st.wantLen)
-			}
-			pend, err := s.rdb.XPending(ctx, s.Keys.Inbound(p), ConsumerGroup).Result()
-			if err != nil || pend.Count != st.wantPend {
-				t.Errorf("%s: %d entries pending, %v; want %d", st.name, pend.Count, err, st.wantPend)
-			}
-		}
-		// A count that went below zero reads as zero.
-		pipe := s.rdb.Pipeline()
-		s.Ack(ctx, pipe, p, ids[1:2], 4)
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.QueueLen(ctx, p); err != nil || n != 0 {
-			t.Errorf("QueueLen of a negative count = %d, %v; want 0", n, err)
-		}
-	})
+		})
+	}
 }
 
-// TestHandledMarks: the handled marks of connections, per gateway and
-// partition, as a worker taking over an entry reads them.
+// TestFinished: finished envelopes leave their gateway's frame count, and
+// only that gateway's, with one DECRBY that acknowledges nothing; a count
+// below zero reads as zero.
+func TestFinished(t *testing.T) {
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			rec := &cmdRecorder{}
+			be.rdb.AddHook(rec)
+			s := New(be.rdb, storetest.Prefix(t))
+			if err := s.EnsureGroups(ctx, 2); err != nil {
+				t.Fatal(err)
+			}
+			enqueueEntries(t, s, 0, "c", 1, 3, 2)
+			other := []PartBatch{{Part: 1, Envelopes: [][]byte{envOf(KindOpen, "d", 1, ""), envOf(KindFrame, "d", 2, "x"),
+				envOf(KindFrame, "d", 3, "x"), envOf(KindClose, "d", 4, "")}}}
+			if err := s.Enqueue(ctx, "gw2", other, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ReadInbound(ctx, "w", []int{0, 1}, 10, -1); err != nil {
+				t.Fatal(err)
+			}
+			rec.take()
+			steps := []struct {
+				gw    string
+				n     int64
+				want1 int64 // Queued(testGW) after
+				want2 int64 // Queued(gw2) after
+			}{
+				{testGW, 3, 2, 4},
+				{testGW, 0, 2, 4},
+				{"gw2", 4, 2, 0},
+				{testGW, 2, 0, 0},
+				{testGW, 4, 0, 0}, // below zero
+				{"never", 1, 0, 0},
+			}
+			for i, st := range steps {
+				pipe := s.rdb.Pipeline()
+				s.Finished(ctx, pipe, st.gw, st.n)
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				want := [][]string{{"decrby " + s.Keys.Queued(st.gw) + " " + strconv.FormatInt(st.n, 10)}}
+				if got := rec.take(); !slices.EqualFunc(got, want, slices.Equal) {
+					t.Errorf("step %d: Finished(%s, %d) sent %q, want %q", i, st.gw, st.n, got, want)
+				}
+				n1, err1 := s.Queued(ctx, testGW)
+				n2, err2 := s.Queued(ctx, "gw2")
+				if err1 != nil || err2 != nil || n1 != st.want1 || n2 != st.want2 {
+					t.Errorf("step %d: Finished(%s, %d): Queued = %d, %d (%v, %v); want %d, %d",
+						i, st.gw, st.n, n1, n2, err1, err2, st.want1, st.want2)
+				}
+				rec.take()
+			}
+			// Nothing was acknowledged.
+			for p, want := range []int64{2, 1} {
+				if pend, err := s.rdb.XPending(ctx, s.Keys.Inbound(p), ConsumerGroup).Result(); err != nil || pend.Count != want {
+					t.Errorf("partition %d: XPENDING = %+v, %v; want %d pending", p, pend, err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestHandledMarks: the handled marks of connections, per gateway, as a
+// worker taking over an entry reads them.
 func TestHandledMarks(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
@@ -541,45 +546,52 @@ func TestHandledMarks(t *testing.T) {
 			}
 			for i, q := range qs {
 				if !slices.Equal(q.Seqs, want[i]) || q.Seqs == nil {
-					t.Errorf("%s: marks of %v on partition %d of %s = %v, want %v", name, q.Conns, q.Part, q.Gateway, q.Seqs, want[i])
+					t.Errorf("%s: marks of %v of %s = %v, want %v", name, q.Conns, q.Gateway, q.Seqs, want[i])
 				}
 			}
 		}
 		queries := func() []HandledQuery {
 			return []HandledQuery{
-				{Part: 0, Gateway: "gw1", Conns: []string{"c1", "c2", "c3"}, Seqs: []uint64{9, 9, 9, 9}}, // stale Seqs are replaced
-				{Part: 1, Gateway: "gw1", Conns: []string{"c1"}},
-				{Part: 0, Gateway: "gw2", Conns: []string{"c1", "c2"}},
+				{Gateway: "gw1", Conns: []string{"c1", "c2", "c3"}, Seqs: []uint64{9, 9, 9, 9}}, // stale Seqs are replaced
+				{Gateway: "gw2", Conns: []string{"c1", "c2"}},
+				{Gateway: "gw3", Conns: []string{"c1"}},
 			}
 		}
-		query("none yet", queries(), [][]uint64{{0, 0, 0}, {0}, {0, 0}})
+		query("none yet", queries(), [][]uint64{{0, 0, 0}, {0, 0}, {0}})
 		if err := s.HandledSeqs(ctx, nil); err != nil {
 			t.Errorf("HandledSeqs(nil) = %v", err)
 		}
 
+		// The same connection ids on other gateways are other connections.
 		pipe := s.rdb.Pipeline()
-		s.MarkHandled(ctx, pipe, 0, "gw1", "c1", uint64(5), "c2", uint64(7))
-		s.MarkHandled(ctx, pipe, 1, "gw1", "c1", uint64(9))
-		s.MarkHandled(ctx, pipe, 0, "gw2", "c1", uint64(1<<63+3))
+		s.MarkHandled(ctx, pipe, "gw1", "c1", uint64(5), "c2", uint64(7))
+		s.MarkHandled(ctx, pipe, "gw3", "c1", uint64(9))
+		s.MarkHandled(ctx, pipe, "gw2", "c1", uint64(1<<63+3))
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
-		query("marked", queries(), [][]uint64{{5, 7, 0}, {9}, {1<<63 + 3, 0}})
+		query("marked", queries(), [][]uint64{{5, 7, 0}, {1<<63 + 3, 0}, {9}})
 
 		pipe = s.rdb.Pipeline()
-		s.MarkHandled(ctx, pipe, 0, "gw1", "c1", uint64(6), "c3", uint64(2))
-		s.ForgetHandled(ctx, pipe, 0, "gw1", "c2")
-		s.ForgetHandled(ctx, pipe, 1, "gw1", "c1", "never")
+		s.MarkHandled(ctx, pipe, "gw1", "c1", uint64(6), "c3", uint64(2))
+		s.ForgetHandled(ctx, pipe, "gw1", "c2")
+		s.ForgetHandled(ctx, pipe, "gw3", "c1", "never")
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
-		query("moved on and forgotten", queries(), [][]uint64{{6, 0, 2}, {0}, {1<<63 + 3, 0}})
+		query("moved on and forgotten", queries(), [][]uint64{{6, 0, 2}, {1<<63 + 3, 0}, {0}})
+
+		// One hash per gateway, in the gateway's slot (Keys.Handled).
+		if got, err := s.rdb.HGetAll(ctx, s.Keys.Handled("gw1")).Result(); err != nil ||
+			!maps.Equal(got, map[string]string{"c1": "6", "c3": "2"}) {
+			t.Errorf("HGETALL %s = %v, %v; want c1 6, c3 2", s.Keys.Handled("gw1"), got, err)
+		}
 
 		// What a worker did not write reads as no mark.
-		if err := s.rdb.HSet(ctx, s.Keys.Handled(0, "gw2"), "c2", "junk").Err(); err != nil {
+		if err := s.rdb.HSet(ctx, s.Keys.Handled("gw2"), "c2", "junk").Err(); err != nil {
 			t.Fatal(err)
 		}
-		query("unreadable", queries()[2:], [][]uint64{{1<<63 + 3, 0}})
+		query("unreadable", queries()[1:2], [][]uint64{{1<<63 + 3, 0}})
 	})
 }
 

@@ -16,7 +16,6 @@ var luaFiles embed.FS
 var (
 	scriptLeaseAcquire = loadScript("lease_acquire")
 	scriptLeaseRelease = loadScript("lease_release")
-	scriptDeadLetter   = loadScript("dead_letter")
 	scriptDeadRequeue  = loadScript("dead_requeue")
 	scriptCounterIncr  = loadScript("counter_incr")
 	scriptSessionBind  = loadScript("session_bind")
@@ -37,7 +36,6 @@ var (
 var scripts = map[string]*redis.Script{
 	"lease_acquire":  scriptLeaseAcquire,
 	"lease_release":  scriptLeaseRelease,
-	"dead_letter":    scriptDeadLetter,
 	"dead_requeue":   scriptDeadRequeue,
 	"counter_incr":   scriptCounterIncr,
 	"session_bind":   scriptSessionBind,

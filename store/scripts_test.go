@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,6 @@ import (
 var testedScripts = map[string]string{
 	"lease_acquire":  "TestLease",
 	"lease_release":  "TestLease",
-	"dead_letter":    "TestDeadLetter",
 	"dead_requeue":   "TestDeadLetter",
 	"counter_incr":   "TestIncrCounter",
 	"session_bind":   "TestBindUser",
@@ -37,7 +37,7 @@ var testedScripts = map[string]string{
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
 	"out_take":       "TestTakeOut",
-	"trim":           "TestTrim, TestTrimQueued",
+	"trim":           "TestTrim",
 	"ttt_new":        "TestTicTacToe",
 	"ttt_move":       "TestTicTacToe",
 	"ttt_forfeit":    "TestTicTacToe",
@@ -182,6 +182,9 @@ func TestEnqueue(t *testing.T) {
 		{"all refused", 2, 2, []Kind{F, F}, []bool{false, false}},
 		{"empty batch", 1, 0, nil, nil},
 	}
+	// Case i queues on partition i for gateway gw<i>: the bound counts the
+	// gateway's frames (Keys.Queued), each case its own.
+	gwOf := func(i int) string { return "gw" + strconv.Itoa(i) }
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
 		batches := make([]PartBatch, len(tests))
@@ -192,7 +195,7 @@ func TestEnqueue(t *testing.T) {
 				pre = append(pre, envOf(F, "pre", uint64(j+1), "pre"))
 			}
 			if len(pre) > 0 {
-				if err := s.Enqueue(ctx, []PartBatch{{Part: i, Envelopes: pre}}, 0); err != nil {
+				if err := s.Enqueue(ctx, gwOf(i), []PartBatch{{Part: i, Envelopes: pre}}, 0); err != nil {
 					t.Fatalf("preload: %v", err)
 				}
 				preloads[i] = AppendBundle(nil, pre)
@@ -205,7 +208,7 @@ func TestEnqueue(t *testing.T) {
 		// The bound differs per case, so each case is its own call
 		// (TestEnqueueSeveralPartitionsOnePipeline queues many at once).
 		for i, tt := range tests {
-			if err := s.Enqueue(ctx, batches[i:i+1], tt.bound); err != nil {
+			if err := s.Enqueue(ctx, gwOf(i), batches[i:i+1], tt.bound); err != nil {
 				t.Fatalf("%s: Enqueue: %v", tt.name, err)
 			}
 		}
@@ -239,13 +242,16 @@ func TestEnqueue(t *testing.T) {
 						t.Errorf("entry %d = %q, want %q", j, got[j], w)
 					}
 				}
-				if n, err := s.QueueLen(ctx, i); err != nil || n != int64(tt.preload+len(accepted)) {
-					t.Errorf("QueueLen = %d, %v; want %d", n, err, tt.preload+len(accepted))
+				if n, err := s.Queued(ctx, gwOf(i)); err != nil || n != int64(tt.preload+len(accepted)) {
+					t.Errorf("Queued(%s) = %d, %v; want %d", gwOf(i), n, err, tt.preload+len(accepted))
 				}
 			})
 		}
-		if err := s.Enqueue(ctx, nil, 1); err != nil {
+		if err := s.Enqueue(ctx, "gw-none", nil, 1); err != nil {
 			t.Errorf("Enqueue(no batches) = %v", err)
+		}
+		if n, err := s.Queued(ctx, "gw-none"); err != nil || n != 0 {
+			t.Errorf("Queued after Enqueue(no batches) = %d, %v; want 0", n, err)
 		}
 	})
 }
@@ -269,160 +275,335 @@ func streamBundles(t *testing.T, ctx context.Context, rdb redis.UniversalClient,
 	return out
 }
 
-func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
-	eachBackend(t, func(t *testing.T, s *Store) {
-		ctx := testCtx(t)
-		var batches []PartBatch
-		for p := range 6 {
-			b := PartBatch{Part: p}
-			for j := range p + 1 {
-				b.Envelopes = append(b.Envelopes, envOf(KindFrame, "c"+strconv.Itoa(p), uint64(j+1), "x"))
-			}
-			batches = append(batches, b)
-		}
-		// bound 3: partitions with more than 3 frames get the rest refused.
-		if err := s.Enqueue(ctx, batches, 3); err != nil {
-			t.Fatal(err)
-		}
-		for p, b := range batches {
-			n, err := s.QueueLen(ctx, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := min(p+1, 3)
-			if n != int64(want) {
-				t.Errorf("QueueLen(%d) = %d, want %d", p, n, want)
-			}
-			for j, ok := range b.Accepted {
-				if ok != (j < 3) {
-					t.Errorf("partition %d: Accepted[%d] = %v, want %v", p, j, ok, j < 3)
-				}
-			}
-			got := streamBundles(t, ctx, s.rdb, s.Keys.Inbound(p))
-			if len(got) != 1 || !bytes.Equal(got[0], AppendBundle(nil, b.Envelopes[:want])) {
-				t.Errorf("partition %d: entries %q, want one bundle of its first %d envelopes", p, got, want)
-			}
-		}
-	})
+// cmdRecorder records the commands a client sends: each single command and
+// each pipeline as one round trip.
+type cmdRecorder struct {
+	mu    sync.Mutex
+	trips [][]redis.Cmder
 }
 
-// TestEnqueueCounter: the bound counts the frames queued on the partition
-// (Keys.Queued), across calls and gateways, not the stream's entries; what
-// workers acknowledge leaves the count.
+func (r *cmdRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *cmdRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.mu.Lock()
+		r.trips = append(r.trips, []redis.Cmder{cmd})
+		r.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (r *cmdRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.mu.Lock()
+		r.trips = append(r.trips, slices.Clone(cmds))
+		r.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// take returns, and forgets, the round trips recorded so far, each as its
+// commands' names and first arguments ("xadd key", "incrby key n", "get
+// key"), leaving out the connection's own commands (HELLO, CLIENT...).
+func (r *cmdRecorder) take() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][]string
+	for _, trip := range r.trips {
+		var cmds []string
+		for _, c := range trip {
+			args := c.Args()
+			name := strings.ToLower(c.Name())
+			switch name {
+			case "xadd", "get":
+				cmds = append(cmds, fmt.Sprint(name, " ", args[1]))
+			case "incrby", "decrby", "set":
+				cmds = append(cmds, fmt.Sprint(name, " ", args[1], " ", args[2]))
+			case "hello", "client", "ping", "select", "auth":
+			default:
+				cmds = append(cmds, name)
+			}
+		}
+		if len(cmds) > 0 {
+			out = append(out, cmds)
+		}
+	}
+	r.trips = nil
+	return out
+}
+
+// TestEnqueueSeveralPartitionsOnePipeline: one call queues on many
+// partitions in one round trip: an XADD per partition with accepted
+// envelopes, then one INCRBY of the gateway's frame count by all of them.
+// The bound counts the gateway's frames across the call's partitions, in
+// batch order; open and close events still pass.
+func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
+	const gw = "gwP"
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			rec := &cmdRecorder{}
+			be.rdb.AddHook(rec)
+			s := New(be.rdb, storetest.Prefix(t))
+			// Partition p gets p+1 frames; the last partition also a close
+			// event.
+			var batches []PartBatch
+			for p := range 6 {
+				b := PartBatch{Part: p}
+				for j := range p + 1 {
+					b.Envelopes = append(b.Envelopes, envOf(KindFrame, "c"+strconv.Itoa(p), uint64(j+1), "x"))
+				}
+				batches = append(batches, b)
+			}
+			batches[5].Envelopes = append(batches[5].Envelopes, envOf(KindClose, "c5", 7, ""))
+			// bound 8: 1 + 2 + 3 frames, then 2 of partition 3's 4; none
+			// of partitions 4 and 5; the close event of partition 5.
+			if err := s.Enqueue(ctx, gw, batches, 8); err != nil {
+				t.Fatal(err)
+			}
+			trips := rec.take()
+			taken := []int{1, 2, 3, 2, 0, 0}
+			var wantTrip []string
+			for p, b := range batches {
+				var accepted [][]byte
+				for j, ok := range b.Accepted {
+					want := j < taken[p] || (p == 5 && j == 6)
+					if ok != want {
+						t.Errorf("partition %d: Accepted[%d] = %v, want %v", p, j, ok, want)
+					}
+					if want {
+						accepted = append(accepted, b.Envelopes[j])
+					}
+				}
+				if len(b.Accepted) != len(b.Envelopes) {
+					t.Errorf("partition %d: %d Accepted for %d envelopes", p, len(b.Accepted), len(b.Envelopes))
+				}
+				got := streamBundles(t, ctx, s.rdb, s.Keys.Inbound(p))
+				if len(accepted) == 0 {
+					if len(got) != 0 {
+						t.Errorf("partition %d: entries %q, want none (nothing accepted)", p, got)
+					}
+					continue
+				}
+				wantTrip = append(wantTrip, "xadd "+s.Keys.Inbound(p))
+				if len(got) != 1 || !bytes.Equal(got[0], AppendBundle(nil, accepted)) {
+					t.Errorf("partition %d: entries %q, want one bundle of its %d accepted envelopes", p, got, len(accepted))
+				}
+			}
+			if n, err := s.Queued(ctx, gw); err != nil || n != 9 {
+				t.Errorf("Queued = %d, %v; want 9", n, err)
+			}
+			// The count read first (Enqueue has no cached count), then one
+			// pipeline: the XADDs, and the INCRBY after them.
+			wantTrip = append(wantTrip, "incrby "+s.Keys.Queued(gw)+" 9")
+			want := [][]string{{"get " + s.Keys.Queued(gw)}, wantTrip}
+			if !slices.EqualFunc(trips, want, slices.Equal) {
+				t.Errorf("round trips = %q, want %q", trips, want)
+			}
+			rec.take()
+
+			// With the count cached: no read, one pipeline, the cache
+			// updated from it.
+			queued := int64(9)
+			more := []PartBatch{
+				{Part: 0, Envelopes: [][]byte{envOf(KindFrame, "c0", 2, "y")}},
+				{Part: 1, Envelopes: [][]byte{envOf(KindFrame, "c1", 3, "y")}},
+				{Part: 2, Envelopes: [][]byte{envOf(KindFrame, "c2", 4, "y")}},
+			}
+			if err := s.EnqueueCached(ctx, gw, more, 11, &queued); err != nil {
+				t.Fatal(err)
+			}
+			for i, b := range more {
+				if want := []bool{i < 2}; !slices.Equal(b.Accepted, want) {
+					t.Errorf("cached call, partition %d: Accepted = %v, want %v", b.Part, b.Accepted, want)
+				}
+			}
+			if queued != 11 {
+				t.Errorf("cached count after the call = %d, want 11", queued)
+			}
+			want = [][]string{{"xadd " + s.Keys.Inbound(0), "xadd " + s.Keys.Inbound(1), "incrby " + s.Keys.Queued(gw) + " 2"}}
+			if got := rec.take(); !slices.EqualFunc(got, want, slices.Equal) {
+				t.Errorf("cached call: round trips = %q, want %q", got, want)
+			}
+			if n, err := s.Queued(ctx, "other"); err != nil || n != 0 {
+				t.Errorf("Queued(other) = %d, %v; want 0 (another gateway's count)", n, err)
+			}
+		})
+	}
+}
+
+// TestEnqueueCounter: the bound counts the frames one gateway queued
+// (Keys.Queued), across partitions and calls, not the streams' entries and
+// not other gateways' frames; what workers finish leaves the count.
 func TestEnqueueCounter(t *testing.T) {
 	const (
 		F = KindFrame
 		O = KindOpen
 		C = KindClose
 	)
-	const p, bound = 2, 5
-	batch := func(first int, kinds ...Kind) []PartBatch {
-		b := PartBatch{Part: p}
-		for i, k := range kinds {
-			b.Envelopes = append(b.Envelopes, envOf(k, "c", uint64(first+i), "x"))
-		}
-		return []PartBatch{b}
+	const gw, other, bound = "gwC", "gwO", 5
+	type part struct {
+		p     int
+		kinds []Kind
 	}
+	seq := uint64(0)
+	batches := func(gw string, ps []part) []PartBatch {
+		var bs []PartBatch
+		for _, pt := range ps {
+			b := PartBatch{Part: pt.p}
+			for _, k := range pt.kinds {
+				seq++
+				b.Envelopes = append(b.Envelopes, envOf(k, gw+"-c"+strconv.Itoa(pt.p), seq, "x"))
+			}
+			bs = append(bs, b)
+		}
+		return bs
+	}
+	cached := func(n int64) *int64 { return &n }
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
-		if err := s.EnsureGroups(ctx, p+1); err != nil {
+		if err := s.EnsureGroups(ctx, 4); err != nil {
 			t.Fatal(err)
 		}
-		steps := []struct {
-			name  string
-			kinds []Kind
-			lens  map[int]int64 // EnqueueCached's; nil: Enqueue
-			ack   int           // before the call, acknowledge this many entries (oldest first)
-			want  []bool
-			len   int64 // QueueLen after
-		}{
-			{"first call", []Kind{F, F, F}, nil, 0, []bool{true, true, true}, 3},
-			{"second call sees the first", []Kind{O, F, F, F, C}, nil, 0, []bool{true, true, false, false, true}, 6},
-			{"full", []Kind{F}, nil, 0, []bool{false}, 6},
-			// 2 entries, 3 frames left: the bound counts frames.
-			{"acknowledged frames free room", []Kind{F, F, F}, nil, 1, []bool{true, true, false}, 5},
-			{"cached lengths are used", []Kind{F, F}, map[int]int64{p: 3}, 0, []bool{true, true}, 7},
-			{"cached lengths are stale", []Kind{F}, map[int]int64{p: 0}, 0, []bool{true}, 8},
+		if n, err := s.Queued(ctx, gw); err != nil || n != 0 {
+			t.Errorf("Queued of a new gateway = %d, %v; want 0", n, err)
 		}
-		acked := 0
-		for _, st := range steps {
-			if st.ack > 0 {
-				ds, err := s.ReadInbound(ctx, "w", []int{p}, 100, -1)
-				if err != nil {
-					t.Fatal(err)
-				}
+		steps := []struct {
+			name   string
+			gw     string // "": gw
+			parts  []part
+			cached *int64 // EnqueueCached's count; nil: Enqueue
+			finish []int  // before the call, finish (Finished, Ack) the entries of these steps
+			want   [][]bool
+			queued int64 // Queued of the step's gateway after
+		}{
+			{"first call", "", []part{{0, []Kind{F, F, F}}}, nil, nil, [][]bool{{true, true, true}}, 3},
+			{"across partitions, in batch order", "", []part{{1, []Kind{O, F}}, {2, []Kind{F, F, F, C}}}, nil, nil,
+				[][]bool{{true, true}, {false, false, false, true}}, 6},
+			{"full", "", []part{{3, []Kind{F}}}, nil, nil, [][]bool{{false}}, 6},
+			{"another gateway has its own count", other, []part{{0, []Kind{F, F, F}}, {3, []Kind{F, F, F}}}, nil, nil,
+				[][]bool{{true, true, true}, {true, true, false}}, 5},
+			{"and leaves this one's alone", "", []part{{3, []Kind{F}}}, nil, nil, [][]bool{{false}}, 6},
+			// 3 frames in 1 entry finished, 3 left: the bound counts frames.
+			{"finished frames free room", "", []part{{3, []Kind{F, F, F}}}, nil, []int{0}, [][]bool{{true, true, false}}, 5},
+			{"cached count is used", "", []part{{0, []Kind{F}}, {1, []Kind{F}}}, cached(3), nil, [][]bool{{true}, {true}}, 7},
+			{"cached count is stale", "", []part{{2, []Kind{F}}}, cached(0), nil, [][]bool{{true}}, 8},
+			{"cached count at the bound", "", []part{{2, []Kind{F, O}}}, cached(bound), nil, [][]bool{{false, true}}, 9},
+			{"Enqueue reads the count", "", []part{{1, []Kind{F}}}, nil, nil, [][]bool{{false}}, 9},
+			// Steps 1, 5 and 6: 3 + 2 + 2 frames in 5 entries of 4
+			// partitions, 2 frames left.
+			{"finished in several partitions", "", []part{{0, []Kind{F, F, F}}}, nil, []int{1, 5, 6}, [][]bool{{true, true, true}}, 5},
+		}
+		// The entries each step queued, by reading them at once.
+		stepEntries := make([][]Delivery, len(steps))
+		for i, st := range steps {
+			stepGW := cmp.Or(st.gw, gw)
+			if len(st.finish) > 0 {
 				pipe := s.rdb.Pipeline()
-				for _, d := range ds {
-					if d.Index == 0 && acked < st.ack {
-						s.Ack(ctx, pipe, p, []string{d.ID}, int64(d.Count))
-						acked++
+				for _, j := range st.finish {
+					var n int64
+					for _, d := range stepEntries[j] {
+						if d.Index == 0 {
+							n += int64(d.Count)
+						}
+					}
+					// As the worker does: the count first, then the Ack.
+					s.Finished(ctx, pipe, stepGW, n)
+					for _, d := range stepEntries[j] {
+						if d.Index == 0 {
+							s.Ack(ctx, pipe, d.Part, d.ID)
+						}
 					}
 				}
 				if _, err := pipe.Exec(ctx); err != nil {
 					t.Fatal(err)
 				}
 			}
-			bs := batch(10, st.kinds...)
+			bs := batches(stepGW, st.parts)
 			var err error
-			if st.lens == nil {
-				err = s.Enqueue(ctx, bs, bound)
+			if st.cached == nil {
+				err = s.Enqueue(ctx, stepGW, bs, bound)
 			} else {
-				err = s.EnqueueCached(ctx, bs, bound, st.lens)
+				err = s.EnqueueCached(ctx, stepGW, bs, bound, st.cached)
 			}
 			if err != nil {
 				t.Fatalf("%s: %v", st.name, err)
 			}
-			if !slices.Equal(bs[0].Accepted, st.want) {
-				t.Errorf("%s: Accepted = %v, want %v", st.name, bs[0].Accepted, st.want)
+			var parts []int
+			for j, b := range bs {
+				if !slices.Equal(b.Accepted, st.want[j]) {
+					t.Errorf("%s: partition %d: Accepted = %v, want %v", st.name, b.Part, b.Accepted, st.want[j])
+				}
+				parts = append(parts, b.Part)
 			}
-			if n, err := s.QueueLen(ctx, p); err != nil || n != st.len {
-				t.Errorf("%s: QueueLen = %d, %v; want %d", st.name, n, err, st.len)
+			if stepEntries[i], err = s.ReadInbound(ctx, "w", parts, 100, -1); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.Queued(ctx, stepGW); err != nil || n != st.queued {
+				t.Errorf("%s: Queued(%s) = %d, %v; want %d", st.name, stepGW, n, err, st.queued)
 			}
 			// The cache learns the count from the same round trip.
-			if st.lens != nil && st.lens[p] != st.len {
-				t.Errorf("%s: cached length = %d, want %d", st.name, st.lens[p], st.len)
+			if st.cached != nil && *st.cached != st.queued {
+				t.Errorf("%s: cached count = %d, want %d", st.name, *st.cached, st.queued)
 			}
+		}
+		if n, err := s.Queued(ctx, other); err != nil || n != 5 {
+			t.Errorf("Queued(%s) at the end = %d, %v; want 5", other, n, err)
 		}
 
 		t.Run("cache", func(t *testing.T) {
-			lens := map[int]int64{7: 42}
-			bs := []PartBatch{{Part: 3, Envelopes: [][]byte{envOf(F, "d", 1, "x")}}, {Part: 4}}
-			if err := s.EnqueueCached(ctx, bs, 0, lens); err != nil {
+			const gw = "gwD"
+			queued := int64(42)
+			bs := []PartBatch{{Part: 5, Envelopes: [][]byte{envOf(F, "d", 1, "x")}}, {Part: 6}}
+			if err := s.EnqueueCached(ctx, gw, bs, 0, &queued); err != nil {
 				t.Fatal(err)
 			}
-			// Partitions the call touched are learnt, with no bound too;
-			// others are left alone.
-			if want := map[int]int64{3: 1, 4: 0, 7: 42}; !maps.Equal(lens, want) {
-				t.Errorf("lengths after EnqueueCached = %v, want %v", lens, want)
+			// Learnt with no bound too.
+			if queued != 1 {
+				t.Errorf("cached count after EnqueueCached = %d, want 1", queued)
 			}
-			if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(4)).Result(); n != 0 {
-				t.Errorf("an empty batch added %d entries", n)
+			for p, want := range map[int]int64{5: 1, 6: 0} {
+				if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result(); n != want {
+					t.Errorf("partition %d holds %d entries, want %d (an empty batch adds none)", p, n, want)
+				}
+			}
+			// A call with nothing to queue refreshes the count.
+			queued = 42
+			if err := s.EnqueueCached(ctx, gw, nil, bound, &queued); err != nil {
+				t.Fatal(err)
+			}
+			if queued != 1 {
+				t.Errorf("cached count after an empty EnqueueCached = %d, want 1", queued)
 			}
 		})
 
 		t.Run("negative count", func(t *testing.T) {
-			// A count that drifted below zero counts as zero.
-			const q = 5
-			if err := s.rdb.Set(ctx, s.Keys.Queued(q), -4, 0).Err(); err != nil {
+			// A count that drifted below zero counts as zero, and the
+			// enqueue that sees it puts it back to zero.
+			const gw = "gwN"
+			if err := s.rdb.Set(ctx, s.Keys.Queued(gw), -4, 0).Err(); err != nil {
 				t.Fatal(err)
 			}
-			bs := []PartBatch{{Part: q, Envelopes: [][]byte{envOf(F, "e", 1, "x"), envOf(F, "e", 2, "x"), envOf(F, "e", 3, "x")}}}
-			if err := s.Enqueue(ctx, bs, 2); err != nil {
+			if n, err := s.Queued(ctx, gw); err != nil || n != 0 {
+				t.Errorf("Queued of a count of -4 = %d, %v; want 0", n, err)
+			}
+			bs := []PartBatch{{Part: 1, Envelopes: [][]byte{envOf(F, "e", 1, "x"), envOf(F, "e", 2, "x"), envOf(F, "e", 3, "x")}}}
+			if err := s.Enqueue(ctx, gw, bs, 2); err != nil {
 				t.Fatal(err)
 			}
 			if want := []bool{true, true, false}; !slices.Equal(bs[0].Accepted, want) {
 				t.Errorf("Accepted = %v, want %v", bs[0].Accepted, want)
 			}
-			lens := map[int]int64{}
+			queued := int64(0)
 			bs[0].Envelopes = bs[0].Envelopes[:1]
-			if err := s.EnqueueCached(ctx, bs, 2, lens); err != nil {
+			if err := s.EnqueueCached(ctx, gw, bs, 2, &queued); err != nil {
 				t.Fatal(err)
 			}
-			if lens[q] != 0 {
-				t.Errorf("cached length of a count of -1 = %d, want 0", lens[q])
+			if queued != 1 {
+				t.Errorf("cached count after a count of -4 and 2+1 frames = %d, want 1 (reset to 0 at -2)", queued)
 			}
-			if n, err := s.QueueLen(ctx, q); err != nil || n != 0 {
-				t.Errorf("QueueLen of a count of -1 = %d, %v; want 0", n, err)
+			if n, err := s.Queued(ctx, gw); err != nil || n != 1 {
+				t.Errorf("Queued after a count of -4 and 2+1 frames = %d, %v; want 1", n, err)
 			}
 		})
 	})
@@ -508,6 +689,10 @@ func TestLease(t *testing.T) {
 	})
 }
 
+// TestDeadLetter: DeadLetter copies an envelope to its partition's
+// dead-letter stream and nothing more: the entry stays pending and the
+// handled marks are left alone (the worker marks and acknowledges through
+// its writer). Requeue puts it back as a lone envelope, marked requeued.
 func TestDeadLetter(t *testing.T) {
 	bundle := [][]byte{envOf(KindFrame, "c2", 7, "a"), envOf(KindFrame, "c2", 8, "boom"), envOf(KindFrame, "c3", 4, "b")}
 	bundled := []any{"b", AppendBundle(nil, bundle)}
@@ -517,9 +702,8 @@ func TestDeadLetter(t *testing.T) {
 		index      int   // the envelope dead-lettered
 		deliveries int64
 		reason     string
-		mark       string // its connection's handled mark before ("": none)
+		mark       string // its connection's handled mark before, and after ("": none)
 		wantEnv    Envelope
-		wantMark   string // after ("": no mark at all for its gateway)
 	}{
 		{
 			name:       "client frame",
@@ -528,7 +712,6 @@ func TestDeadLetter(t *testing.T) {
 			reason:     "handler panicked: boom",
 			wantEnv: Envelope{Kind: KindFrame, Seq: 7, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:9", UID: "u-c1",
 				Frame: box.Append(nil, 1, 0, 7, []byte("boom"))},
-			wantMark: "7",
 		},
 		{
 			name:       "operator frame, empty reason",
@@ -545,7 +728,7 @@ func TestDeadLetter(t *testing.T) {
 			wantEnv:    Envelope{Kind: KindSystem, Frame: box.Append(nil, 2, 0, 0, []byte{0, 0xff, '\n', 0})},
 		},
 		{
-			name:       "no sequence number, no mark",
+			name:       "no sequence number",
 			fields:     []any{"e", envOf(KindFrame, "c5", 0, "z")},
 			deliveries: 2,
 			reason:     "x",
@@ -558,12 +741,10 @@ func TestDeadLetter(t *testing.T) {
 			deliveries: 2,
 			reason:     "max deliveries",
 			wantEnv:    mustDecode(bundle[1]),
-			wantMark:   "8",
 		},
-		{"mark moves up", bundled, 1, 2, "r", "3", mustDecode(bundle[1]), "8"},
-		{"equal mark stays", bundled, 1, 2, "r", "8", mustDecode(bundle[1]), "8"},
-		{"mark never moves down", bundled, 1, 2, "r", "12", mustDecode(bundle[1]), "12"},
-		{"last of a bundle", bundled, 2, 4, "r", "", mustDecode(bundle[2]), "4"},
+		{"mark below is left alone", bundled, 1, 2, "r", "3", mustDecode(bundle[1])},
+		{"mark above is left alone", bundled, 1, 2, "r", "12", mustDecode(bundle[1])},
+		{"last of a bundle", bundled, 2, 4, "r", "", mustDecode(bundle[2])},
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
@@ -581,12 +762,23 @@ func TestDeadLetter(t *testing.T) {
 					t.Fatalf("ReadInbound = %v, %v; want an envelope %d", ds, err, tt.index)
 				}
 				d := ds[tt.index]
+				if d.Requeued {
+					t.Errorf("delivery of a gateway's entry has Requeued set")
+				}
 				d.Deliveries = tt.deliveries
-				marks := s.Keys.Handled(p, d.Env.Gateway)
+				// The marks of its gateway: another connection's, and its
+				// own if the case has one.
+				gw := d.Env.Gateway
+				marks := s.Keys.Handled(gw)
+				wantMarks := map[string]string{"other": "5"}
 				if tt.mark != "" {
-					if err := s.rdb.HSet(ctx, marks, d.Env.Conn, tt.mark).Err(); err != nil {
-						t.Fatal(err)
-					}
+					wantMarks[d.Env.Conn] = tt.mark
+				}
+				pipe := s.rdb.TxPipeline()
+				pipe.Del(ctx, marks)
+				pipe.HSet(ctx, marks, wantMarks)
+				if _, err := pipe.Exec(ctx); err != nil {
+					t.Fatal(err)
 				}
 				if err := s.DeadLetter(ctx, d, tt.reason); err != nil {
 					t.Fatalf("DeadLetter: %v", err)
@@ -597,8 +789,16 @@ func TestDeadLetter(t *testing.T) {
 				if err != nil || pend.Count != 1 {
 					t.Errorf("XPENDING after DeadLetter = %+v, %v; want the entry still pending", pend, err)
 				}
-				pipe := s.rdb.Pipeline()
-				s.Ack(ctx, pipe, p, []string{d.ID}, 0)
+				// No handled mark set or moved: the worker's writer marks it.
+				gotMarks, err := s.rdb.HGetAll(ctx, marks).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !maps.Equal(gotMarks, wantMarks) {
+					t.Errorf("handled marks of %q after DeadLetter = %v, want them unchanged: %v", gw, gotMarks, wantMarks)
+				}
+				pipe = s.rdb.Pipeline()
+				s.Ack(ctx, pipe, p, d.ID)
 				if _, err := pipe.Exec(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -606,30 +806,28 @@ func TestDeadLetter(t *testing.T) {
 					t.Errorf("XPENDING after Ack = %+v, want nothing pending", pend)
 				}
 
+				// The dead-letter entry: exactly the envelope and where it
+				// came from.
+				raw, err := s.rdb.XRange(ctx, s.Keys.Dead(p), "-", "+").Result()
+				if err != nil || len(raw) != 1 {
+					t.Fatalf("dead-letter stream = %+v, %v; want one entry", raw, err)
+				}
+				wantFields := map[string]any{"e": string(d.Raw), "from": d.ID, "index": strconv.Itoa(tt.index),
+					"deliveries": strconv.FormatInt(tt.deliveries, 10), "reason": tt.reason}
+				if !maps.Equal(raw[0].Values, wantFields) {
+					t.Errorf("dead-letter fields = %q, want %q", raw[0].Values, wantFields)
+				}
 				dls, err := s.DeadLetters(ctx, p, 10)
 				if err != nil || len(dls) != 1 {
 					t.Fatalf("DeadLetters = %+v, %v; want one", dls, err)
 				}
 				dl := dls[0]
-				if dl.Part != p || dl.From != d.ID || dl.Index != tt.index || dl.Deliveries != tt.deliveries || dl.Reason != tt.reason {
-					t.Errorf("DeadLetter = {Part %d From %s Index %d Deliveries %d Reason %q}, want {%d %s %d %d %q}",
-						dl.Part, dl.From, dl.Index, dl.Deliveries, dl.Reason, p, d.ID, tt.index, tt.deliveries, tt.reason)
+				if dl.Part != p || dl.ID != raw[0].ID || dl.From != d.ID || dl.Index != tt.index || dl.Deliveries != tt.deliveries || dl.Reason != tt.reason {
+					t.Errorf("DeadLetter = {Part %d ID %s From %s Index %d Deliveries %d Reason %q}, want {%d %s %s %d %d %q}",
+						dl.Part, dl.ID, dl.From, dl.Index, dl.Deliveries, dl.Reason, p, raw[0].ID, d.ID, tt.index, tt.deliveries, tt.reason)
 				}
 				if !envEqual(dl.Env, tt.wantEnv) {
 					t.Errorf("dead letter envelope = %+v, want %+v", dl.Env, tt.wantEnv)
-				}
-				// Marked handled, so that no worker runs it again; the
-				// marks of other connections are left alone.
-				gotMarks, err := s.rdb.HGetAll(ctx, marks).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
-				wantMarks := map[string]string{}
-				if tt.wantMark != "" {
-					wantMarks[d.Env.Conn] = tt.wantMark
-				}
-				if !maps.Equal(gotMarks, wantMarks) {
-					t.Errorf("handled marks of %q after DeadLetter = %v, want %v", d.Env.Gateway, gotMarks, wantMarks)
 				}
 
 				if err := s.Requeue(ctx, p, dl.ID); err != nil {
@@ -638,13 +836,14 @@ func TestDeadLetter(t *testing.T) {
 				if dls, _ := s.DeadLetters(ctx, p, 10); len(dls) != 0 {
 					t.Errorf("DeadLetters after Requeue = %+v, want none", dls)
 				}
-				// Back as a lone envelope.
+				// Back as a lone envelope, marked requeued: workers run it
+				// although its connection's mark may be past it.
 				ds, err = s.ReadInbound(ctx, "w2", []int{p}, 10, -1)
 				if err != nil || len(ds) != 1 {
 					t.Fatalf("ReadInbound after Requeue = %v, %v; want one delivery", ds, err)
 				}
-				if r := ds[0]; r.ID == d.ID || r.Deliveries != 1 || r.Index != 0 || r.Count != 1 || r.Bundled || !envEqual(r.Env, tt.wantEnv) {
-					t.Errorf("requeued delivery = %+v, want a new lone entry with envelope %+v", r, tt.wantEnv)
+				if r := ds[0]; r.ID == d.ID || r.Deliveries != 1 || r.Index != 0 || r.Count != 1 || r.Bundled || !r.Requeued || !envEqual(r.Env, tt.wantEnv) {
+					t.Errorf("requeued delivery = %+v, want a new lone entry, Requeued, with envelope %+v", r, tt.wantEnv)
 				}
 				if err := s.Requeue(ctx, p, dl.ID); !errors.Is(err, ErrNotFound) {
 					t.Errorf("second Requeue = %v, want ErrNotFound", err)
@@ -843,13 +1042,20 @@ func TestReapGateway(t *testing.T) {
 		if _, msgs, err := s.TakeOut(ctx, "gwA", 0, 1); err != nil || len(msgs) != 1 {
 			t.Fatalf("TakeOut(gwA) = %q, %v", msgs, err)
 		}
-		// Handled marks of both gateways' connections on every partition.
-		const parts = 4
-		pipe = s.rdb.Pipeline()
-		for p := range parts {
-			s.MarkHandled(ctx, pipe, p, "gwA", "a1", uint64(p+1), "a2", uint64(9))
-			s.MarkHandled(ctx, pipe, p, "gwB", "b3", uint64(p+1))
+		// Frames of both gateways queued (their frame counts), and handled
+		// marks of both gateways' connections.
+		for _, gw := range []string{"gwA", "gwB"} {
+			var bs []PartBatch
+			for p := range 3 {
+				bs = append(bs, PartBatch{Part: p, Envelopes: [][]byte{envOf(KindFrame, gw+"-c", uint64(p+1), "x")}})
+			}
+			if err := s.Enqueue(ctx, gw, bs, 0); err != nil {
+				t.Fatal(err)
+			}
 		}
+		pipe = s.rdb.Pipeline()
+		s.MarkHandled(ctx, pipe, "gwA", "a1", uint64(1), "a2", uint64(9))
+		s.MarkHandled(ctx, pipe, "gwB", "b3", uint64(4), "b4", uint64(2))
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -860,7 +1066,13 @@ func TestReapGateway(t *testing.T) {
 			}
 		}
 
-		n, err := s.ReapGateway(ctx, "gwA", parts)
+		for _, key := range []string{s.Keys.Queued("gwA"), s.Keys.Handled("gwA")} {
+			if n, _ := s.rdb.Exists(ctx, key).Result(); n != 1 {
+				t.Fatalf("%s missing before reap", key)
+			}
+		}
+
+		n, err := s.ReapGateway(ctx, "gwA")
 		if err != nil || n != 2 {
 			t.Errorf("ReapGateway(gwA) = %d, %v; want 2", n, err)
 		}
@@ -870,26 +1082,29 @@ func TestReapGateway(t *testing.T) {
 			t.Errorf("Sessions after reap = %v, %v; want %v", got, err, want)
 		}
 		for _, key := range []string{s.Keys.GatewayUsers("gwA"), s.Keys.Outbound("gwA"),
-			s.Keys.OutboundTransit("gwA"), s.Keys.OutboundBatch("gwA")} {
+			s.Keys.OutboundTransit("gwA"), s.Keys.OutboundBatch("gwA"), s.Keys.Queued("gwA"), s.Keys.Handled("gwA")} {
 			if n, _ := s.rdb.Exists(ctx, key).Result(); n != 0 {
 				t.Errorf("%s still exists after reap", key)
 			}
 		}
-		for p := range parts {
-			if n, _ := s.rdb.Exists(ctx, s.Keys.Handled(p, "gwA")).Result(); n != 0 {
-				t.Errorf("handled marks of gwA on partition %d still exist after reap", p)
-			}
+		// The other gateway's count and marks are kept.
+		if n, err := s.Queued(ctx, "gwB"); err != nil || n != 3 {
+			t.Errorf("Queued(gwB) after reaping gwA = %d, %v; want 3", n, err)
 		}
-		qs := make([]HandledQuery, parts)
-		for p := range qs {
-			qs[p] = HandledQuery{Part: p, Gateway: "gwB", Conns: []string{"b3"}}
-		}
+		qs := []HandledQuery{{Gateway: "gwB", Conns: []string{"b3", "b4"}}, {Gateway: "gwA", Conns: []string{"a1", "a2"}}}
 		if err := s.HandledSeqs(ctx, qs); err != nil {
 			t.Fatal(err)
 		}
-		for p, q := range qs {
-			if !slices.Equal(q.Seqs, []uint64{uint64(p + 1)}) {
-				t.Errorf("handled marks of gwB on partition %d after reaping gwA = %v, want [%d]", p, q.Seqs, p+1)
+		if !slices.Equal(qs[0].Seqs, []uint64{4, 2}) {
+			t.Errorf("handled marks of gwB after reaping gwA = %v, want [4 2]", qs[0].Seqs)
+		}
+		if !slices.Equal(qs[1].Seqs, []uint64{0, 0}) {
+			t.Errorf("handled marks of gwA after reaping it = %v, want [0 0]", qs[1].Seqs)
+		}
+		// The streams are left alone: the frames gwA queued stay.
+		for p := range 3 {
+			if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result(); n != 2 {
+				t.Errorf("partition %d holds %d entries after reap, want 2", p, n)
 			}
 		}
 		if got := gatewayUsers(t, ctx, s, "gwB"); !slices.Equal(got, []string{"u3", "u4"}) {
@@ -902,7 +1117,7 @@ func TestReapGateway(t *testing.T) {
 		if !slices.Equal(alive, []string{"gwB"}) {
 			t.Errorf("gateways after reap = %v, want [gwB]", alive)
 		}
-		if n, err := s.ReapGateway(ctx, "gwA", parts); err != nil || n != 0 {
+		if n, err := s.ReapGateway(ctx, "gwA"); err != nil || n != 0 {
 			t.Errorf("second ReapGateway(gwA) = %d, %v; want 0", n, err)
 		}
 	})

@@ -112,10 +112,10 @@ func (s *Store) Sessions(ctx context.Context, uids []string) (map[string]Session
 }
 
 // ReapGateway removes what a dead gateway left: its users' sessions (where
-// they still point at it), its user set, its outbound list, the handled
-// marks of its connections on each of the farm's parts partitions, and its
-// registry entry. It returns the number of sessions removed.
-func (s *Store) ReapGateway(ctx context.Context, gw string, parts int) (int, error) {
+// they still point at it), its user set, its outbound list, its frame
+// count and its connections' handled marks, and its registry entry. It
+// returns the number of sessions removed.
+func (s *Store) ReapGateway(ctx context.Context, gw string) (int, error) {
 	uids, err := s.rdb.SMembers(ctx, s.Keys.GatewayUsers(gw)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("store: reap gateway %s: %w", gw, err)
@@ -130,10 +130,8 @@ func (s *Store) ReapGateway(ctx context.Context, gw string, parts int) (int, err
 	}
 	pipe := s.rdb.Pipeline()
 	pipe.Del(ctx, s.Keys.GatewayUsers(gw))
-	pipe.Del(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw))
-	for p := 0; p < parts; p++ {
-		pipe.Del(ctx, s.Keys.Handled(p, gw)) // one key a call: each lives in its partition's slot
-	}
+	pipe.Del(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw),
+		s.Keys.Queued(gw), s.Keys.Handled(gw))
 	pipe.ZRem(ctx, s.Keys.Gateways(), gw)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return n, fmt.Errorf("store: reap gateway %s: %w", gw, err)

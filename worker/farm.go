@@ -218,7 +218,7 @@ func (w *Worker) reapGateways(ctx context.Context) {
 		w.gwMu.Lock()
 		w.deadGW[gw] = time.Now()
 		w.gwMu.Unlock()
-		n, err := w.st.ReapGateway(ctx, gw, w.parts)
+		n, err := w.st.ReapGateway(ctx, gw)
 		if err != nil {
 			w.log.Error("reaping dead gateway failed", "gw", gw, "err", err)
 			continue

@@ -188,8 +188,10 @@ type partition struct {
 type entry struct {
 	part    int
 	id      string
-	left    int   // envelopes not done yet
-	bundled int64 // envelopes counted in the partition's Queued (bundles only)
+	left    int    // envelopes not done yet
+	taken   int    // envelopes admitted: at most all of them, once each
+	gw      string // the gateway that queued the bundle
+	bundled int64  // envelopes counted in that gateway's Queued (bundles only)
 	// redelivered: the entry came back from a worker that died; its
 	// envelopes' start counts (store.StartTry) go with its acknowledgement.
 	redelivered bool
@@ -502,19 +504,19 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 		if err != nil || !ok {
 			continue
 		}
-		claimed, err := w.st.ClaimPending(ctx, p, w.opts.ID)
+		// First the entries pending under this worker's own name, which
+		// ClaimPending leaves alone: a read that returned after an earlier
+		// lease of p was lost (Redis failover) delivered them here, and
+		// nothing else would ever hand them out. Read before claiming, as
+		// the claimed entries are pending under this name afterwards.
+		own, err := w.rst.ReadOwnPending(ctx, w.opts.ID, []int{p})
+		var claimed []store.Delivery
 		if err == nil {
-			// Entries pending under this worker's own name, which
-			// ClaimPending leaves alone: a read that returned after an
-			// earlier lease of p was lost (Redis failover) delivered
-			// them here, and nothing else would ever hand them out.
-			var own []store.Delivery
-			own, err = w.rst.ReadOwnPending(ctx, w.opts.ID, []int{p})
-			if len(own) > 0 {
-				log.Warn("took back frames read under an earlier lease", "partition", p, "n", len(own))
-				claimed = append(claimed, own...)
-				slices.SortFunc(claimed, func(a, b store.Delivery) int { return store.CompareIDs(a.ID, b.ID) })
-			}
+			claimed, err = w.st.ClaimPending(ctx, p, w.opts.ID)
+		}
+		if len(own) > 0 && err == nil {
+			log.Warn("took back frames read under an earlier lease", "partition", p, "n", len(own))
+			claimed = mergeDeliveries(claimed, own)
 		}
 		if err != nil {
 			log.Error("claim failed; giving the partition back", "partition", p, "err", err)
@@ -576,12 +578,8 @@ func (w *Worker) forgetPartitionLocked(p int) {
 // partition, and those of redelivered entries, which another worker may
 // have partly done. handle then skips what is done.
 func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
-	type key struct {
-		part int
-		gw   string
-	}
 	var qs []store.HandledQuery
-	var at map[key]int
+	var at map[string]int     // gateway -> its query
 	var asked map[string]bool // made on the first connection to ask for: most reads have none
 	w.mu.Lock()
 	for _, d := range ds {
@@ -593,15 +591,14 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 			continue // seen here, or new: nothing of it can be done elsewhere
 		}
 		if asked == nil {
-			at, asked = make(map[key]int), make(map[string]bool)
+			at, asked = make(map[string]int), make(map[string]bool)
 		}
 		asked[c] = true
-		k := key{d.Part, d.Env.Gateway}
-		i, ok := at[k]
+		i, ok := at[d.Env.Gateway]
 		if !ok {
 			i = len(qs)
-			at[k] = i
-			qs = append(qs, store.HandledQuery{Part: d.Part, Gateway: d.Env.Gateway})
+			at[d.Env.Gateway] = i
+			qs = append(qs, store.HandledQuery{Gateway: d.Env.Gateway})
 		}
 		qs[i].Conns = append(qs[i].Conns, c)
 	}
@@ -821,6 +818,21 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 	}
 }
 
+// mergeDeliveries merges two lists of deliveries into stream order (by
+// entry, then by envelope), dropping an envelope that is in both: each
+// must be admitted once, as its entry is acknowledged when all of its
+// envelopes are done.
+func mergeDeliveries(a, b []store.Delivery) []store.Delivery {
+	all := append(a, b...)
+	slices.SortStableFunc(all, func(x, y store.Delivery) int {
+		if c := store.CompareIDs(x.ID, y.ID); c != 0 {
+			return c
+		}
+		return x.Index - y.Index
+	})
+	return slices.CompactFunc(all, func(x, y store.Delivery) bool { return x.ID == y.ID && x.Index == y.Index })
+}
+
 // countEntries counts the entries ds came in (a bundle's envelopes are
 // consecutive).
 func countEntries(ds []store.Delivery) int {
@@ -845,11 +857,18 @@ func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
 	e := pt.inflight[d.ID]
 	if e == nil {
 		e = &entry{part: d.Part, id: d.ID, left: d.Count, redelivered: d.Deliveries > 1}
-		if d.Bundled {
-			e.bundled = int64(d.Count)
+		if d.Bundled && d.Env.Gateway != "" {
+			e.gw, e.bundled = d.Env.Gateway, int64(d.Count)
 		}
 		pt.inflight[d.ID] = e
 	}
+	if e.taken == d.Count {
+		// Admitted already (a bug elsewhere if it happens): running it
+		// twice would acknowledge the entry before its last envelope.
+		w.log.Error("envelope admitted twice; ignoring the copy", "partition", d.Part, "id", d.ID, "index", d.Index)
+		return
+	}
+	e.taken++
 	if d.Bundled && d.Index == 0 && d.Env.Gateway != "" && !w.readsBatches(d.Env.Gateway) {
 		w.gwMu.Lock()
 		w.batchGW[d.Env.Gateway] = true
@@ -1146,7 +1165,7 @@ func (w *Worker) done(it item, o outcome) {
 	}
 	w.mu.Unlock()
 	if o == finished && conn && !d.Requeued { // a requeued one is older than the mark
-		w.wr.mark(d.Part, d.Env.Gateway, d.Env.Conn, d.Env.Seq)
+		w.wr.mark(d.Env.Gateway, d.Env.Conn, d.Env.Seq)
 	}
 	if last && !e.keep {
 		w.wr.ack(e)

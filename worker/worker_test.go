@@ -439,7 +439,7 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 			for _, e := range envs {
 				b.Envelopes = append(b.Envelopes, e)
 			}
-			if err := st.Enqueue(ctx, []store.PartBatch{b}, 0); err != nil {
+			if err := st.Enqueue(ctx, "gwx", []store.PartBatch{b}, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -508,4 +508,23 @@ func outboundMessages(t *testing.T, st *store.Store, gw string) []store.Out {
 		open([]byte(raw[i]))
 	}
 	return out
+}
+
+// TestMergeDeliveries: the entries a worker takes over (its own pending
+// ones and those it claimed from others) come out in stream order, each
+// envelope once, since an entry is acknowledged when all of its envelopes
+// are done: an envelope admitted twice would acknowledge its entry before
+// the last one ran.
+func TestMergeDeliveries(t *testing.T) {
+	d := func(id string, index int) store.Delivery { return store.Delivery{ID: id, Index: index, Count: 2} }
+	claimed := []store.Delivery{d("5-0", 0), d("5-0", 1), d("9-0", 0), d("9-0", 1)}
+	own := []store.Delivery{d("3-0", 0), d("3-0", 1), d("9-0", 0), d("9-0", 1)}
+	got := mergeDeliveries(claimed, own)
+	var ids []string
+	for _, x := range got {
+		ids = append(ids, fmt.Sprintf("%s/%d", x.ID, x.Index))
+	}
+	if want := "[3-0/0 3-0/1 5-0/0 5-0/1 9-0/0 9-0/1]"; fmt.Sprint(ids) != want {
+		t.Errorf("merged %v, want %s", ids, want)
+	}
 }

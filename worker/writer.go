@@ -44,9 +44,8 @@ type writer struct {
 type writeOp struct {
 	gw      string // outbound message for this gateway...
 	payload []byte
-	conn    string // ...or handled mark of conn (of gateway gw, partition part)
+	conn    string // ...or handled mark of conn (of gateway gw)
 	seq     uint64
-	part    int
 	entry   *entry        // ...or acknowledgement of an entry
 	barrier chan struct{} // ...or a flush request
 }
@@ -99,8 +98,8 @@ func (wr *writer) queued() bool {
 
 func (wr *writer) out(gw string, payload []byte) { wr.push(writeOp{gw: gw, payload: payload}) }
 
-func (wr *writer) mark(part int, gw, conn string, seq uint64) {
-	wr.push(writeOp{part: part, gw: gw, conn: conn, seq: seq})
+func (wr *writer) mark(gw, conn string, seq uint64) {
+	wr.push(writeOp{gw: gw, conn: conn, seq: seq})
 }
 
 func (wr *writer) ack(e *entry) { wr.push(writeOp{entry: e}) }
@@ -183,62 +182,52 @@ func (wr *writer) drain(ctx context.Context) bool {
 	}
 }
 
-// partGW names the handled marks of one gateway on one partition.
-type partGW struct {
-	part int
-	gw   string
-}
-
 // send writes one batch: outbound messages grouped per gateway (one
-// OutBatch, or LPUSH of many, which keeps their order), then handled marks, then acknowledgements grouped
-// per partition (with the marks of connections that closed, and the start
-// counts of redelivered entries), then, now and then, trims.
+// OutBatch, or LPUSH of many, which keeps their order), then handled marks
+// per gateway, then the frames finished per gateway (their frame counts)
+// and the acknowledgements per partition, then the marks of connections
+// that closed and the start counts of redelivered entries, and now and
+// then, trims.
 func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	st := wr.w.st
 	pipe := st.Client().Pipeline()
 	var outs map[string][][]byte
 	var gws []string
-	var marks map[partGW][]any
-	var markKeys []partGW
+	var marks map[string][]any // gateway -> conn, seq, conn, seq...
+	var markGWs []string
 	var markAt map[string]int // connection -> index of its mark in marks
-	type partAcks struct {
-		ids       []string
-		envelopes int64
-	}
-	var acks map[int]*partAcks
+	var acks map[int][]string
 	var parts []int
+	var finished map[string]int64 // gateway -> envelopes of its bundles done
 	var entries []*entry
 	for _, op := range batch {
 		switch {
 		case op.entry != nil:
 			e := op.entry
 			if acks == nil {
-				acks = make(map[int]*partAcks)
+				acks, finished = make(map[int][]string), make(map[string]int64)
 			}
-			a := acks[e.part]
-			if a == nil {
-				a = &partAcks{}
-				acks[e.part] = a
+			if _, ok := acks[e.part]; !ok {
 				parts = append(parts, e.part)
 			}
-			a.ids = append(a.ids, e.id)
-			a.envelopes += e.bundled
+			acks[e.part] = append(acks[e.part], e.id)
+			if e.bundled > 0 {
+				finished[e.gw] += e.bundled
+			}
 			entries = append(entries, e)
 		case op.conn != "":
 			if marks == nil {
-				marks = make(map[partGW][]any)
-				markAt = make(map[string]int)
+				marks, markAt = make(map[string][]any), make(map[string]int)
 			}
-			k := partGW{op.part, op.gw}
 			if i, ok := markAt[op.conn]; ok {
-				marks[k][i+1] = op.seq // a later mark of a connection is higher
+				marks[op.gw][i+1] = op.seq // a later mark of a connection is higher
 				continue
 			}
-			if _, ok := marks[k]; !ok {
-				markKeys = append(markKeys, k)
+			if _, ok := marks[op.gw]; !ok {
+				markGWs = append(markGWs, op.gw)
 			}
-			markAt[op.conn] = len(marks[k])
-			marks[k] = append(marks[k], op.conn, op.seq)
+			markAt[op.conn] = len(marks[op.gw])
+			marks[op.gw] = append(marks[op.gw], op.conn, op.seq)
 		case op.gw != "":
 			if outs == nil {
 				outs = make(map[string][][]byte)
@@ -265,15 +254,20 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 		}
 		st.PushOut(ctx, pipe, gw, args...)
 	}
-	for _, k := range markKeys {
-		st.MarkHandled(ctx, pipe, k.part, k.gw, marks[k]...)
+	for _, gw := range markGWs {
+		st.MarkHandled(ctx, pipe, gw, marks[gw]...)
+	}
+	for gw, n := range finished {
+		if !wr.w.gatewayDead(gw) { // its count was deleted with it
+			st.Finished(ctx, pipe, gw, n)
+		}
 	}
 	for _, p := range parts {
-		st.Ack(ctx, pipe, p, acks[p].ids, acks[p].envelopes)
+		st.Ack(ctx, pipe, p, acks[p]...)
 	}
 	for _, e := range entries {
 		for _, c := range e.forget {
-			st.ForgetHandled(ctx, pipe, e.part, c.gw, c.conn)
+			st.ForgetHandled(ctx, pipe, c.gw, c.conn)
 		}
 		if e.redelivered {
 			st.ClearTries(ctx, pipe, e.part, e.id)

@@ -40,7 +40,7 @@ func gatewayFlags() []cli.Flag {
 		&cli.IntFlag{Name: "backlog", Value: gateway.DefaultBacklog, EnvVars: []string{"MAPLE_BACKLOG"},
 			Usage: "frames held while Redis is slow or away; past it frames get -10002"},
 		&cli.IntFlag{Name: "queue-bound", Value: gateway.DefaultQueueBound, EnvVars: []string{"MAPLE_QUEUE_BOUND"},
-			Usage: "frames waiting in one partition queue past which frames get -10002 (-1: no bound)"},
+			Usage: "frames this gateway has queued and workers have not finished, past which frames get -10002 (-1: no bound)"},
 		&cli.IntFlag{Name: "loops", Value: gateway.DefaultLoops, EnvVars: []string{"MAPLE_LOOPS"},
 			Usage: "event loops serving sockets"},
 		&cli.StringFlag{Name: "id", EnvVars: []string{"MAPLE_GATEWAY_ID"},

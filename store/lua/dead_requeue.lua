@@ -1,6 +1,6 @@
 -- dead_requeue: put a dead letter back on its partition's inbound stream,
 -- marked 'requeued', so that workers run it although its connection's
--- handled mark is past it (dead_letter.lua set that mark).
+-- handled mark is past it (the worker marked it when it dead-lettered it).
 -- KEYS[1] dead-letter stream; KEYS[2] inbound stream; ARGV[1] dead entry id
 -- Returns the new inbound id, or false if there is no such dead letter.
 local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
