@@ -130,7 +130,10 @@ func (s *Store) ReapGateway(ctx context.Context, gw string) (int, error) {
 	}
 	pipe := s.rdb.Pipeline()
 	pipe.Del(ctx, s.Keys.GatewayUsers(gw))
-	pipe.Del(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw),
+	// UNLINK: the handled marks and the outbound list of a big gateway
+	// hold a field or element per connection; Redis frees them in the
+	// background instead of blocking on them.
+	pipe.Unlink(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw),
 		s.Keys.Queued(gw), s.Keys.Handled(gw))
 	pipe.ZRem(ctx, s.Keys.Gateways(), gw)
 	if _, err := pipe.Exec(ctx); err != nil {
