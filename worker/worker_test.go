@@ -528,3 +528,88 @@ func TestMergeDeliveries(t *testing.T) {
 		t.Errorf("merged %v, want %s", ids, want)
 	}
 }
+
+// TestTakeoverSkipsFinishedEnvelopes: a worker died holding a bundle of
+// which it had finished some envelopes (their replies and handled marks
+// were written). The worker that takes the bundle over runs only the rest,
+// so no reply is sent twice, and acknowledges the bundle.
+func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const parts = 4
+		var mu sync.Mutex
+		var ran []string
+		app := NewApp()
+		app.Route(1, func(ctx context.Context, r *Request) error {
+			mu.Lock()
+			ran = append(ran, string(r.Box.Body))
+			mu.Unlock()
+			return r.Reply(r.Box.Body)
+		})
+		f := newTestFarm(t, ro, parts)
+		st := f.store()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		if _, err := st.Partitions(ctx, parts); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.EnsureGroups(ctx, parts); err != nil {
+			t.Fatal(err)
+		}
+		// Two connections of gateway gwx on one partition.
+		var conns []string
+		for n := 1; len(conns) < 2; n++ {
+			if c := fmt.Sprintf("gwx-%d", n); store.PartitionOf(c, parts) == 0 {
+				conns = append(conns, c)
+			}
+		}
+		env := func(conn string, seq uint64, body string) []byte {
+			e := store.Envelope{Kind: Frame, Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
+				Addr: "127.0.0.1:9", Frame: box.Append(nil, 1, 0, uint32(seq), []byte(body))}
+			return store.AppendEnvelope(nil, &e)
+		}
+		b := store.PartBatch{Part: 0, Envelopes: [][]byte{
+			env(conns[0], 1, "a"), env(conns[0], 2, "b"), env(conns[1], 1, "c"), env(conns[1], 2, "d"),
+		}}
+		if err := st.Enqueue(ctx, "gwx", []store.PartBatch{b}, 0); err != nil {
+			t.Fatal(err)
+		}
+		// A worker that is gone took the bundle and finished a, b and c.
+		if ds, err := st.ReadInbound(ctx, "gone", []int{0}, 10, -1); err != nil || len(ds) != 4 {
+			t.Fatalf("the gone worker's read = %d deliveries, %v; want 4", len(ds), err)
+		}
+		pipe := st.Client().Pipeline()
+		st.MarkHandled(ctx, pipe, "gwx", conns[0], uint64(2), conns[1], uint64(1))
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		w := f.worker(app, nil)
+		waitFor(t, 10*time.Second, "the bundle to be taken over", func() bool {
+			return w.Stats.Handled.Load()+w.Stats.Duplicates.Load() >= 4
+		})
+		waitFor(t, 5*time.Second, "the bundle to be acknowledged", func() bool {
+			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(0), store.ConsumerGroup).Result()
+			return err == nil && pend.Count == 0
+		})
+		time.Sleep(200 * time.Millisecond) // room for a wrong second run
+		mu.Lock()
+		got := fmt.Sprint(ran)
+		mu.Unlock()
+		if got != "[d]" {
+			t.Errorf("ran %s, want [d]: a, b and c were finished by the worker that died", got)
+		}
+		if n := w.Stats.Duplicates.Load(); n != 3 {
+			t.Errorf("Stats.Duplicates = %d, want 3", n)
+		}
+		msgs := outboundMessages(t, st, "gwx")
+		if len(msgs) != 1 || msgs[0].Conn != conns[1] {
+			t.Fatalf("outbound messages %+v, want one reply to %s", msgs, conns[1])
+		}
+		if r, err := box.Decode(msgs[0].Frames); err != nil || r.SN != 2 || string(r.Body) != "d" {
+			t.Errorf("reply %+v, %v; want sn 2 body d", r, err)
+		}
+		if n, err := st.Queued(ctx, "gwx"); err != nil || n != 0 {
+			t.Errorf("Queued(gwx) = %d, %v; want 0 once the bundle is done", n, err)
+		}
+	})
+}
