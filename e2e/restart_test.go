@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/gateway"
 	"github.com/maple-farm/maple/store"
@@ -237,24 +239,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 // the dead-letter list after N deliveries, and the farm keeps serving.
 func TestPoisonFrameDeadLetters(t *testing.T) {
 	pf := newProcFarm(t, storetest.Options{}, "MAPLE_MAX_DELIVERIES=3")
-	// A supervisor: whenever a worker dies, start another.
-	stop := make(chan struct{})
-	var sup sync.WaitGroup
-	sup.Add(1)
-	var starts atomic.Int64
-	go func() {
-		defer sup.Done()
-		for {
-			w := pf.testWorker(t)
-			starts.Add(1)
-			select {
-			case <-w.done:
-			case <-stop:
-				return
-			}
-		}
-	}()
-	defer func() { close(stop); sup.Wait() }()
+	starts := superviseWorkers(t, pf)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -274,6 +259,78 @@ func TestPoisonFrameDeadLetters(t *testing.T) {
 	// maple dead list shows it; requeue puts it back.
 	out := runMaple(t, "dead", "list", "--redis", pf.srv.URL(), "--prefix", pf.prefix)
 	if !strings.Contains(out, "cmd=50") || !strings.Contains(out, "1 dead letters") || !strings.Contains(out, "deliveries=3") {
+		t.Fatalf("maple dead list:\n%s", out)
+	}
+	t.Logf("workers started: %d\n%s", starts.Load(), out)
+}
+
+// superviseWorkers keeps one test worker running: whenever one dies,
+// another starts, until the test ends. It counts the starts.
+func superviseWorkers(t *testing.T, pf *procFarm) *atomic.Int64 {
+	stop := make(chan struct{})
+	var sup sync.WaitGroup
+	sup.Add(1)
+	starts := new(atomic.Int64)
+	go func() {
+		defer sup.Done()
+		for {
+			w := pf.testWorker(t)
+			starts.Add(1)
+			select {
+			case <-w.done:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); sup.Wait() })
+	return starts
+}
+
+// TestPoisonFrameInABundle: a poison frame sent in one write with frames
+// before and after it on the same connection (the gateway bundles them in
+// one entry). The frame before is answered once, although the worker
+// that answered it died with the bundle; only the poison frame goes to the
+// dead letters; the frame after it is answered once it has.
+func TestPoisonFrameInABundle(t *testing.T) {
+	pf := newProcFarm(t, storetest.Options{}, "MAPLE_MAX_DELIVERIES=3")
+	starts := superviseWorkers(t, pf)
+
+	nc, err := net.Dial("tcp", pf.gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var burst []byte
+	burst = box.Append(burst, 1, 0, 1, []byte("before"))
+	burst = box.Append(burst, 50, 0, 2, []byte("boom"))
+	burst = box.Append(burst, 1, 0, 3, []byte("after"))
+	if _, err := nc.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(60 * time.Second))
+	r := box.NewReader(nc, 0)
+	want := []struct {
+		sn   uint32
+		ret  int32
+		body string
+	}{{1, 0, "before"}, {2, box.RetHandlerFailed, ""}, {3, 0, "after"}}
+	for _, w := range want {
+		b, err := r.Next()
+		if err != nil {
+			t.Fatalf("waiting for the reply to sn %d: %v", w.sn, err)
+		}
+		if b.SN != w.sn || b.Ret != w.ret || string(b.Body) != w.body {
+			t.Fatalf("reply sn %d ret %d body %q, want sn %d ret %d body %q", b.SN, b.Ret, b.Body, w.sn, w.ret, w.body)
+		}
+	}
+	// Nothing else: "before" was not answered twice.
+	_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if b, err := r.Next(); err == nil {
+		t.Errorf("extra reply sn %d ret %d body %q", b.SN, b.Ret, b.Body)
+	}
+	out := runMaple(t, "dead", "list", "--redis", pf.srv.URL(), "--prefix", pf.prefix)
+	if !strings.Contains(out, "cmd=50") || !strings.Contains(out, "1 dead letters") {
 		t.Fatalf("maple dead list:\n%s", out)
 	}
 	t.Logf("workers started: %d\n%s", starts.Load(), out)
