@@ -276,10 +276,4 @@ func readStringLike(b []byte, like string) (string, []byte, error) {
 	return string(v), b[k+int(n):], nil
 }
 
-func readString(b []byte) (string, []byte, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || uint64(len(b)-k) < n {
-		return "", nil, fmt.Errorf("%w: string", ErrBadEnvelope)
-	}
-	return string(b[k : k+int(n)]), b[k+int(n):], nil
-}
+func readString(b []byte) (string, []byte, error) { return readStringLike(b, "") }

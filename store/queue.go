@@ -49,11 +49,10 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 	if queued != nil {
 		n = *queued
 	} else if bound > 0 {
-		v, err := s.rdb.Get(ctx, s.Keys.Queued(gw)).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		var err error
+		if n, err = s.Queued(ctx, gw); err != nil {
 			return fmt.Errorf("store: enqueue: %w", err)
 		}
-		n = max(v, 0)
 	}
 	// Plain XADDs and one INCRBY rather than a script: pipelined, they cost
 	// Redis a fraction of a script call, and the bound need not be exact.

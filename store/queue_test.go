@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"maps"
 	"slices"
 	"strconv"
@@ -74,6 +75,18 @@ func envelopesIn(entries []queuedEntry) int64 {
 		n += int64(len(e.envs))
 	}
 	return n
+}
+
+// pendingOf returns the pending entries of partition p (up to 100).
+func pendingOf(t *testing.T, ctx context.Context, s *Store, p int) []redis.XPendingExt {
+	t.Helper()
+	pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: s.Keys.Inbound(p), Group: ConsumerGroup, Start: "-", End: "+", Count: 100,
+	}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pend
 }
 
 // entryIDs returns the distinct entry ids of ds, in order.
@@ -308,12 +321,7 @@ func TestClaimPending(t *testing.T) {
 			}
 		}
 		// The deleted entry is no longer pending: it was acknowledged.
-		pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-			Stream: s.Keys.Inbound(p), Group: ConsumerGroup, Start: "-", End: "+", Count: 100,
-		}).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
+		pend := pendingOf(t, ctx, s, p)
 		var pendIDs []string
 		for _, pe := range pend {
 			pendIDs = append(pendIDs, pe.ID)
@@ -448,14 +456,8 @@ func TestAck(t *testing.T) {
 						t.Errorf("%s: Ack sent %q, want one XACK", st.name, got)
 					}
 				}
-				pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-					Stream: s.Keys.Inbound(p), Group: ConsumerGroup, Start: "-", End: "+", Count: 100,
-				}).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
 				var got []string
-				for _, pe := range pend {
+				for _, pe := range pendingOf(t, ctx, s, p) {
 					got = append(got, pe.ID)
 				}
 				if !slices.Equal(got, st.wantPend) {

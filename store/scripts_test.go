@@ -103,14 +103,24 @@ func envEqual(a, b Envelope) bool {
 // streamEnvelopes returns the raw "e" fields of a stream, in order.
 func streamEnvelopes(t *testing.T, ctx context.Context, rdb redis.UniversalClient, key string) [][]byte {
 	t.Helper()
+	return streamField(t, ctx, rdb, key, "e", false)
+}
+
+// streamField returns field of every entry of a stream, in order; with
+// required, an entry without it fails the test.
+func streamField(t *testing.T, ctx context.Context, rdb redis.UniversalClient, key, field string, required bool) [][]byte {
+	t.Helper()
 	msgs, err := rdb.XRange(ctx, key, "-", "+").Result()
 	if err != nil {
 		t.Fatalf("XRANGE %s: %v", key, err)
 	}
 	out := make([][]byte, 0, len(msgs))
 	for _, m := range msgs {
-		e, _ := m.Values["e"].(string)
-		out = append(out, []byte(e))
+		v, ok := m.Values[field].(string)
+		if !ok && required {
+			t.Fatalf("entry %s of %s = %v, want field %s", m.ID, key, m.Values, field)
+		}
+		out = append(out, []byte(v))
 	}
 	return out
 }
@@ -260,19 +270,7 @@ func TestEnqueue(t *testing.T) {
 // on an entry without one.
 func streamBundles(t *testing.T, ctx context.Context, rdb redis.UniversalClient, key string) [][]byte {
 	t.Helper()
-	msgs, err := rdb.XRange(ctx, key, "-", "+").Result()
-	if err != nil {
-		t.Fatalf("XRANGE %s: %v", key, err)
-	}
-	out := make([][]byte, 0, len(msgs))
-	for _, m := range msgs {
-		b, ok := m.Values["b"].(string)
-		if !ok {
-			t.Fatalf("entry %s of %s = %v, want a bundle (field b)", m.ID, key, m.Values)
-		}
-		out = append(out, []byte(b))
-	}
-	return out
+	return streamField(t, ctx, rdb, key, "b", true)
 }
 
 // cmdRecorder records the commands a client sends: each single command and

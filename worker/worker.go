@@ -987,8 +987,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 			}
 			if d.Env.Kind == Frame {
 				if b, err := box.Decode(d.Env.Frame); err == nil {
-					w.sendOut(d.Env.Gateway, &store.Out{Kind: store.OutWrite, Conn: d.Env.Conn, At: d.Env.At,
-						Frames: box.Append(nil, b.Cmd, box.RetHandlerFailed, b.SN, nil)})
+					w.sendFrame(d.Env.Gateway, d.Env.Conn, d.Env.At, b.Cmd, box.RetHandlerFailed, b.SN, nil)
 				}
 			}
 			return finished
@@ -1150,15 +1149,13 @@ func (w *Worker) deadLetter(d store.Delivery, reason string) outcome {
 // entries finds the acknowledgement queued.
 func (w *Worker) done(it item, o outcome) {
 	d, e := it.d, it.e
+	// A dead gateway's marks were deleted with it.
+	conn := d.Env.Conn != "" && d.Env.Gateway != "" && d.Env.Seq > 0 && !w.gatewayDead(d.Env.Gateway)
 	w.mu.Lock()
 	e.left--
 	last := e.left == 0
 	if o == kept {
 		e.keep = true
-	}
-	conn := d.Env.Conn != "" && d.Env.Gateway != "" && d.Env.Seq > 0
-	if conn && w.gatewayDead(d.Env.Gateway) {
-		conn = false // its marks were deleted with it
 	}
 	if conn && d.Env.Kind == Close {
 		e.forget = append(e.forget, connRef{d.Env.Gateway, d.Env.Conn})

@@ -411,15 +411,7 @@ func TestStopReleasesLeases(t *testing.T) {
 func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
 		const parts = 4
-		var mu sync.Mutex
-		var ran []string // bodies of the frames handled
-		app := NewApp()
-		app.Route(1, func(ctx context.Context, r *Request) error {
-			mu.Lock()
-			ran = append(ran, string(r.Box.Body))
-			mu.Unlock()
-			return r.Reply(nil)
-		})
+		app, ran := recordingApp(func(r *Request) []byte { return nil })
 		f := newTestFarm(t, ro, parts)
 		w := f.worker(app, nil)
 		st := f.store()
@@ -453,9 +445,7 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 			return w.Stats.Handled.Load()+w.Stats.Duplicates.Load() >= 4
 		})
 		time.Sleep(200 * time.Millisecond) // room for a wrong second run
-		mu.Lock()
-		got := fmt.Sprint(ran)
-		mu.Unlock()
+		got := ran()
 		if got != "[a b c]" {
 			t.Errorf("handled %s, want [a b c]", got)
 		}
@@ -536,15 +526,7 @@ func TestMergeDeliveries(t *testing.T) {
 func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
 	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
 		const parts = 4
-		var mu sync.Mutex
-		var ran []string
-		app := NewApp()
-		app.Route(1, func(ctx context.Context, r *Request) error {
-			mu.Lock()
-			ran = append(ran, string(r.Box.Body))
-			mu.Unlock()
-			return r.Reply(r.Box.Body)
-		})
+		app, ran := recordingApp(func(r *Request) []byte { return r.Box.Body })
 		f := newTestFarm(t, ro, parts)
 		st := f.store()
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -592,9 +574,7 @@ func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
 			return err == nil && pend.Count == 0
 		})
 		time.Sleep(200 * time.Millisecond) // room for a wrong second run
-		mu.Lock()
-		got := fmt.Sprint(ran)
-		mu.Unlock()
+		got := ran()
 		if got != "[d]" {
 			t.Errorf("ran %s, want [d]: a, b and c were finished by the worker that died", got)
 		}
@@ -612,4 +592,23 @@ func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
 			t.Errorf("Queued(gwx) = %d, %v; want 0 once the bundle is done", n, err)
 		}
 	})
+}
+
+// recordingApp routes cmd 1 to a handler that records the frame's body and
+// replies with reply(r); ran returns the bodies recorded, in order.
+func recordingApp(reply func(r *Request) []byte) (app *App, ran func() string) {
+	var mu sync.Mutex
+	var bodies []string
+	app = NewApp()
+	app.Route(1, func(ctx context.Context, r *Request) error {
+		mu.Lock()
+		bodies = append(bodies, string(r.Box.Body))
+		mu.Unlock()
+		return r.Reply(reply(r))
+	})
+	return app, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprint(bodies)
+	}
 }
