@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"hash/crc32"
 	"strconv"
 )
@@ -143,4 +144,22 @@ func (k Keys) TriggerChannel() string { return k.Prefix + ":trigger" }
 // connection go to one partition, which is what keeps them in order.
 func PartitionOf(connID string, partitions int) int {
 	return int(crc32.ChecksumIEEE([]byte(connID)) % uint32(partitions))
+}
+
+// MaxNameLen is the longest user id, group name or counter name the farm
+// takes, in bytes. A name travels in key names and, for a user id, in every
+// envelope of a logged-in connection: bounding it bounds what one client
+// can make the farm write to Redis per frame.
+const MaxNameLen = 128
+
+// ErrNameTooLong reports a name over MaxNameLen.
+var ErrNameTooLong = fmt.Errorf("store: name longer than %d bytes", MaxNameLen)
+
+// CheckName returns an error naming what (like "user id") if name is
+// longer than MaxNameLen.
+func CheckName(what, name string) error {
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %s of %d bytes", ErrNameTooLong, what, len(name))
+	}
+	return nil
 }

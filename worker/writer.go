@@ -3,11 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -313,24 +310,5 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 	return nil
 }
 
-// isTransient reports whether err may go away by retrying: the network or
-// Redis failing over or loading, as opposed to a command the server
-// rejects or a game's own error.
-func isTransient(err error) bool {
-	if err == nil {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
-		return true
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		return redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "MASTERDOWN") ||
-			redis.HasErrorPrefix(err, "TRYAGAIN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
-			redis.HasErrorPrefix(err, "READONLY")
-	}
-	return false
-}
+// isTransient: store.IsTransient, the farm's one notion of a retryable error.
+func isTransient(err error) bool { return store.IsTransient(err) }
