@@ -1,12 +1,16 @@
 package gateway
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // conn is the core's state of one client connection.
 type conn struct {
 	id   string // farm-wide unique: "<gateway id>-<n>"
 	addr string
-	part int // the partition all its events go to
+	ip   string // addr without the port, for MaxConnsPerIP
+	part int    // the partition all its events go to
 	peer peer
 
 	// Loop goroutine only.
@@ -15,6 +19,13 @@ type conn struct {
 
 	uid  atomic.Pointer[string] // set by the outbound reader on login
 	owed atomic.Int64           // frames queued and not answered yet
+
+	// Partial frame accounting (limits.go). partial: event goroutine
+	// only; the rest under partialFrames.mu.
+	partial      bool
+	partialSince time.Time // when the frame in c.in started arriving
+	partialBytes int       // bytes of c.in counted in the budget
+	shed         bool      // already told to close for the budget
 }
 
 func (c *conn) userID() string {

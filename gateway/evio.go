@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"reflect"
@@ -31,13 +30,6 @@ import (
 // and gives evio only what the socket did not take.
 //
 // evio_test.go pins both fields, so an evio change fails loudly.
-
-// Errors a transport reports as the reason a connection ended.
-var (
-	errSlowClient = errors.New("gateway: client does not read its output")
-	errIdle       = errors.New("gateway: idle timeout")
-	errShutdown   = errors.New("gateway: shutting down")
-)
 
 // closeGrace is how long a close waits for queued output to reach a client
 // before the socket is shut down.

@@ -203,7 +203,8 @@ func TestRepliesRacePushes(t *testing.T) {
 		pushes  = 30_000
 		replies = 30_000
 	)
-	gw, rdb := startGateway(t, Options{OutBuffer: 64 << 20})
+	// Its frames are never answered (no worker runs): no in-flight bound.
+	gw, rdb := startGateway(t, Options{OutBuffer: 64 << 20, MaxInflight: -1})
 	nc, id := dialConn(t, gw)
 	key := gw.keys.Outbound(gw.ID())
 

@@ -139,7 +139,7 @@ func (w *connWrites) flush() {
 func (s *Server) deliver(w *connWrites, raw []byte) {
 	m, err := store.DecodeOut(raw)
 	if err != nil {
-		s.log.Error("bad outbound message", "err", err)
+		s.limit.Error("bad outbound message", "bad outbound message", "err", err)
 		return
 	}
 	switch m.Kind {
@@ -147,7 +147,7 @@ func (s *Server) deliver(w *connWrites, raw []byte) {
 		for rest := m.Frames; len(rest) > 0; {
 			var b []byte
 			if b, rest, err = store.CutBundle(rest); err != nil {
-				s.log.Error("bad outbound batch", "err", err)
+				s.limit.Error("bad outbound message", "bad outbound batch", "err", err)
 				return
 			}
 			s.deliver(w, b)
@@ -198,19 +198,25 @@ func (s *Server) writeLater(w *connWrites, c *conn, frames []byte, reply bool) {
 	}
 }
 
-// countOut counts frames going out; false if there are none.
+// countOut checks and counts frames going out; false if there are none,
+// or if one is larger than a client may receive (MaxFrame): a worker of
+// this release refuses those itself, and a player is never dropped for a
+// push that was too big for it.
 func (s *Server) countOut(frames []byte) bool {
 	if len(frames) == 0 {
 		return false
 	}
-	for b := frames; len(b) >= box.HeaderLen; {
-		f, err := box.Split(b, 0)
+	n := 0
+	for b := frames; len(b) > 0; n++ {
+		f, err := box.Split(b, s.opts.MaxFrame)
 		if err != nil || f == nil {
-			break
+			s.Stats.OversizeOut.Add(1)
+			s.limit.Error("bad outbound frame", "frames for a client not sent: not whole frames of at most --max-frame", "bytes", len(frames), "max_frame", s.opts.MaxFrame, "err", err)
+			return false
 		}
-		s.Stats.FramesOut.Add(1)
 		b = b[len(f):]
 	}
+	s.Stats.FramesOut.Add(int64(n))
 	s.Stats.BytesOut.Add(int64(len(frames)))
 	return true
 }

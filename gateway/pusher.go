@@ -2,10 +2,11 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -14,6 +15,7 @@ type pushItem struct {
 	c     *conn
 	env   []byte
 	frame bool // a client frame (refusable), not an open/close event
+	kind  store.Kind
 	cmd   int32
 	sn    uint32
 }
@@ -78,18 +80,29 @@ func (q *pushQueue) len() int {
 	return len(q.items)
 }
 
+// requeue puts events back at the front of the queue, before what came
+// meanwhile (the close events of a batch Redis refused).
+func (q *pushQueue) requeue(items []pushItem) {
+	if len(items) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.items = append(slices.Clone(items), q.items...)
+	q.mu.Unlock()
+}
+
 // runPusher moves queued envelopes to the partition streams: everything
 // that piled up since the last round trip goes in one pipeline, as one
-// stream entry (a bundle) per partition. When Redis
-// fails it retries the same batch with backoff, while the loops keep
-// queueing up to the backlog and answer -10002 past it. It returns after
-// finish, once the queue is empty, or when ctx ends.
+// stream entry (a bundle) per partition, within WriteBudget bytes (more
+// is sent in several round trips). When Redis fails it retries with
+// backoff, while the loops keep queueing up to the backlog and answer
+// -10002 past it. An entry Redis refuses for its content (out of memory,
+// or anything a retry would meet again) is not retried: its frames are
+// answered -10002. It returns after finish, once the queue is empty, or
+// when ctx ends.
 func (s *Server) runPusher(ctx context.Context) {
-	log := s.log.With("duty", "pusher")
+	p := &pusher{s: s, log: s.log.With("duty", "pusher"), byPart: make(map[int]int), bundles: make(map[int][]byte)}
 	var spare []pushItem
-	byPart := make(map[int]int)
-	var queued int64                // this gateway's frames in the queues, as of the last round trip
-	bundles := make(map[int][]byte) // each partition's bundle buffer, reused
 	for {
 		items, done := s.queue.take(spare)
 		if done {
@@ -104,55 +117,124 @@ func (s *Server) runPusher(ctx context.Context) {
 			}
 			continue
 		}
-		// Group by partition, keeping each connection's order.
-		clear(byPart)
-		var batches []store.PartBatch
-		var owners [][]*pushItem
-		for i := range items {
-			it := &items[i]
-			j, ok := byPart[it.c.part]
-			if !ok {
-				j = len(batches)
-				byPart[it.c.part] = j
-				batches = append(batches, store.PartBatch{Part: it.c.part, Bundle: bundles[it.c.part]})
-				owners = append(owners, nil)
+		// Cut the items into round trips of at most WriteBudget bytes.
+		for start := 0; start < len(items); {
+			end, size := start, 0
+			for end < len(items) && (end == start || size+len(items[end].env) <= s.opts.WriteBudget) {
+				size += len(items[end].env)
+				end++
 			}
-			batches[j].Envelopes = append(batches[j].Envelopes, it.env)
-			owners[j] = append(owners[j], it)
-		}
-		backoff := 10 * time.Millisecond
-		for {
-			s.Stats.Pipelines.Add(1)
-			err := s.st.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &queued)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				log.Error("stopped with frames not queued", "n", len(items), "err", err)
+			if !p.push(ctx, items[start:end]) {
 				return
 			}
-			s.Stats.RedisErrs.Add(1)
-			log.Error("redis push failed, retrying", "n", len(items), "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
-			backoff = min(2*backoff, time.Second)
-		}
-		for j, b := range batches {
-			if cap(b.Bundle) <= 1<<20 {
-				bundles[b.Part] = b.Bundle
-			}
-			for k, ok := range b.Accepted {
-				if !ok {
-					it := owners[j][k]
-					s.Stats.Busy.Add(1)
-					it.c.owed.Add(-1)
-					it.c.peer.send(box.Append(nil, it.cmd, box.RetBusy, it.sn, nil))
-				}
-			}
+			start = end
 		}
 		clear(items)
 		spare = items
 	}
+}
+
+// pusher is runPusher's state between round trips.
+type pusher struct {
+	s       *Server
+	log     *slog.Logger
+	byPart  map[int]int
+	queued  int64          // this gateway's frames in the queues, as of the last round trip
+	bundles map[int][]byte // each partition's bundle buffer, reused
+}
+
+// push sends items (within the byte budget) in one round trip, retrying
+// through Redis failures; false if ctx ended first.
+func (p *pusher) push(ctx context.Context, items []pushItem) bool {
+	s := p.s
+	// Group by partition, keeping each connection's order.
+	clear(p.byPart)
+	var batches []store.PartBatch
+	var owners [][]*pushItem
+	for i := range items {
+		it := &items[i]
+		j, ok := p.byPart[it.c.part]
+		if !ok {
+			j = len(batches)
+			p.byPart[it.c.part] = j
+			batches = append(batches, store.PartBatch{Part: it.c.part, Bundle: p.bundles[it.c.part]})
+			owners = append(owners, nil)
+		}
+		batches[j].Envelopes = append(batches[j].Envelopes, it.env)
+		owners[j] = append(owners[j], it)
+	}
+	backoff := 10 * time.Millisecond
+	for len(batches) > 0 {
+		s.Stats.Pipelines.Add(1)
+		err := s.st.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &p.queued)
+		// Answer what Redis refused; it is not sent again.
+		kept := 0
+		for j, b := range batches {
+			if b.Refused != nil {
+				p.refused(b, owners[j])
+				continue
+			}
+			batches[kept], owners[kept] = b, owners[j]
+			kept++
+		}
+		batches, owners = batches[:kept], owners[:kept]
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			p.log.Error("stopped with frames not queued", "n", len(items), "err", err)
+			return false
+		}
+		s.Stats.RedisErrs.Add(1)
+		p.log.Error("redis push failed, retrying", "n", len(items), "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	for j, b := range batches {
+		if cap(b.Bundle) <= 1<<20 {
+			p.bundles[b.Part] = b.Bundle
+		}
+		for k, ok := range b.Accepted {
+			if !ok {
+				it := owners[j][k]
+				s.Stats.Busy.Add(1)
+				s.Stats.QueueBoundBusy.Add(1)
+				s.limit.Warn("queue bound", "frames queued and not finished at --queue-bound: frame answered -10002",
+					"conn", it.c.id, "queued", p.queued, "bound", s.opts.QueueBound)
+				it.c.owed.Add(-1)
+				it.c.peer.send(busyAnswer(it.cmd, it.sn))
+			}
+		}
+	}
+	return true
+}
+
+// refused answers the frames of an entry Redis refused -10002 (not
+// queued), and puts its close events back in the queue: a worker must
+// learn that a connection ended. Open events are dropped (logged): the
+// frames after them are answered or run as usual.
+func (p *pusher) refused(b store.PartBatch, owners []*pushItem) {
+	s := p.s
+	var closes []pushItem
+	frames, opens := 0, 0
+	for _, it := range owners {
+		switch {
+		case it.frame:
+			frames++
+			s.Stats.Busy.Add(1)
+			s.Stats.RedisRefused.Add(1)
+			it.c.owed.Add(-1)
+			it.c.peer.send(busyAnswer(it.cmd, it.sn))
+		case it.kind == store.KindClose:
+			closes = append(closes, *it)
+		default:
+			opens++
+		}
+	}
+	s.queue.requeue(closes)
+	s.limit.Error("redis refused", "redis refused an entry: its frames answered -10002", "partition", b.Part,
+		"frames", frames, "closes_retried", len(closes), "opens_dropped", opens, "bytes", store.BundleSize(b.Envelopes), "err", b.Refused)
 }

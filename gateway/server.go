@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/ratelog"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 )
@@ -27,13 +28,23 @@ const (
 	DefaultListen      = ":28000"
 	DefaultMaxConns    = 100_000
 	DefaultIdleTimeout = 5 * time.Minute
-	DefaultOutBuffer   = 1 << 20 // bytes queued for one client
 	DefaultWriteStall  = 15 * time.Second
 	DefaultBacklog     = 100_000 // frames held while Redis is slow or away
 	DefaultQueueBound  = 1_000_000
 	DefaultLoops       = 1
 	DefaultCloseGrace  = 5 * time.Second
+
+	// Limits on what one client may cost (docs/operations.md, "Limits
+	// and abuse").
+	DefaultMaxInflight   = 64               // frames of one connection queued and not answered
+	DefaultFrameTimeout  = 10 * time.Second // a started frame must be complete within it
+	DefaultPartialBudget = 64 << 20         // bytes of partial frames, all connections together
 )
+
+// DefaultOutBuffer is the output buffer of a client for a largest frame of
+// maxFrame bytes: two of them and room for small pushes, so a client that
+// reads never hits it.
+func DefaultOutBuffer(maxFrame int) int { return 2*maxFrame + 64<<10 }
 
 // Options configure a gateway. Zero values mean the defaults above.
 type Options struct {
@@ -56,8 +67,27 @@ type Options struct {
 	// IdleTimeout closes a client that sent nothing this long; -1 disables.
 	IdleTimeout time.Duration
 	// OutBuffer bounds the bytes queued for one client; a client that does
-	// not read past it is closed, so memory stays bounded.
+	// not read past it is closed, so memory stays bounded. 0 means
+	// DefaultOutBuffer(MaxFrame); it is never less than two largest frames.
 	OutBuffer int
+	// MaxInflight is how many frames one connection may have queued and
+	// not answered; past it frames are answered -10002 at once. 0 means
+	// DefaultMaxInflight, -1 unbounded.
+	MaxInflight int
+	// MaxConnsPerIP is how many connections one client address may hold;
+	// more are refused. 0 means no limit.
+	MaxConnsPerIP int
+	// FrameTimeout is how long a frame may take to arrive once its first
+	// byte did; a connection that is slower is closed. 0 means
+	// DefaultFrameTimeout, -1 never.
+	FrameTimeout time.Duration
+	// PartialBudget bounds the bytes of frames not yet complete, all
+	// connections together; past it the connections with the oldest
+	// partial frames are closed. 0 means DefaultPartialBudget.
+	PartialBudget int
+	// WriteBudget is the most bytes of one stream entry or pipeline; 0
+	// means store.DefaultWriteBudget.
+	WriteBudget int
 	// WriteStall closes a client whose queued output has not moved this long.
 	WriteStall time.Duration
 	// Backlog is how many frames wait in the gateway while Redis is slow or
@@ -117,8 +147,31 @@ func (o Options) withDefaults() Options {
 		o.IdleTimeout = 0
 	}
 	if o.OutBuffer <= 0 {
-		o.OutBuffer = DefaultOutBuffer
+		o.OutBuffer = DefaultOutBuffer(o.MaxFrame)
 	}
+	// A client that reads must be able to get two largest frames in a row.
+	o.OutBuffer = max(o.OutBuffer, 2*o.MaxFrame)
+	if o.MaxInflight == 0 {
+		o.MaxInflight = DefaultMaxInflight
+	} else if o.MaxInflight < 0 {
+		o.MaxInflight = 0
+	}
+	if o.MaxConnsPerIP < 0 {
+		o.MaxConnsPerIP = 0
+	}
+	if o.FrameTimeout == 0 {
+		o.FrameTimeout = DefaultFrameTimeout
+	} else if o.FrameTimeout < 0 {
+		o.FrameTimeout = 0
+	}
+	if o.PartialBudget <= 0 {
+		o.PartialBudget = DefaultPartialBudget
+	}
+	if o.WriteBudget <= 0 {
+		o.WriteBudget = store.DefaultWriteBudget
+	}
+	// One frame's envelope must fit in an entry.
+	o.WriteBudget = max(o.WriteBudget, o.MaxFrame+64<<10)
 	if o.WriteStall <= 0 {
 		o.WriteStall = DefaultWriteStall
 	}
@@ -145,6 +198,14 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// hostOf returns the host part of a client address ("ip:port").
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
 func randomID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -168,6 +229,14 @@ type Stats struct {
 	Pipelines   atomic.Int64 // Redis round trips of the pusher
 	Triggers    atomic.Int64 // triggers applied
 	BadTriggers atomic.Int64 // malformed triggers ignored
+	// Limits (docs/operations.md, "Limits and abuse").
+	OverInflight   atomic.Int64 // frames answered -10002: their connection was at MaxInflight
+	PerIPRefused   atomic.Int64 // connections refused at MaxConnsPerIP
+	FrameTimeouts  atomic.Int64 // connections closed: a frame took longer than FrameTimeout
+	PartialShed    atomic.Int64 // connections closed: partial frames over PartialBudget
+	OversizeOut    atomic.Int64 // frames for clients (pushes, triggers) over MaxFrame, not sent
+	RedisRefused   atomic.Int64 // frames answered -10002: Redis refused their entry (out of memory...)
+	QueueBoundBusy atomic.Int64 // frames answered -10002 at QueueBound (also in Busy)
 	// Latency is the time from a frame read to its reply handed to the
 	// socket: Redis both ways, queueing and the handler.
 	Latency stat.Histogram
@@ -191,7 +260,12 @@ type Server struct {
 	conns   map[string]*conn
 	byUID   map[string][]*conn // logged-in connections by user id
 
+	perIP map[string]int // connections per client address, with MaxConnsPerIP
+
+	partials partialFrames // connections holding part of a frame (limits.go)
+
 	queue *pushQueue
+	limit *ratelog.Limiter // logs of what clients cause, rate-limited per cause
 	addr  chan net.Addr
 	ready chan struct{}
 	bound net.Addr
@@ -208,12 +282,15 @@ func New(opts Options) (*Server, error) {
 	if strings.ContainsAny(o.ID, "{}") {
 		return nil, fmt.Errorf("gateway: id %q may not contain braces", o.ID)
 	}
+	log := o.Logger.With("gw", o.ID)
 	s := &Server{
 		opts:  o,
-		log:   o.Logger.With("gw", o.ID),
+		log:   log,
+		limit: ratelog.New(log, ratelog.DefaultBurst, ratelog.DefaultEvery),
 		keys:  store.NewKeys(o.Prefix),
 		conns: make(map[string]*conn),
 		byUID: make(map[string][]*conn),
+		perIP: make(map[string]int),
 		queue: newPushQueue(o.Backlog),
 		addr:  make(chan net.Addr, 1),
 		ready: make(chan struct{}),
@@ -246,6 +323,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.block = store.NewClient(&bo)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)
+	s.partials.init(s.opts.PartialBudget)
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	parts, err := s.st.Partitions(cctx, s.opts.Partitions)
@@ -277,8 +355,9 @@ func (s *Server) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	pusherDone := make(chan struct{})
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.runTriggers(bg) }()
+	go func() { defer wg.Done(); s.runFrameTimeouts(bg) }() // limits.go
 	go func() { defer wg.Done(); s.runOutbound(bg) }()
 	go func() { defer wg.Done(); s.runHeartbeat(bg) }()
 	go func() { defer close(pusherDone); s.runPusher(bg) }()
@@ -401,12 +480,19 @@ func (s *Server) lookup(id string) *conn {
 func (s *Server) opened(p peer) (*conn, error) {
 	if s.Stats.Conns.Load() >= int64(s.opts.MaxConns) {
 		s.Stats.Refused.Add(1)
-		s.log.Warn("connection refused: at max connections", "addr", p.remoteAddr(), "n", s.opts.MaxConns)
+		s.limit.Warn("max conns", "connection refused: at --max-conns", "addr", p.remoteAddr(), "n", s.opts.MaxConns)
 		return nil, errors.New("gateway: too many connections")
 	}
 	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
-	c := &conn{id: id, addr: p.remoteAddr(), peer: p, part: store.PartitionOf(id, s.parts)}
+	c := &conn{id: id, addr: p.remoteAddr(), ip: hostOf(p.remoteAddr()), peer: p, part: store.PartitionOf(id, s.parts)}
 	s.mu.Lock()
+	if s.opts.MaxConnsPerIP > 0 && s.perIP[c.ip] >= s.opts.MaxConnsPerIP {
+		s.mu.Unlock()
+		s.Stats.PerIPRefused.Add(1)
+		s.limit.Warn("max conns per ip", "connection refused: at --max-conns-per-ip", "addr", c.addr, "n", s.opts.MaxConnsPerIP)
+		return nil, errors.New("gateway: too many connections from one address")
+	}
+	s.perIP[c.ip]++
 	s.conns[id] = c
 	s.mu.Unlock()
 	s.Stats.Conns.Add(1)
@@ -425,20 +511,32 @@ func (s *Server) data(c *conn, in []byte) error {
 		c.in = append(c.in, in...)
 		buf = c.in
 	}
+	started := false // a frame completed: the tail's frame started in this read
 	for {
 		frame, err := box.Split(buf, s.opts.MaxFrame)
 		if err != nil {
 			s.Stats.BadFrames.Add(1)
-			s.log.Warn("bad frame: closing connection", "conn", c.id, "addr", c.addr, "err", err)
+			s.limit.Warn("bad frame", "bad frame: closing connection", "conn", c.id, "addr", c.addr, "err", err)
 			return err
 		}
 		if frame == nil {
 			break
 		}
 		buf = buf[len(frame):]
+		started = true
 		s.Stats.FramesIn.Add(1)
+		if s.opts.MaxInflight > 0 && c.owed.Load() >= int64(s.opts.MaxInflight) {
+			// One connection may not hold more of the farm than this: its
+			// later frames are answered at once, not queued.
+			s.Stats.OverInflight.Add(1)
+			s.Stats.Busy.Add(1)
+			s.limit.Warn("max inflight", "connection at --max-inflight: frame answered -10002", "conn", c.id, "addr", c.addr, "n", s.opts.MaxInflight)
+			c.peer.send(busyReply(frame))
+			continue
+		}
 		if !s.enqueue(c, store.KindFrame, frame) {
 			s.Stats.Busy.Add(1)
+			s.limit.Warn("backlog", "backlog full (Redis slow or away): frame answered -10002", "conn", c.id, "n", s.opts.Backlog)
 			c.peer.send(busyReply(frame))
 			continue
 		}
@@ -450,9 +548,13 @@ func (s *Server) data(c *conn, in []byte) error {
 		if cap(c.in) > 64<<10 {
 			c.in = nil
 		}
-	} else if len(c.in) == 0 || &buf[0] != &c.in[0] {
-		c.in = append(c.in[:0], buf...)
+		s.partials.done(c)
+		return nil
 	}
+	if len(c.in) == 0 || &buf[0] != &c.in[0] {
+		c.in = keepPartial(c.in[:0], buf)
+	}
+	s.partials.hold(c, cap(c.in), started)
 	return nil
 }
 
@@ -462,12 +564,22 @@ func (s *Server) closed(c *conn, err error) {
 	s.mu.Lock()
 	delete(s.conns, c.id)
 	s.unindexLocked(c)
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
 	s.mu.Unlock()
+	s.partials.done(c)
 	s.Stats.Conns.Add(-1)
 	switch {
 	case errors.Is(err, errSlowClient):
 		s.Stats.SlowClosed.Add(1)
-		s.log.Warn("client does not read: closed", "conn", c.id, "addr", c.addr)
+		s.limit.Warn("slow client", "client does not read: closed", "conn", c.id, "addr", c.addr)
+	case errors.Is(err, errFrameTimeout):
+		s.Stats.FrameTimeouts.Add(1)
+		s.limit.Warn("frame timeout", "frame not complete within --frame-timeout: closed", "conn", c.id, "addr", c.addr, "timeout", s.opts.FrameTimeout)
+	case errors.Is(err, errPartialBudget):
+		s.Stats.PartialShed.Add(1)
+		s.limit.Warn("partial budget", "partial frames over --partial-budget: closed the connection with the oldest", "conn", c.id, "addr", c.addr, "budget", s.opts.PartialBudget)
 	case errors.Is(err, errIdle):
 		s.Stats.IdleClosed.Add(1)
 		s.log.Debug("idle client closed", "conn", c.id, "addr", c.addr)
@@ -482,7 +594,7 @@ func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
 	c.seq++
 	e := store.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
 	enc := store.AppendEnvelope(make([]byte, 0, store.EnvelopeSize(&e)), &e)
-	it := pushItem{c: c, env: enc}
+	it := pushItem{c: c, env: enc, kind: kind}
 	if kind == store.KindFrame {
 		h, _ := box.ParseHeader(frame)
 		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true
@@ -497,11 +609,20 @@ func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
 // busyReply answers a frame that could not be queued.
 func busyReply(frame []byte) []byte {
 	h, _ := box.ParseHeader(frame)
-	return box.Append(nil, h.Cmd, box.RetBusy, h.SN, nil)
+	return busyAnswer(h.Cmd, h.SN)
 }
+
+// busyAnswer answers frame cmd, sn: it was not queued.
+func busyAnswer(cmd int32, sn uint32) []byte { return box.Append(nil, cmd, box.RetBusy, sn, nil) }
 
 // setUID records that c is logged in as uid ("" for logged out).
 func (s *Server) setUID(c *conn, uid string) {
+	if err := store.CheckName("user id", uid); err != nil {
+		// Workers refuse such logins; this gateway will not copy one into
+		// every envelope either.
+		s.limit.Error("long uid", "bind refused", "conn", c.id, "err", err)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unindexLocked(c)

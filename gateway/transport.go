@@ -1,5 +1,7 @@
 package gateway
 
+import "errors"
+
 // The gateway core (frames, Redis) talks to the network through this seam,
 // so the event-loop library stays in one file (evio.go) and another
 // transport (WebSocket) can sit beside it.
@@ -13,6 +15,9 @@ type peer interface {
 	// close closes the connection once queued output is written, or after a
 	// short deadline if the client does not read it.
 	close()
+	// abort closes the connection at once, without writing what is
+	// queued, and reports reason as why it ended.
+	abort(reason error)
 	remoteAddr() string
 }
 
@@ -27,3 +32,12 @@ type events interface {
 	// closed reports the end of a connection, with the reason if known.
 	closed(c *conn, err error)
 }
+
+// Errors a transport reports as the reason a connection ended.
+var (
+	errSlowClient    = errors.New("gateway: client does not read its output")
+	errIdle          = errors.New("gateway: idle timeout")
+	errShutdown      = errors.New("gateway: shutting down")
+	errFrameTimeout  = errors.New("gateway: frame not complete within the frame timeout")
+	errPartialBudget = errors.New("gateway: partial frames over the gateway's budget")
+)

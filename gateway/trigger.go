@@ -38,7 +38,15 @@ func (s *Server) applyTrigger(ctx context.Context, log *slog.Logger, payload []b
 	m, body, err := trigger.Parse(payload)
 	if err != nil {
 		s.Stats.BadTriggers.Add(1)
-		log.Warn("malformed trigger ignored", "err", err, "n", len(payload))
+		s.limit.Warn("bad trigger", "malformed trigger ignored", "err", err, "n", len(payload))
+		return
+	}
+	if box.HeaderLen+len(body) > s.opts.MaxFrame {
+		// Players may receive frames of at most MaxFrame; one bigger would
+		// be cut off at their end or drop them.
+		s.Stats.BadTriggers.Add(1)
+		s.Stats.OversizeOut.Add(1)
+		s.limit.Error("trigger too big", "trigger refused: its frame is larger than --max-frame", "op", m.Op, "body", len(body), "max_frame", s.opts.MaxFrame)
 		return
 	}
 	s.Stats.Triggers.Add(1)

@@ -32,3 +32,13 @@ func IsTransient(err error) bool {
 	}
 	return false
 }
+
+// IsRefused reports whether Redis refused a command for what it carries
+// (an error reply other than the transient ones: out of memory, a wrong
+// type, a protocol error for an oversized argument...). Retrying it would
+// be refused again; its data must be answered or dropped, never retried
+// forever.
+func IsRefused(err error) bool {
+	var re redis.Error
+	return err != nil && errors.As(err, &re) && !IsTransient(err)
+}

@@ -19,11 +19,15 @@ import (
 // PartBatch is the envelopes a gateway queues on one partition in one
 // round trip. The accepted ones go into one stream entry (a bundle), so
 // Redis and the workers pay per round trip rather than per frame. Enqueue
-// fills Accepted.
+// fills Accepted and Refused.
 type PartBatch struct {
 	Part      int
 	Envelopes [][]byte // encoded envelopes, in order
 	Accepted  []bool
+	// Refused is set when Redis refused the entry for its content (out of
+	// memory, a wrong type, too big): sending it again would be refused
+	// again, so the caller answers or drops its envelopes instead.
+	Refused error
 	// Bundle is where the entry is encoded: a caller that keeps it from
 	// call to call saves an allocation per partition and round trip.
 	Bundle []byte
@@ -33,10 +37,14 @@ type PartBatch struct {
 // stream, all in one pipeline, and adds them to the gateway's frame count
 // (Keys.Queued). bound is the count past which client frames are refused
 // (Accepted false); open and close events are always taken, so a worker
-// always learns that a connection ended. 0 means no bound. On a network
-// error the caller cannot know which batches were applied and should send
-// them again: workers drop the copies by their per-connection sequence
-// number.
+// always learns that a connection ended. 0 means no bound.
+//
+// A batch Redis refused for its content gets Refused; the others were
+// applied. The error is for the rest: a network error, after which the
+// caller cannot know which batches were applied and should send the ones
+// not Refused again (workers drop the copies by their per-connection
+// sequence number). The caller keeps a pipeline within its byte budget
+// (DefaultWriteBudget).
 func (s *Store) Enqueue(ctx context.Context, gw string, batches []PartBatch, bound int) error {
 	return s.EnqueueCached(ctx, gw, batches, bound, nil)
 }
@@ -59,9 +67,10 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 	pipe := s.rdb.Pipeline()
 	var accepted [][]byte
 	var total int64
+	adds := make([]*redis.StringCmd, len(batches))
 	for i := range batches {
 		b := &batches[i]
-		b.Accepted = b.Accepted[:0]
+		b.Accepted, b.Refused = b.Accepted[:0], nil
 		accepted = accepted[:0]
 		for _, e := range b.Envelopes {
 			if bound > 0 && n >= int64(bound) && isClientFrame(e) {
@@ -74,15 +83,34 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 		}
 		if len(accepted) > 0 {
 			b.Bundle = AppendBundle(slices.Grow(b.Bundle[:0], BundleSize(accepted)), accepted)
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(b.Part), Values: []any{fieldBundle, b.Bundle}})
+			adds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(b.Part), Values: []any{fieldBundle, b.Bundle}})
 			total += int64(len(accepted))
 		}
 	}
 	// After the XADDs: a pipeline cut short can then leave the count too
 	// low (a looser bound), never too high.
 	count := pipe.IncrBy(ctx, s.Keys.Queued(gw), total)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("store: enqueue: %w", err)
+	_, err := pipe.Exec(ctx)
+	if err != nil {
+		// Sort the failures: a refusal of an entry's content is that
+		// entry's; anything else (the network) makes the call fail.
+		err = nil
+		for i, c := range adds {
+			if c == nil {
+				continue
+			}
+			if e := c.Err(); e != nil && IsRefused(e) {
+				batches[i].Refused = e
+			} else if e != nil && err == nil {
+				err = e
+			}
+		}
+		if e := count.Err(); e != nil && err == nil && !IsRefused(e) {
+			err = e
+		}
+		if err != nil {
+			return fmt.Errorf("store: enqueue: %w", err)
+		}
 	}
 	if v := count.Val(); v < 0 {
 		// Below zero (workers finished frames the count never had, after
@@ -90,7 +118,7 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 		// loosened for good.
 		_ = s.rdb.IncrBy(ctx, s.Keys.Queued(gw), -v).Err()
 	}
-	if queued != nil {
+	if queued != nil && count.Err() == nil {
 		*queued = max(count.Val(), 0)
 	}
 	return nil

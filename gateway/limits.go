@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// What one client may cost the gateway while a frame is still arriving
+// (docs/operations.md, "Limits and abuse"): a started frame must be whole
+// within FrameTimeout, and the partial frames of all connections together
+// stay within PartialBudget bytes; past it, the connections whose partial
+// frames are the oldest are closed. Without these, clients that each send
+// all but the last byte of a largest frame hold a largest frame of memory
+// each, for ever.
+
+// partialFrames tracks the connections holding part of a frame.
+type partialFrames struct {
+	mu     sync.Mutex
+	budget int
+	bytes  int // held by all connections in conns
+	shed   int // of bytes, held by connections told to close
+	conns  map[*conn]struct{}
+}
+
+func (p *partialFrames) init(budget int) {
+	p.budget = budget
+	p.conns = make(map[*conn]struct{})
+}
+
+// hold records that c keeps n bytes for a partial frame; started says the
+// frame began in the data just read (a frame before it completed), so its
+// clock starts now. Called on c's event goroutine.
+func (p *partialFrames) hold(c *conn, n int, started bool) {
+	now := time.Now()
+	p.mu.Lock()
+	if !c.partial {
+		c.partial = true
+		p.conns[c] = struct{}{}
+		c.partialSince = now
+	} else if started {
+		c.partialSince = now
+	}
+	p.bytes += n - c.partialBytes
+	if c.shed {
+		p.shed += n - c.partialBytes
+	}
+	c.partialBytes = n
+	var victims []*conn
+	if p.bytes-p.shed > p.budget {
+		victims = p.overBudgetLocked()
+	}
+	p.mu.Unlock()
+	for _, v := range victims {
+		v.peer.abort(errPartialBudget)
+	}
+}
+
+// overBudgetLocked picks the connections with the oldest partial frames
+// until what the others hold fits the budget.
+func (p *partialFrames) overBudgetLocked() []*conn {
+	all := make([]*conn, 0, len(p.conns))
+	for c := range p.conns {
+		if !c.shed {
+			all = append(all, c)
+		}
+	}
+	slices.SortFunc(all, func(a, b *conn) int { return a.partialSince.Compare(b.partialSince) })
+	var victims []*conn
+	for _, c := range all {
+		if p.bytes-p.shed <= p.budget {
+			break
+		}
+		c.shed = true
+		p.shed += c.partialBytes
+		victims = append(victims, c)
+	}
+	return victims
+}
+
+// done records that c holds no partial frame (any more). Called on c's
+// event goroutine.
+func (p *partialFrames) done(c *conn) {
+	if !c.partial {
+		return
+	}
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.bytes -= c.partialBytes
+	if c.shed {
+		p.shed -= c.partialBytes
+	}
+	c.partial, c.partialBytes, c.partialSince, c.shed = false, 0, time.Time{}, false
+	p.mu.Unlock()
+}
+
+// expired marks and returns the connections whose partial frame started
+// before cut.
+func (p *partialFrames) expired(cut time.Time) []*conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*conn
+	for c := range p.conns {
+		if !c.shed && c.partialSince.Before(cut) {
+			c.shed = true
+			p.shed += c.partialBytes
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// held returns the bytes of partial frames held now.
+func (p *partialFrames) held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bytes
+}
+
+// runFrameTimeouts closes connections whose frame takes longer than
+// FrameTimeout to arrive (a client that sends a byte now and then).
+func (s *Server) runFrameTimeouts(ctx context.Context) {
+	if s.opts.FrameTimeout <= 0 {
+		return
+	}
+	tick := time.NewTicker(min(s.opts.FrameTimeout/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			for _, c := range s.partials.expired(now.Add(-s.opts.FrameTimeout)) {
+				c.peer.abort(errFrameTimeout)
+			}
+		}
+	}
+}
+
+// keepPartial copies the unparsed tail of a read into dst (evio reuses its
+// input buffer), growing it no more than needed: a client that sent three
+// bytes of a 1 MiB frame costs three bytes, not a megabyte.
+func keepPartial(dst, tail []byte) []byte {
+	if cap(dst) < len(tail) {
+		dst = make([]byte, 0, max(len(tail), 512))
+	}
+	return append(dst, tail...)
+}
