@@ -31,8 +31,14 @@ const (
 var ErrLoggedInElsewhere = errors.New("store: user is logged in on another connection")
 
 // BindUser binds uid to a connection atomically. In Kick mode it returns
-// the session it replaced (zero if none, or if it was this connection).
+// the session it replaced (zero if none, or if it was this connection). A
+// uid over MaxNameLen is refused (ErrNameTooLong).
 func (s *Store) BindUser(ctx context.Context, uid string, to Session, mode LoginMode) (old Session, err error) {
+	// The uid is stored in the session and the gateway's user set, and
+	// the gateway copies it into every envelope of the connection.
+	if err := CheckName("user id", uid); err != nil {
+		return old, err
+	}
 	if mode == "" {
 		mode = Kick
 	}

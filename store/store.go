@@ -178,8 +178,11 @@ func (s *Store) Deregister(ctx context.Context, registry, id string) error {
 }
 
 // IncrCounter atomically adds delta to a named counter and returns the new
-// value.
+// value. A name over MaxNameLen is refused (ErrNameTooLong).
 func (s *Store) IncrCounter(ctx context.Context, name string, delta int64) (int64, error) {
+	if err := CheckName("counter name", name); err != nil {
+		return 0, err
+	}
 	n, err := scriptCounterIncr.Run(ctx, s.rdb, []string{s.Keys.Counter(name)}, delta).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("store: counter %q: %w", name, err)
@@ -189,6 +192,9 @@ func (s *Store) IncrCounter(ctx context.Context, name string, delta int64) (int6
 
 // Counter returns a counter's value (0 if it was never incremented).
 func (s *Store) Counter(ctx context.Context, name string) (int64, error) {
+	if err := CheckName("counter name", name); err != nil {
+		return 0, err
+	}
 	n, err := s.rdb.Get(ctx, s.Keys.Counter(name)).Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
