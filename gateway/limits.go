@@ -118,6 +118,15 @@ func (p *partialFrames) held() int {
 	return p.bytes
 }
 
+// partial implements events.
+func (s *Server) partial(c *conn, n int) {
+	if n == 0 {
+		s.partials.done(c)
+	} else {
+		s.partials.hold(c, n, false)
+	}
+}
+
 // runFrameTimeouts closes connections whose frame takes longer than
 // FrameTimeout to arrive (a client that sends a byte now and then).
 func (s *Server) runFrameTimeouts(ctx context.Context) {

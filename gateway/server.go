@@ -483,16 +483,18 @@ func (s *Server) opened(p peer) (*conn, error) {
 		s.limit.Warn("max conns", "connection refused: at --max-conns", "addr", p.remoteAddr(), "n", s.opts.MaxConns)
 		return nil, errors.New("gateway: too many connections")
 	}
-	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
-	c := &conn{id: id, addr: p.remoteAddr(), ip: hostOf(p.remoteAddr()), peer: p, part: store.PartitionOf(id, s.parts)}
+	addr := p.remoteAddr()
+	ip := hostOf(addr)
 	s.mu.Lock()
-	if s.opts.MaxConnsPerIP > 0 && s.perIP[c.ip] >= s.opts.MaxConnsPerIP {
+	if s.opts.MaxConnsPerIP > 0 && s.perIP[ip] >= s.opts.MaxConnsPerIP {
 		s.mu.Unlock()
 		s.Stats.PerIPRefused.Add(1)
-		s.limit.Warn("max conns per ip", "connection refused: at --max-conns-per-ip", "addr", c.addr, "n", s.opts.MaxConnsPerIP)
+		s.limit.Warn("max conns per ip", "connection refused: at --max-conns-per-ip", "addr", addr, "n", s.opts.MaxConnsPerIP)
 		return nil, errors.New("gateway: too many connections from one address")
 	}
-	s.perIP[c.ip]++
+	s.perIP[ip]++
+	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
+	c := &conn{id: id, addr: addr, ip: ip, peer: p, part: store.PartitionOf(id, s.parts)}
 	s.conns[id] = c
 	s.mu.Unlock()
 	s.Stats.Conns.Add(1)

@@ -31,6 +31,10 @@ type events interface {
 	data(c *conn, in []byte) error
 	// closed reports the end of a connection, with the reason if known.
 	closed(c *conn, err error)
+	// partial reports that c holds n bytes of a frame (a message) still
+	// arriving; 0: none. (The TCP transport's frames are cut by the core,
+	// which counts them itself.)
+	partial(c *conn, n int)
 }
 
 // Errors a transport reports as the reason a connection ended.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -286,7 +288,7 @@ var errPeerClosed = errors.New("gateway: websocket closed by the client")
 func (p *wsPeer) readLoop() error {
 	t := p.t
 	for {
-		typ, msg, err := p.c.Read(context.Background())
+		typ, msg, err := p.readMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {
 				// The library has sent close code 1009 already.
@@ -317,6 +319,34 @@ func (p *wsPeer) readLoop() error {
 			return &wsRefusal{code: WSCloseBadFrame, reason: "bad frame", err: err}
 		}
 	}
+}
+
+// readMessage reads one message, telling the core how much of it is held
+// while it arrives: a message counts in the gateway's partial frames
+// (budget and frame timeout, limits.go) like a TCP frame not yet whole.
+func (p *wsPeer) readMessage() (websocket.MessageType, []byte, error) {
+	typ, r, err := p.c.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(max(cap(buf), 512), 256<<10))
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.t.ev.partial(p.core, 0)
+			return 0, nil, err
+		}
+		p.t.ev.partial(p.core, cap(buf))
+	}
+	p.t.ev.partial(p.core, 0)
+	return typ, buf, nil
 }
 
 // wsPeer is one WebSocket connection.

@@ -426,3 +426,28 @@ func TestWSShutdown(t *testing.T) {
 func isRefused(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "refused") || errors.Is(err, io.EOF))
 }
+
+// TestWSFrameTimeout: a WebSocket message that does not arrive whole
+// within FrameTimeout closes its connection, like a TCP frame; while it
+// arrives it counts in the partial-frame budget.
+func TestWSFrameTimeout(t *testing.T) {
+	gw, _ := startWSGateway(t, Options{FrameTimeout: time.Second, WSPing: -1, WSIdleTimeout: -1})
+	c, _ := dialWS(t, gw, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	w, err := c.Writer(ctx, websocket.MessageBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := box.Append(nil, 1, 0, 1, make([]byte, 64<<10))
+	if _, err := w.Write(frame[:40<<10]); err != nil { // past the writer's buffer: sent as non-final frames
+		t.Fatal(err)
+	}
+	wsWaitFor(t, 5*time.Second, "the message counted as a partial frame", func() bool { return gw.partials.held() > 0 })
+	wsWaitFor(t, 10*time.Second, "the connection closed for the frame timeout", func() bool {
+		return gw.Stats.FrameTimeouts.Load() == 1 && gw.Stats.Conns.Load() == 0
+	})
+	if n := gw.partials.held(); n != 0 {
+		t.Errorf("partial bytes held after the close = %d", n)
+	}
+}
