@@ -342,6 +342,9 @@ type totalsView struct {
 	InFlight    int64 `json:"inflight"`
 	Busy        int64 `json:"busy"`   // frames answered -10002 since the gateways started
 	Errors      int64 `json:"errors"` // see statErrors
+	// Limits counts what clients ran into, by counter (statLimits), since
+	// the processes started; only counters that are not zero.
+	Limits map[string]int64 `json:"limits,omitempty"`
 	// Per second.
 	FramesIn  float64 `json:"frames_in_per_second"`
 	FramesOut float64 `json:"frames_out_per_second"`
@@ -383,6 +386,24 @@ var statErrors = map[string][]string{
 	stat.KindWorker:  {"failed_total", "dead_letters_total", "redis_errors_total"},
 }
 
+// statLimits are the counters of limits that clients hit
+// (docs/operations.md, "Limits and abuse"), shown on the "limits" line
+// under short names.
+var statLimits = map[string][][2]string{
+	stat.KindGateway: {
+		{"over_inflight_total", "over-inflight"}, {"queue_bound_busy_total", "queue-bound"},
+		{"redis_refused_total", "redis-refused"}, {"refused_total", "max-conns"},
+		{"per_ip_refused_total", "per-ip"}, {"frame_timeouts_total", "frame-timeout"},
+		{"partial_shed_total", "partial-budget"}, {"slow_closed_total", "slow-client"},
+		{"idle_closed_total", "idle"}, {"bad_frames_total", "bad-frame"},
+		{"oversize_out_total", "oversize-push"}, {"bad_triggers_total", "bad-trigger"},
+	},
+	stat.KindWorker: {
+		{"closed_dropped_total", "closed-dropped"}, {"oversize_refused_total", "oversize-reply"},
+		{"refused_writes_total", "redis-refused-write"},
+	},
+}
+
 // buildStatView makes the snapshot to print from reports (sorted as stat.Read
 // returns them) and their rates.
 func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTracker) farmView {
@@ -414,6 +435,14 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 		t := &v.Totals
 		if p.Rates != nil {
 			t.RatesFrom++
+		}
+		for _, l := range statLimits[r.Kind] {
+			if n := p.Values[l[0]]; n != 0 {
+				if t.Limits == nil {
+					t.Limits = make(map[string]int64)
+				}
+				t.Limits[l[1]] += n
+			}
 		}
 		errs := statSum(p.Values, statErrors[r.Kind])
 		t.Errors += errs
@@ -531,6 +560,18 @@ func writeStatTable(w io.Writer, v farmView) {
 	}
 	fmt.Fprintf(w, "        batching: %s frames per gateway pipeline, %s handled per worker read\n",
 		ratio(t.FramesPerPipeline), ratio(t.HandledPerRead))
+	limits := "none hit"
+	if len(t.Limits) > 0 {
+		limits = ""
+		for _, kind := range []string{stat.KindGateway, stat.KindWorker} {
+			for _, l := range statLimits[kind] {
+				if n := t.Limits[l[1]]; n != 0 {
+					limits += fmt.Sprintf("%s %s  ", l[1], statCount(n))
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "limits  %s\n", strings.TrimSpace(limits))
 	if q := v.Queues; q != nil {
 		longest := "all empty"
 		if q.Max > 0 {
@@ -557,6 +598,7 @@ func writeStatTable(w io.Writer, v farmView) {
 	fmt.Fprintln(w, "gateway: IN/S, OUT/S = frames/s; P99 = request time; ERRORS = Redis errors + bad frames")
 	fmt.Fprintln(w, "worker:  CONNS = in flight; IN/S = handled/s; P99 = handler time; ERRORS = failed + dead letters")
 	fmt.Fprintln(w, "         + Redis errors. BUSY, ERRORS: since start. Queues: entries waiting, in flight or untrimmed")
+	fmt.Fprintln(w, "limits:  clients that ran into a limit since start, by limit (docs/operations.md, Limits and abuse)")
 }
 
 func statPlural(n int, s string) string {
