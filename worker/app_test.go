@@ -20,17 +20,7 @@ import (
 func newTestWorker(t *testing.T, app *App) *Worker {
 	t.Helper()
 	o := Options{Logger: slog.New(slog.DiscardHandler)}.withDefaults()
-	w := &Worker{
-		app:     app,
-		opts:    o,
-		log:     o.Logger,
-		owned:   make(map[int]*partition),
-		queues:  make(map[string]*connQueue),
-		lastSeq: make(map[string]seqMark),
-		deadGW:  make(map[string]time.Time),
-		ready:   make(chan struct{}),
-	}
-	w.space = sync.NewCond(&w.mu)
+	w := newWorker(app, o, o.Logger)
 	w.wr = newWriter(w, context.Background())
 	return w
 }
@@ -101,10 +91,11 @@ func frameEnv(cmd int32, sn uint32, body string) store.Envelope {
 // handleEnv runs one entry through the worker's own handle, as the
 // engine does after reading it from Redis.
 func handleEnv(w *Worker, env store.Envelope) {
+	d := store.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
 	w.mu.Lock()
 	w.inflight++
+	w.held += heldSize(&d)
 	w.mu.Unlock()
-	d := store.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
 	w.done(item{d: &d, e: &entry{id: d.ID, left: 1}}, w.handle(d))
 }
 
@@ -134,12 +125,27 @@ func call(t *testing.T, w *Worker, cmd int32, body string) (int32, string) {
 	return b.Ret, string(b.Body)
 }
 
-// callNoReply runs a client frame and fails if anything was written back.
+// callNoReply runs a client frame and fails if anything was written back
+// but the completion signal (wantCompletion).
 func callNoReply(t *testing.T, w *Worker, cmd int32, body string) {
 	t.Helper()
 	handleEnv(w, frameEnv(cmd, 9, body))
-	if msgs, _ := outs(t, w); len(msgs) != 0 {
-		t.Errorf("cmd %d: sent %+v, want no reply", cmd, msgs)
+	msgs, _ := outs(t, w)
+	wantCompletion(t, msgs)
+}
+
+// wantCompletion fails unless msgs is exactly the completion signal of a
+// frameEnv frame handled without a reply: an OutWrite to its connection
+// with no frames and the envelope's At, by which the gateway counts the
+// frame answered.
+func wantCompletion(t *testing.T, msgs []sent) {
+	t.Helper()
+	if len(msgs) != 1 {
+		t.Fatalf("sent %+v, want only the completion signal", msgs)
+	}
+	m := msgs[0]
+	if m.gw != "gw1" || m.out.Kind != store.OutWrite || m.out.Conn != "c1" || m.out.At != 1234 || len(m.out.Frames) != 0 {
+		t.Errorf("sent %+v, want an OutWrite to gw1/c1 with At 1234 and no frames", m)
 	}
 }
 
@@ -263,10 +269,10 @@ func TestRequestFields(t *testing.T) {
 	if got.Replied() {
 		t.Error("Replied() true without a reply")
 	}
-	// A handler that returns nil without replying sends nothing.
-	if msgs, _ := outs(t, w); len(msgs) != 0 {
-		t.Errorf("sent %+v, want nothing", msgs)
-	}
+	// A handler that returns nil without replying sends nothing but the
+	// completion signal.
+	msgs, _ := outs(t, w)
+	wantCompletion(t, msgs)
 }
 
 func TestDuplicateCmdPanics(t *testing.T) {

@@ -26,6 +26,10 @@ func (r *Request) Login(ctx context.Context, uid string) error {
 	if uid == "" {
 		return errors.New("worker: login with an empty user id")
 	}
+	// A uid travels with every frame of the connection: bounded.
+	if err := store.CheckName("user id", uid); err != nil {
+		return fmt.Errorf("worker: login: %w", err)
+	}
 	if r.Conn.UID != "" && r.Conn.UID != uid {
 		if err := r.Logout(ctx); err != nil {
 			return err
@@ -62,14 +66,21 @@ func (r *Request) Logout(ctx context.Context) error {
 }
 
 // PushUsers sends a frame (sn 0) to each of uids that is connected,
-// wherever it is; it returns how many were.
+// wherever it is; it returns how many were. Like every push, a frame over
+// Options.MaxFrame is refused (ErrFrameTooLarge): nobody gets it.
 func (r *Request) PushUsers(ctx context.Context, uids []string, cmd int32, body []byte) (int, error) {
+	if err := r.w.checkFrame(cmd, len(body)); err != nil {
+		return 0, err
+	}
 	return r.w.pushUsers(ctx, uids, box.Append(nil, cmd, box.RetOK, 0, body), store.OutWrite)
 }
 
 // PushGroup sends a frame (sn 0) to every connected member of a group; it
 // returns how many were reached.
 func (r *Request) PushGroup(ctx context.Context, group string, cmd int32, body []byte) (int, error) {
+	if err := r.w.checkFrame(cmd, len(body)); err != nil {
+		return 0, err
+	}
 	uids, err := r.Store.Members(ctx, group)
 	if err != nil {
 		return 0, err
@@ -79,6 +90,9 @@ func (r *Request) PushGroup(ctx context.Context, group string, cmd int32, body [
 
 // Broadcast sends a frame (sn 0) to every connection of every gateway.
 func (r *Request) Broadcast(ctx context.Context, cmd int32, body []byte) error {
+	if err := r.w.checkFrame(cmd, len(body)); err != nil {
+		return err
+	}
 	gws, err := r.Store.Alive(ctx, r.Store.Keys.Gateways(), time.Now(), r.w.opts.GatewayTimeout)
 	if err != nil {
 		return err

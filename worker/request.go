@@ -57,7 +57,9 @@ func (r *Request) Replied() bool { return r.replied }
 func (r *Request) Reply(body []byte) error { return r.ReplyRet(box.RetOK, body) }
 
 // ReplyRet answers the client's frame with a result code and body. A
-// request is answered at most once; later calls return an error.
+// request is answered at most once; later calls return an error. A frame
+// over Options.MaxFrame is not sent (ErrFrameTooLarge); a handler that
+// returns that error has its client answered -10001.
 func (r *Request) ReplyRet(ret int32, body []byte) error {
 	if r.replied {
 		return errors.New("worker: request already answered")
@@ -65,15 +67,22 @@ func (r *Request) ReplyRet(ret int32, body []byte) error {
 	if r.Kind != Frame {
 		return fmt.Errorf("worker: cannot reply to a %s event", r.Kind)
 	}
+	if err := r.w.checkFrame(r.Box.Cmd, len(body)); err != nil {
+		return err // not answered: the handler may answer otherwise
+	}
 	r.replied = true
 	r.w.sendFrame(r.Conn.Gateway, r.Conn.ID, r.at, r.Box.Cmd, ret, r.Box.SN, body)
 	return nil
 }
 
-// Push sends a frame with sn 0 to the same client.
+// Push sends a frame with sn 0 to the same client; a frame over
+// Options.MaxFrame is refused (ErrFrameTooLarge).
 func (r *Request) Push(cmd int32, body []byte) error {
 	if r.Conn.ID == "" {
 		return errors.New("worker: request has no client")
+	}
+	if err := r.w.checkFrame(cmd, len(body)); err != nil {
+		return err
 	}
 	r.w.writeTo(r.Conn.Gateway, r.Conn.ID, box.Append(nil, cmd, box.RetOK, 0, body))
 	return nil

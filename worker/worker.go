@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/ratelog"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 )
@@ -32,6 +33,9 @@ const (
 	DefaultBatch           = 256
 	DefaultGatewayTimeout  = 10 * time.Second
 	DefaultTimerTick       = 100 * time.Millisecond
+	DefaultMaxHeldBytes    = 64 << 20
+	DefaultMaxFrame        = box.DefaultMaxFrame
+	DefaultWriteBudget     = store.DefaultWriteBudget
 )
 
 // Options configure a worker. Zero values mean the defaults above.
@@ -69,6 +73,18 @@ type Options struct {
 	// TimerTick is how often due timers are moved to the streams: a
 	// timer fires at most this late (plus queueing).
 	TimerTick time.Duration
+	// MaxHeldBytes bounds the bytes of envelopes a worker holds, read and
+	// not yet done: past it, it reads nothing new until some are done.
+	MaxHeldBytes int64
+	// MaxFrame is the largest frame (header and body) a handler may send
+	// to a client: a reply or push over it is refused with
+	// ErrFrameTooLarge, so no player is dropped for a message it cannot
+	// take.
+	MaxFrame int
+	// WriteBudget is the most bytes of one outbound list element or one
+	// pipeline the worker sends to Redis: bigger batches are split. It is
+	// raised to fit one message of MaxFrame.
+	WriteBudget int
 	// Logger receives lifecycle and error logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -101,6 +117,17 @@ func (o Options) withDefaults() Options {
 	if o.TimerTick <= 0 {
 		o.TimerTick = DefaultTimerTick
 	}
+	if o.MaxHeldBytes <= 0 {
+		o.MaxHeldBytes = DefaultMaxHeldBytes
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.WriteBudget <= 0 {
+		o.WriteBudget = DefaultWriteBudget
+	}
+	// One message (a frame of MaxFrame and its envelope) always fits.
+	o.WriteBudget = max(o.WriteBudget, o.MaxFrame+messageSlack)
 	if o.ID == "" {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
@@ -127,6 +154,16 @@ type Stats struct {
 	Writes      atomic.Int64 // Redis round trips writing
 	Partitions  atomic.Int64 // leased now
 	PushSkipped atomic.Int64 // pushes to users who were not connected
+	// ClosedDropped counts frames dropped unrun because their connection
+	// closed before they started: nobody reads their answer.
+	ClosedDropped atomic.Int64
+	// OversizeRefused counts replies and pushes refused for a frame over
+	// Options.MaxFrame (ErrFrameTooLarge).
+	OversizeRefused atomic.Int64
+	// RefusedWrites counts commands Redis refused for their content (out
+	// of memory, too big...): never retried.
+	RefusedWrites atomic.Int64
+	HeldBytes     atomic.Int64 // bytes of envelopes held now
 	// HandlerTime is how long handlers ran (hooks included).
 	HandlerTime stat.Histogram
 }
@@ -145,11 +182,14 @@ type Worker struct {
 	parts int
 	Stats Stats
 
-	mu       sync.Mutex
-	owned    map[int]*partition
-	queues   map[string]*connQueue
-	lastSeq  map[string]seqMark
-	inflight int // envelopes read and not yet done
+	mu      sync.Mutex
+	owned   map[int]*partition
+	queues  map[string]*connQueue // connections with work (see roomLocked)
+	lastSeq map[string]seqMark
+	// inflight and held count the envelopes read and not yet done, and
+	// their bytes: hard caps on the memory a worker's reads take.
+	inflight int
+	held     int64
 	space    *sync.Cond
 	// runnable lists the connection queues with envelopes and no runner;
 	// Concurrency runner goroutines take them (work signals one).
@@ -164,6 +204,10 @@ type Worker struct {
 	batchGW map[string]bool
 
 	deadlines deadlines
+	// logs rate-limits lines a client can cause per frame (handler
+	// failures, no route, refused writes); panics rate-limits the stack
+	// traces of panicking routes harder.
+	logs, panics *ratelog.Limiter
 
 	wr       *writer
 	suspect  sync.Mutex // held while a redelivered entry runs
@@ -221,6 +265,7 @@ type connQueue struct {
 	key     string
 	items   []item
 	running bool // queued in runnable, or taken by a runner
+	closing int  // close events in items: the frames before them are dropped
 }
 
 // seqMark is what a worker remembers of a connection it served.
@@ -242,20 +287,28 @@ func New(app *App, opts Options) (*Worker, error) {
 	if o.LoginMode != store.Kick && o.LoginMode != store.Refuse {
 		return nil, fmt.Errorf("worker: login mode %q: want %q or %q", o.LoginMode, store.Kick, store.Refuse)
 	}
+	return newWorker(app, o, o.Logger.With("worker", o.ID)), nil
+}
+
+// newWorker builds a worker's state from options with their defaults.
+func newWorker(app *App, o Options, log *slog.Logger) *Worker {
 	w := &Worker{
 		app:     app,
 		opts:    o,
-		log:     o.Logger.With("worker", o.ID),
+		log:     log,
 		owned:   make(map[int]*partition),
 		queues:  make(map[string]*connQueue),
 		lastSeq: make(map[string]seqMark),
 		deadGW:  make(map[string]time.Time),
 		batchGW: make(map[string]bool),
 		ready:   make(chan struct{}),
+		logs:    ratelog.New(log, ratelog.DefaultBurst, ratelog.DefaultEvery),
+		// A stack trace is long: one per route and interval, then counts.
+		panics: ratelog.New(log, 1, ratelog.DefaultEvery),
 	}
 	w.space = sync.NewCond(&w.mu)
 	w.work = sync.NewCond(&w.mu)
-	return w, nil
+	return w
 }
 
 // Ready is closed once the worker is registered and taking partitions.
@@ -302,22 +355,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("started", "partitions", parts, "concurrency", w.opts.Concurrency)
 
 	// Background duties run on their own ctx, so that on shutdown they
-	// keep going until the drain is over.
+	// keep going until the drain is over. Handlers' contexts end with
+	// stopHandlers, when the drain's time is up.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
+	handlers, stopHandlers := context.WithCancel(context.Background())
+	defer stopHandlers()
+	w.deadlines.base = handlers
 	w.wr = newWriter(w, bg)
 	var runners sync.WaitGroup
 	for range w.opts.Concurrency {
 		runners.Add(1)
 		go func() { defer runners.Done(); w.runner() }()
 	}
-	defer func() {
-		w.mu.Lock()
-		w.stopRunners = true
-		w.mu.Unlock()
-		w.work.Broadcast()
-		runners.Wait()
-	}()
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); w.wr.run(bg) }()
 	leasesDone := make(chan struct{})
@@ -330,49 +380,31 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	start := time.Now()
-	w.mu.Lock()
-	w.log.Info("draining", "inflight", w.inflight)
-	w.mu.Unlock()
-	stopRead()
-	w.space.Broadcast()
-	<-readerDone
-	<-leasesDone
-	<-timersDone
-	// Hand each partition back as soon as its frames are done, so other
-	// workers (a reload's new process) take over without waiting for the
-	// whole drain.
-	w.mu.Lock()
-	for _, pt := range w.owned {
-		if !pt.releasing {
-			pt.releasing = true
-			w.releases.Add(1)
-			go func() { defer w.releases.Done(); w.release(bg, pt) }()
-		}
-	}
-	w.mu.Unlock()
+	w.drain(start, stopRead, readerDone, leasesDone, timersDone)
 
-	// Let handlers finish what was read, up to the timeout.
-	drained := make(chan struct{})
-	go func() { w.waitIdle(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(w.opts.ShutdownTimeout):
+	// Hard stop: what is not done now stays pending in Redis, for other
+	// workers. The writer stops (later writes are dropped), handlers' ctx
+	// end, runners take nothing more.
+	stopBG()
+	stopHandlers()
+	w.space.Broadcast() // wake release goroutines so they see bg end
+	w.mu.Lock()
+	w.stopRunners = true
+	w.mu.Unlock()
+	w.work.Broadcast()
+	waitAtMost(stopWait, writerDone)
+	runnersDone := make(chan struct{})
+	go func() { runners.Wait(); close(runnersDone) }()
+	if !waitAtMost(stopWait, runnersDone) {
+		// A handler that ignores its ctx must not keep the process up.
 		w.mu.Lock()
-		w.log.Warn("shutdown timeout: leaving frames to other workers", "inflight", w.inflight)
+		w.log.Warn("stopped with handlers still running; their frames go to other workers", "inflight", w.inflight)
 		w.mu.Unlock()
 	}
-	w.wr.flush(bg)
-	released := make(chan struct{})
-	go func() { w.releases.Wait(); close(released) }()
-	select {
-	case <-released:
-	case <-time.After(2 * time.Second):
-	}
-	stopBG()
-	w.space.Broadcast() // wake release goroutines so they see bg end
-	<-writerDone
 
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Give up what is still leased: other workers take it over at once
+	// rather than after the lease. Short, as Redis may be away.
+	rctx, rcancel := context.WithTimeout(context.Background(), cleanupWait)
 	defer rcancel()
 	w.mu.Lock()
 	owned := make([]int, 0, len(w.owned))
@@ -390,13 +422,87 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitIdle returns once nothing is queued or running.
-func (w *Worker) waitIdle() {
+// After the drain (ShutdownTimeout), Run waits at most stopWait for the
+// writer and again for the runners, then cleanupWait for giving its
+// leases up: ShutdownTimeout + 1 s in all, even while Redis is away.
+const (
+	stopWait    = 200 * time.Millisecond
+	cleanupWait = 400 * time.Millisecond
+)
+
+// drain stops reading, then lets the frames held finish, their writes
+// reach Redis and each partition go back as soon as its frames are done,
+// until start + ShutdownTimeout. Every wait ends by then.
+func (w *Worker) drain(start time.Time, stopRead func(), loops ...<-chan struct{}) {
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(w.opts.ShutdownTimeout))
+	defer cancel()
+	// Waits on w.space end with ctx.
+	stopWake := context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.space.Broadcast()
+		w.mu.Unlock()
+	})
+	defer stopWake()
 	w.mu.Lock()
-	for w.inflight > 0 {
-		w.space.Wait()
+	w.log.Info("draining", "inflight", w.inflight)
+	w.mu.Unlock()
+	stopRead()
+	w.space.Broadcast()
+	for _, done := range loops {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+	// Hand each partition back as soon as its frames are done, so other
+	// workers (a reload's new process) take over without waiting for the
+	// whole drain.
+	w.mu.Lock()
+	for _, pt := range w.owned {
+		if !pt.releasing {
+			pt.releasing = true
+			w.releases.Add(1)
+			go func() { defer w.releases.Done(); w.release(ctx, pt) }()
+		}
 	}
 	w.mu.Unlock()
+
+	// Let handlers finish what was read, up to the timeout.
+	if !w.waitIdle(ctx) {
+		w.mu.Lock()
+		w.log.Warn("shutdown timeout: leaving frames to other workers", "inflight", w.inflight)
+		w.mu.Unlock()
+	}
+	w.wr.flush(ctx)
+	released := make(chan struct{})
+	go func() { w.releases.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-ctx.Done():
+	}
+}
+
+// waitAtMost waits for done up to d; it reports whether done came.
+func waitAtMost(d time.Duration, done <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// waitIdle returns once nothing is queued or running (true), or ctx ended
+// (false; ctx's end must wake w.space).
+func (w *Worker) waitIdle(ctx context.Context) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.inflight > 0 && ctx.Err() == nil {
+		w.space.Wait()
+	}
+	return w.inflight == 0
 }
 
 // runLeases keeps this worker's share of the partitions: it renews its
@@ -409,7 +515,7 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 	offset := mrand.IntN(w.parts)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var lastReap time.Time
+	var lastReap, lastForget time.Time
 	first := true
 	for {
 		w.leaseRound(ctx, bg, log, offset)
@@ -420,6 +526,10 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 		if time.Since(lastReap) > 2*time.Second {
 			lastReap = time.Now()
 			w.reapGateways(ctx)
+		}
+		if time.Since(lastForget) > 5*time.Second {
+			lastForget = time.Now()
+			w.forgetClosed()
 		}
 		select {
 		case <-ctx.Done():
@@ -542,7 +652,8 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 }
 
 // release hands partition pt back once its frames are handled and
-// acknowledged.
+// acknowledged. If ctx ends first (shutdown), the partition stays listed
+// as owned, and Run gives its lease up when it stops.
 func (w *Worker) release(ctx context.Context, pt *partition) {
 	w.mu.Lock()
 	for (len(pt.inflight) > 0 || pt.reading > 0) && ctx.Err() == nil {
@@ -550,6 +661,9 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 	}
 	w.mu.Unlock()
 	w.wr.flush(ctx)
+	if ctx.Err() != nil {
+		return
+	}
 	w.mu.Lock()
 	if w.owned[pt.n] == pt {
 		delete(w.owned, pt.n)
@@ -624,19 +738,43 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 	w.mu.Unlock()
 }
 
-// maxInflight bounds the envelopes a worker holds in memory, roughly: a
-// read takes whole entries (readCount).
-func (w *Worker) maxInflight() int { return 4 * w.opts.Concurrency }
+// A worker's room is counted in connections with work, not envelopes, so
+// that one connection's long serial backlog holds one place, not the
+// whole room: a worker keeps reading while fewer than roomConns
+// connections have envelopes queued or running (an envelope with no
+// connection counts as one), so other connections' frames are read and
+// run beside it. Hard caps bound the memory: the envelopes held
+// (maxHeld) and their bytes (Options.MaxHeldBytes). A read takes whole
+// entries, so each bound is approximate (readCount).
+func (w *Worker) roomConns() int { return 4 * w.opts.Concurrency }
+
+func (w *Worker) maxHeld() int { return 64 * w.opts.Concurrency }
+
+// roomLocked reports whether the worker may read more.
+func (w *Worker) roomLocked() bool {
+	return len(w.queues) < w.roomConns() && w.inflight < w.maxHeld() && w.held < w.opts.MaxHeldBytes
+}
+
+// envelopeOverhead is what an envelope held costs beyond its bytes: its
+// delivery, item and decoded fields.
+const envelopeOverhead = 256
+
+// heldSize is what envelope d counts against Options.MaxHeldBytes.
+func heldSize(d *store.Delivery) int64 { return int64(len(d.Raw)) + envelopeOverhead }
 
 // readCount is how many entries the next read takes per partition: as
-// many as fill the room left for envelopes, given how many envelopes the
-// last entries bundled (perEntry), between 1 and Options.Batch.
-func (w *Worker) readCount(perEntry float64) int64 {
+// many as fit the room left, in connections and envelopes (an entry adds
+// at most perEntry of each, the envelopes per entry of recent reads) and
+// in bytes (bytesPerEntry), between 1 and Options.Batch.
+func (w *Worker) readCount(perEntry, bytesPerEntry float64) int64 {
 	w.mu.Lock()
-	room := w.maxInflight() - w.inflight
+	conns := w.roomConns() - len(w.queues)
+	envs := w.maxHeld() - w.inflight
+	bytes := w.opts.MaxHeldBytes - w.held
 	w.mu.Unlock()
-	n := int64(float64(room) / max(perEntry, 1))
-	return min(max(n, 1), int64(w.opts.Batch))
+	perEntry = max(perEntry, 1)
+	n := min(float64(conns)/perEntry, float64(envs)/perEntry, float64(bytes)/max(bytesPerEntry, 1))
+	return min(max(int64(n), 1), int64(w.opts.Batch))
 }
 
 // runReader reads new entries of the leased partitions, one round trip for
@@ -694,9 +832,13 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 	backoff := 10 * time.Millisecond
 	recoverOwn := false
 	perEntry := 1.0 // envelopes per entry, on average, in recent reads
+	// Bytes per entry: the biggest entry of recent reads, decaying, and
+	// assumed big until reads tell, so that a read does not overshoot the
+	// byte cap by much.
+	bytesPerEntry := float64(maxEntryGuess)
 	for ctx.Err() == nil {
 		w.mu.Lock()
-		for w.inflight >= w.maxInflight() && ctx.Err() == nil {
+		for !w.roomLocked() && ctx.Err() == nil {
 			w.space.Wait()
 		}
 		w.mu.Unlock()
@@ -780,7 +922,7 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			continue
 		}
 		w.Stats.Reads.Add(1)
-		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, w.readCount(perEntry), 500*time.Millisecond)
+		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, w.readCount(perEntry, bytesPerEntry), 500*time.Millisecond)
 		if err != nil {
 			w.mu.Lock()
 			doneReading()
@@ -801,6 +943,7 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 		backoff = 10 * time.Millisecond
 		if entries := countEntries(ds); entries > 0 {
 			perEntry = 0.8*perEntry + 0.2*float64(len(ds))/float64(entries)
+			bytesPerEntry = max(0.9*bytesPerEntry, float64(biggestEntry(ds)))
 		}
 		w.learnHandled(ctx, ds)
 		w.mu.Lock()
@@ -831,6 +974,24 @@ func mergeDeliveries(a, b []store.Delivery) []store.Delivery {
 		return x.Index - y.Index
 	})
 	return slices.CompactFunc(all, func(x, y store.Delivery) bool { return x.ID == y.ID && x.Index == y.Index })
+}
+
+// maxEntryGuess is the bytes an entry is assumed to hold before reads
+// tell: the byte cap then lets a first read take at least
+// MaxHeldBytes/maxEntryGuess entries.
+const maxEntryGuess = 64 << 10
+
+// biggestEntry returns the bytes (heldSize) of the biggest entry in ds.
+func biggestEntry(ds []store.Delivery) int64 {
+	var most, cur int64
+	for i := range ds {
+		if i > 0 && (ds[i].ID != ds[i-1].ID || ds[i].Part != ds[i-1].Part) {
+			cur = 0
+		}
+		cur += heldSize(&ds[i])
+		most = max(most, cur)
+	}
+	return most
 }
 
 // countEntries counts the entries ds came in (a bundle's envelopes are
@@ -876,6 +1037,8 @@ func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
 	}
 	w.inflight++
 	w.Stats.InFlight.Store(int64(w.inflight))
+	w.held += heldSize(d)
+	w.Stats.HeldBytes.Store(w.held)
 	key := d.Env.Conn
 	if key == "" {
 		key = "\x00" + d.ID + "/" + strconv.Itoa(d.Index) // no connection: no order to keep
@@ -887,6 +1050,9 @@ func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
 		w.queues[key] = q
 	}
 	q.items = append(q.items, item{d: d, e: e})
+	if d.Env.Kind == Close {
+		q.closing++ // the frames queued before it are dropped (runner)
+	}
 	if !q.running {
 		q.running = true
 		w.runnable = append(w.runnable, q)
@@ -909,18 +1075,26 @@ func (w *Worker) runner() {
 		for len(w.runnable) == 0 && !w.stopRunners {
 			w.work.Wait()
 		}
-		if len(w.runnable) == 0 {
-			return
+		if w.stopRunners {
+			return // the drain is over: what is left stays pending in Redis
 		}
 		q := w.runnable[0]
 		w.runnable[0] = nil
 		w.runnable = w.runnable[1:]
-		for n := 0; n < runTurn && len(q.items) > 0; n++ {
+		for n := 0; n < runTurn && len(q.items) > 0 && !w.stopRunners; n++ {
 			it := q.items[0]
 			q.items[0] = item{}
 			q.items = q.items[1:]
+			drop := it.d.Env.Kind == Frame && q.closing > 0
+			if it.d.Env.Kind == Close {
+				q.closing--
+			}
 			w.mu.Unlock()
-			w.done(it, w.handle(*it.d))
+			if drop {
+				w.done(it, w.dropClosed(*it.d))
+			} else {
+				w.done(it, w.handle(*it.d))
+			}
 			w.mu.Lock()
 		}
 		if len(q.items) > 0 {
@@ -928,8 +1102,9 @@ func (w *Worker) runner() {
 		} else {
 			q.running = false
 			delete(w.queues, q.key)
-			q.key, q.items = "", q.items[:0]
-			connQueues.Put(q) // with its items' room, for the next connection
+			q.key, q.items, q.closing = "", q.items[:0], 0
+			connQueues.Put(q)   // with its items' room, for the next connection
+			w.space.Broadcast() // one connection fewer with work: room to read
 		}
 		if len(w.runnable) == 0 {
 			// Nothing else to run: send what this runner queued rather
@@ -968,8 +1143,8 @@ func (w *Worker) handle(d store.Delivery) outcome {
 		// it starts on is then found, and dead-lettered alone.
 		w.suspect.Lock()
 		defer w.suspect.Unlock()
-		w.wr.flush(context.Background())
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w.wr.flush(w.deadlines.parent())
+		sctx, cancel := context.WithTimeout(w.deadlines.parent(), 5*time.Second)
 		starts, err := w.st.StartTry(sctx, d.Part, d.ID, d.Index)
 		cancel()
 		if err != nil {
@@ -988,6 +1163,8 @@ func (w *Worker) handle(d store.Delivery) outcome {
 			if d.Env.Kind == Frame {
 				if b, err := box.Decode(d.Env.Frame); err == nil {
 					w.sendFrame(d.Env.Gateway, d.Env.Conn, d.Env.At, b.Cmd, box.RetHandlerFailed, b.SN, nil)
+				} else {
+					w.complete(d.Env)
 				}
 			}
 			return finished
@@ -1009,7 +1186,11 @@ func (w *Worker) handle(d store.Delivery) outcome {
 	if len(d.Env.Frame) > 0 {
 		b, err := box.Decode(d.Env.Frame)
 		if err != nil {
-			return w.deadLetter(d, "bad frame: "+err.Error())
+			o := w.deadLetter(d, "bad frame: "+err.Error())
+			if o == finished {
+				w.complete(d.Env)
+			}
+			return o
 		}
 		r.Box = b
 	}
@@ -1020,7 +1201,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 		// Redis was unreachable: run the handler again once it is back
 		// rather than failing the player's request.
 		w.Stats.RedisErrs.Add(1)
-		w.log.Warn("handler hit a Redis outage; retrying", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "err", err, "backoff", backoff)
+		w.logs.Warn("redis outage", "handler hit a Redis outage; retrying", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "err", err, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -1033,11 +1214,14 @@ func (w *Worker) handle(d store.Delivery) outcome {
 	w.Stats.HandlerTime.Observe(took)
 	w.Stats.Handled.Add(1)
 	w.answer(r, err)
+	if r.Kind == Frame && !r.replied {
+		w.complete(d.Env)
+	}
 	if r.Kind == Close && r.Conn.UID != "" {
 		// A disconnect ends the session, unless a newer login replaced it.
-		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		uctx, cancel := context.WithTimeout(w.deadlines.parent(), 5*time.Second)
 		if _, err := w.st.UnbindUser(uctx, r.Conn.UID, store.Session{Gateway: r.Conn.Gateway, Conn: r.Conn.ID}); err != nil {
-			w.log.Error("unbind on close failed", "uid", r.Conn.UID, "conn", r.Conn.ID, "err", err)
+			w.logs.Error("unbind on close", "unbind on close failed", "uid", r.Conn.UID, "conn", r.Conn.ID, "err", err)
 		}
 		cancel()
 	}
@@ -1065,23 +1249,56 @@ func (w *Worker) answer(r *Request, err error) {
 	case errors.As(err, &we):
 		if we.Ret == box.RetNoRoute {
 			w.Stats.NoRoute.Add(1)
-			w.log.Debug("no route", "cmd", r.Box.Cmd, "conn", r.Conn.ID)
+			w.logs.Log(slog.LevelDebug, "no route", "no route", "cmd", r.Box.Cmd, "conn", r.Conn.ID)
 		}
 		if r.Kind == Frame && !r.replied {
 			_ = r.ReplyRet(we.Ret, nil)
 		}
 		return
 	case errors.As(err, &pe):
+		// One client can make a route panic on every frame: a stack
+		// trace per route and interval, the rest counted (Stats.Failed).
 		w.Stats.Failed.Add(1)
-		w.log.Error("handler panicked", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(),
+		w.panics.Error("panic "+routeOf(r), "handler panicked", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(),
 			"err", pe.value, "stack", string(pe.stack))
 	default:
 		w.Stats.Failed.Add(1)
-		w.log.Error("handler failed", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(), "err", err)
+		w.logs.Error("failed "+routeOf(r), "handler failed", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "kind", r.Kind.String(), "err", err)
 	}
 	if r.Kind == Frame && !r.replied {
 		_ = r.ReplyRet(box.RetHandlerFailed, nil)
 	}
+}
+
+// routeOf names r's route for a rate-limited log cause: its kind, and for
+// frames its cmd.
+func routeOf(r *Request) string {
+	if r.Kind == Frame || r.Kind == System {
+		return r.Kind.String() + " cmd=" + strconv.Itoa(int(r.Box.Cmd))
+	}
+	return r.Kind.String()
+}
+
+// complete tells env's gateway that a frame was handled without a reply
+// (an OutWrite with no frames): the gateway counts the frames each
+// connection has in flight, and would otherwise wait for an answer that
+// never comes. Only messages with At count there.
+func (w *Worker) complete(env store.Envelope) {
+	if env.Kind == Frame && env.Conn != "" && env.At > 0 {
+		w.sendOut(env.Gateway, &store.Out{Kind: store.OutWrite, Conn: env.Conn, At: env.At})
+	}
+}
+
+// dropClosed is what becomes of a frame whose connection's close event
+// was admitted before it started: the client left, so nobody reads its
+// answer; it is not run, and its mark moves on as if it had.
+func (w *Worker) dropClosed(d store.Delivery) outcome {
+	if !d.Requeued && w.duplicate(d) {
+		w.Stats.Duplicates.Add(1)
+		return skipped
+	}
+	w.Stats.ClosedDropped.Add(1)
+	return finished
 }
 
 // duplicate reports whether d is a copy of an entry this worker already
@@ -1101,16 +1318,20 @@ func (w *Worker) duplicate(d store.Delivery) bool {
 		m.closed = time.Now()
 	}
 	w.lastSeq[d.Env.Conn] = m
-	if len(w.lastSeq)%1024 == 0 {
-		w.forgetClosedLocked()
-	}
 	return false
 }
 
-// forgetClosedLocked drops the sequence marks of connections closed a
-// while ago; a copy of their events cannot arrive that late.
-func (w *Worker) forgetClosedLocked() {
-	cut := time.Now().Add(-time.Minute)
+// forgetClosedAfter is how long a closed connection's sequence mark is
+// kept: a copy of its events cannot arrive that late.
+const forgetClosedAfter = time.Minute
+
+// forgetClosed drops the sequence marks of connections closed a while
+// ago. The lease loop calls it now and then: it scans every connection,
+// so it must not run per frame.
+func (w *Worker) forgetClosed() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cut := time.Now().Add(-forgetClosedAfter)
 	for id, m := range w.lastSeq {
 		if !m.closed.IsZero() && m.closed.Before(cut) {
 			delete(w.lastSeq, id)
@@ -1122,7 +1343,7 @@ func (w *Worker) forgetClosedLocked() {
 // Redis outage for a while. If that fails, d's entry is not acknowledged:
 // it stays pending, and comes back when its partition changes hands.
 func (w *Worker) deadLetter(d store.Delivery, reason string) outcome {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(w.deadlines.parent(), 10*time.Second)
 	defer cancel()
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		err := w.st.DeadLetter(ctx, d, reason)
@@ -1175,6 +1396,8 @@ func (w *Worker) done(it item, o outcome) {
 	}
 	w.inflight--
 	w.Stats.InFlight.Store(int64(w.inflight))
+	w.held -= heldSize(d)
+	w.Stats.HeldBytes.Store(w.held)
 	w.mu.Unlock()
 	w.space.Broadcast()
 }
@@ -1192,6 +1415,25 @@ func (w *Worker) gatewayDead(gw string) bool {
 	defer w.gwMu.RUnlock()
 	_, dead := w.deadGW[gw]
 	return dead
+}
+
+// ErrFrameTooLarge is returned by replies and pushes whose frame (header
+// and body) is over Options.MaxFrame: nothing is sent. A client is not
+// made to take a frame it may be unable to read, and a gateway does not
+// drop players for a message bigger than their output buffer.
+var ErrFrameTooLarge = errors.New("worker: frame too large")
+
+// checkFrame refuses a frame of cmd with a body of n bytes over MaxFrame:
+// counted, logged (rate-limited), and an error wrapping ErrFrameTooLarge.
+func (w *Worker) checkFrame(cmd int32, n int) error {
+	size := box.HeaderLen + n
+	if size <= w.opts.MaxFrame {
+		return nil
+	}
+	w.Stats.OversizeRefused.Add(1)
+	w.logs.Warn("oversize cmd="+strconv.Itoa(int(cmd)), "frame over --max-frame refused; nothing sent",
+		"cmd", cmd, "bytes", size, "max", w.opts.MaxFrame)
+	return fmt.Errorf("%w: cmd %d: %d bytes, at most %d", ErrFrameTooLarge, cmd, size, w.opts.MaxFrame)
 }
 
 // writeTo queues frames for a connection on a gateway.
@@ -1230,6 +1472,7 @@ func (w *Worker) canSend(gw, conn string) bool {
 // that start within the same deadlineStep share one, whose deadline is at
 // most deadlineStep past their own.
 type deadlines struct {
+	base   context.Context // nil: context.Background(); ends when Run stops
 	mu     sync.Mutex
 	at     time.Time
 	ctx    context.Context
@@ -1238,13 +1481,22 @@ type deadlines struct {
 
 const deadlineStep = 10 * time.Millisecond
 
+// parent is the context every handler's derives from: it ends when the
+// worker stops, so no handler or retry outlives Run by much.
+func (d *deadlines) parent() context.Context {
+	if d.base == nil {
+		return context.Background()
+	}
+	return d.base
+}
+
 func (d *deadlines) get(timeout time.Duration) context.Context {
 	want := time.Now().Add(timeout)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx == nil || d.at.Before(want) {
 		d.at = want.Add(deadlineStep)
-		d.ctx, d.cancel = context.WithDeadline(context.Background(), d.at)
+		d.ctx, d.cancel = context.WithDeadline(d.parent(), d.at)
 	}
 	return d.ctx
 }

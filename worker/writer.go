@@ -14,7 +14,8 @@ import (
 
 // writer owns the worker's writes to Redis: replies, pushes and control
 // messages for gateways, handled marks and acknowledgements. One goroutine
-// sends whatever piled up in one pipeline, in the order it was queued, so a
+// sends whatever piled up in one pipeline (several past the write budget,
+// see plan), in the order it was queued, so a
 // reply always reaches Redis before its frame's handled mark and the
 // acknowledgement of its entry, and replies to one connection keep the
 // order of its requests.
@@ -54,16 +55,28 @@ const maxQueued = 8192
 func newWriter(w *Worker, ctx context.Context) *writer {
 	wr := &writer{w: w, ctx: ctx, signal: make(chan struct{}, 1), batchBuf: make(map[string][]byte)}
 	wr.room = sync.NewCond(&wr.mu)
+	// Once the writer stops, pushers waiting for room must not wait on.
+	context.AfterFunc(ctx, func() {
+		wr.mu.Lock()
+		wr.room.Broadcast()
+		wr.mu.Unlock()
+	})
 	return wr
 }
 
 // push queues op. A queue behind a mutex rather than a channel: the
 // writer takes everything in one swap, and a send wakes it only when the
-// queue was empty.
+// queue was empty. Once the writer has stopped (shutdown), op is dropped:
+// nothing would send it, and what it answers stays pending in Redis for
+// the next worker.
 func (wr *writer) push(op writeOp) {
 	wr.mu.Lock()
-	for len(wr.queue) >= maxQueued {
+	for len(wr.queue) >= maxQueued && wr.ctx.Err() == nil {
 		wr.room.Wait()
+	}
+	if wr.ctx.Err() != nil {
+		wr.mu.Unlock()
+		return
 	}
 	wr.queue = append(wr.queue, op)
 	first := len(wr.queue) == 1
@@ -101,7 +114,8 @@ func (wr *writer) mark(gw, conn string, seq uint64) {
 
 func (wr *writer) ack(e *entry) { wr.push(writeOp{entry: e}) }
 
-// flush returns once everything queued before it is in Redis (or ctx ends).
+// flush returns once everything queued before it is in Redis (or ctx
+// ends, or the writer stops).
 func (wr *writer) flush(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
@@ -111,6 +125,7 @@ func (wr *writer) flush(ctx context.Context) {
 	select {
 	case <-ch:
 	case <-ctx.Done():
+	case <-wr.ctx.Done():
 	}
 }
 
@@ -152,10 +167,12 @@ func (wr *writer) drain(ctx context.Context) bool {
 			return true
 		}
 		backoff := 10 * time.Millisecond
-		for {
-			err := wr.send(ctx, batch)
+		// A pipeline that failed is sent again; those before it are not.
+		for pipes := wr.plan(batch); len(pipes) > 0; {
+			err := wr.exec(ctx, pipes[0])
 			if err == nil {
-				break
+				pipes = pipes[1:]
+				continue
 			}
 			wr.w.Stats.RedisErrs.Add(1)
 			if ctx.Err() != nil {
@@ -179,15 +196,63 @@ func (wr *writer) drain(ctx context.Context) bool {
 	}
 }
 
-// send writes one batch: outbound messages grouped per gateway (one
-// OutBatch, or LPUSH of many, which keeps their order), then handled marks
-// per gateway, then the frames finished per gateway (their frame counts)
-// and the acknowledgements per partition, then the marks of connections
-// that closed and the start counts of redelivered entries, and now and
-// then, trims.
-func (wr *writer) send(ctx context.Context, batch []writeOp) error {
+// A batch is sent as one pipeline, or as several when it exceeds the
+// write budget (Options.WriteBudget): no list element and no pipeline is
+// bigger, whatever handlers send, so no write nears Redis's limits and a
+// huge batch cannot become a poison write. The order holds across the
+// pipelines: outbound messages, then handled marks, then frame counts
+// and acknowledgements (the last pipeline carries them).
+
+// messageSlack is what an outbound message carries beside its frames
+// (kind, connection, user id, time); the budget always fits one message
+// of Options.MaxFrame.
+const messageSlack = 4 << 10
+
+// cmdSlack is what a command costs beside its arguments: its name, key
+// and the protocol's framing.
+const cmdSlack = 128
+
+// step is one command of a batch, of about size bytes.
+type step struct {
+	size int
+	add  func(ctx context.Context, pipe redis.Pipeliner)
+}
+
+// cut calls emit with consecutive runs [lo, hi) of n items whose sizes
+// add up to at most limit (an item over it runs alone).
+func cut(n, limit int, size func(i int) int, emit func(lo, hi int)) {
+	lo, sum := 0, 0
+	for i := 0; i < n; i++ {
+		s := size(i)
+		if i > lo && sum+s > limit {
+			emit(lo, i)
+			lo, sum = i, 0
+		}
+		sum += s
+	}
+	if lo < n {
+		emit(lo, n)
+	}
+}
+
+// pack groups steps, in order, into pipelines of at most limit bytes.
+func pack(steps []step, limit int) [][]step {
+	var pipes [][]step
+	cut(len(steps), limit, func(i int) int { return steps[i].size }, func(lo, hi int) {
+		pipes = append(pipes, steps[lo:hi])
+	})
+	return pipes
+}
+
+// plan turns a batch into pipelines: outbound messages grouped per
+// gateway (one OutBatch per budget's worth, or LPUSH of many, which keeps
+// their order), then handled marks per gateway, then the frames finished
+// per gateway (their frame counts) and the acknowledgements per
+// partition, then the marks of connections that closed and the start
+// counts of redelivered entries, and now and then, trims.
+func (wr *writer) plan(batch []writeOp) [][]step {
 	st := wr.w.st
-	pipe := st.Client().Pipeline()
+	budget := wr.w.opts.WriteBudget
 	var outs map[string][][]byte
 	var gws []string
 	var marks map[string][]any // gateway -> conn, seq, conn, seq...
@@ -235,46 +300,127 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 			outs[op.gw] = append(outs[op.gw], op.payload)
 		}
 	}
+	var steps []step
 	for _, gw := range gws {
-		msgs := outs[gw]
-		if len(msgs) > 1 && wr.w.readsBatches(gw) {
-			b := store.AppendOutBatch(slices.Grow(wr.batchBuf[gw][:0], store.OutBatchSize(msgs)), msgs)
-			if cap(b) <= 1<<20 && len(wr.batchBuf) < 256 {
-				wr.batchBuf[gw] = b // sent by the end of this call: reused by the next
-			}
-			st.PushOut(ctx, pipe, gw, b)
-			continue
-		}
-		args := make([]any, len(msgs))
-		for i, m := range msgs {
-			args[i] = m
-		}
-		st.PushOut(ctx, pipe, gw, args...)
+		steps = wr.outSteps(steps, gw, outs[gw], budget-cmdSlack-len(gw))
 	}
 	for _, gw := range markGWs {
-		st.MarkHandled(ctx, pipe, gw, marks[gw]...)
+		m := marks[gw]
+		cut(len(m)/2, budget-cmdSlack, func(i int) int { return len(m[2*i].(string)) + 24 }, func(lo, hi int) {
+			args := m[2*lo : 2*hi]
+			steps = append(steps, step{size: cmdSlack + 24*(hi-lo) + argsLen(args), add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.MarkHandled(ctx, pipe, gw, args...)
+			}})
+		})
 	}
 	for gw, n := range finished {
 		if !wr.w.gatewayDead(gw) { // its count was deleted with it
-			st.Finished(ctx, pipe, gw, n)
+			steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.Finished(ctx, pipe, gw, n)
+			}})
 		}
 	}
 	for _, p := range parts {
-		st.Ack(ctx, pipe, p, acks[p]...)
+		ids := acks[p]
+		cut(len(ids), budget-cmdSlack, func(i int) int { return len(ids[i]) + 8 }, func(lo, hi int) {
+			ids := ids[lo:hi]
+			size := cmdSlack
+			for _, id := range ids {
+				size += len(id) + 8
+			}
+			steps = append(steps, step{size: size, add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.Ack(ctx, pipe, p, ids...)
+			}})
+		})
 	}
 	for _, e := range entries {
 		for _, c := range e.forget {
-			st.ForgetHandled(ctx, pipe, c.gw, c.conn)
+			steps = append(steps, step{size: cmdSlack + len(c.conn), add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.ForgetHandled(ctx, pipe, c.gw, c.conn)
+			}})
 		}
 		if e.redelivered {
-			st.ClearTries(ctx, pipe, e.part, e.id)
+			steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.ClearTries(ctx, pipe, e.part, e.id)
+			}})
 		}
 	}
 	if now := time.Now(); now.Sub(wr.lastTr) > 200*time.Millisecond {
 		wr.lastTr = now
 		for _, p := range wr.w.activeParts() {
-			st.Trim(ctx, pipe, p)
+			steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.Trim(ctx, pipe, p)
+			}})
 		}
+	}
+	return pack(steps, budget)
+}
+
+// outSteps appends the LPUSHes of gateway gw's messages, each of at most
+// limit bytes: OutBatch elements for a gateway that reads them, plain
+// elements otherwise.
+func (wr *writer) outSteps(steps []step, gw string, msgs [][]byte, limit int) []step {
+	st := wr.w.st
+	if len(msgs) > 1 && wr.w.readsBatches(gw) {
+		first := true
+		cut(len(msgs), limit-store.OutBatchSize(nil), func(i int) int { return store.BundleSize(msgs[i : i+1]) }, func(lo, hi int) {
+			if hi-lo == 1 {
+				m := msgs[lo]
+				steps = append(steps, step{size: cmdSlack + len(gw) + len(m), add: func(ctx context.Context, pipe redis.Pipeliner) {
+					st.PushOut(ctx, pipe, gw, m)
+				}})
+				return
+			}
+			var b []byte
+			if first { // most batches make one element: its buffer is reused
+				first = false
+				b = store.AppendOutBatch(slices.Grow(wr.batchBuf[gw][:0], store.OutBatchSize(msgs[lo:hi])), msgs[lo:hi])
+				if cap(b) <= 1<<20 && len(wr.batchBuf) < 256 {
+					wr.batchBuf[gw] = b // sent by the end of this batch: reused by the next
+				}
+			} else {
+				b = store.AppendOutBatch(nil, msgs[lo:hi])
+			}
+			steps = append(steps, step{size: cmdSlack + len(gw) + len(b), add: func(ctx context.Context, pipe redis.Pipeliner) {
+				st.PushOut(ctx, pipe, gw, b)
+			}})
+		})
+		return steps
+	}
+	cut(len(msgs), limit, func(i int) int { return len(msgs[i]) + 16 }, func(lo, hi int) {
+		args := make([]any, hi-lo)
+		size := cmdSlack + len(gw)
+		for i, m := range msgs[lo:hi] {
+			args[i] = m
+			size += len(m) + 16
+		}
+		steps = append(steps, step{size: size, add: func(ctx context.Context, pipe redis.Pipeliner) {
+			st.PushOut(ctx, pipe, gw, args...)
+		}})
+	})
+	return steps
+}
+
+// argsLen is the bytes of the strings among args.
+func argsLen(args []any) int {
+	n := 0
+	for _, a := range args {
+		if s, ok := a.(string); ok {
+			n += len(s)
+		}
+	}
+	return n
+}
+
+// exec sends one pipeline. It returns an error only if the pipeline is
+// worth sending again: a transient failure. A command Redis refused for
+// its content would be refused again; it is counted and logged, and the
+// rest goes on.
+func (wr *writer) exec(ctx context.Context, steps []step) error {
+	st := wr.w.st
+	pipe := st.Client().Pipeline()
+	for _, s := range steps {
+		s.add(ctx, pipe)
 	}
 	if pipe.Len() == 0 {
 		return nil
@@ -295,10 +441,10 @@ func (wr *writer) send(ctx context.Context, batch []writeOp) error {
 			// scripts here, and the next batch's trim runs again.
 			noscript = true
 		case !errors.As(e, &re) || isTransient(e):
-			retry = true // the network or a failover: send the batch again
+			retry = true // the network or a failover: send the pipeline again
 		default:
-			// A command the server refused will be refused again.
-			wr.w.log.Error("redis refused a write", "err", e, "cmd", c.Name())
+			wr.w.Stats.RefusedWrites.Add(1)
+			wr.w.logs.Error("refused write "+c.Name(), "redis refused a write; not retried", "cmd", c.Name(), "err", e)
 		}
 	}
 	if noscript {
