@@ -55,6 +55,10 @@ func Worker(s *worker.Stats) stat.SampleFunc {
 				{Name: "writes_total", Value: s.Writes.Load(), Help: "Redis round trips writing replies and acknowledgements."},
 				{Name: "redis_errors_total", Value: s.RedisErrs.Load(), Help: "Failed Redis calls."},
 				{Name: "push_skipped_total", Value: s.PushSkipped.Load(), Help: "Pushes to users who were not connected."},
+				{Name: "closed_dropped_total", Value: s.ClosedDropped.Load(), Help: "Frames dropped unrun: their connection closed before they started."},
+				{Name: "oversize_refused_total", Value: s.OversizeRefused.Load(), Help: "Replies and pushes refused for a frame over --max-frame."},
+				{Name: "refused_writes_total", Value: s.RefusedWrites.Load(), Help: "Redis commands refused for their content (not retried)."},
+				{Name: "held_bytes", Type: stat.Gauge, Value: s.HeldBytes.Load(), Help: "Bytes of envelopes read and not yet done (bounded by --max-held-bytes)."},
 			},
 			Dists: []stat.Dist{
 				{Name: "handler_duration_seconds", Snapshot: s.HandlerTime.Snapshot(),

@@ -82,6 +82,20 @@ func workerFlags() []cli.Flag {
 			Usage: "a gateway silent this long is dead: its players' sessions are removed"},
 		&cli.StringFlag{Name: "login-mode", Value: string(store.Kick), EnvVars: []string{"MAPLE_LOGIN_MODE"},
 			Usage: "a second login of a user: kick (close the older connection) or refuse"},
+		&cli.Int64Flag{Name: "max-held-bytes", Value: worker.DefaultMaxHeldBytes, EnvVars: []string{"MAPLE_MAX_HELD_BYTES"},
+			Usage: "bytes of frames read and not yet done a worker holds; past it, it reads nothing new until some are done"},
+	}
+}
+
+// workerSharedFlags are the worker's flags that gatewayFlags defines too,
+// with the same meaning for both: `maple dev` gets them from there, once,
+// and `maple worker` from here.
+func workerSharedFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-frame", Value: worker.DefaultMaxFrame, EnvVars: []string{"MAPLE_MAX_FRAME"},
+			Usage: "largest frame (header and body) a handler may send a client; bigger replies and pushes are refused"},
+		&cli.IntFlag{Name: "write-budget", Value: worker.DefaultWriteBudget, EnvVars: []string{"MAPLE_WRITE_BUDGET"},
+			Usage: "most bytes of one list element or pipeline written to Redis; bigger batches are split"},
 	}
 }
 
@@ -105,7 +119,11 @@ func workerOptions(c *cli.Context, ro *redis.UniversalOptions) worker.Options {
 		Concurrency: c.Int("concurrency"), Lease: c.Duration("lease"),
 		ShutdownTimeout: c.Duration("shutdown-timeout"), MaxDeliveries: c.Int("max-deliveries"),
 		HandlerTimeout: c.Duration("handler-timeout"), GatewayTimeout: c.Duration("gateway-timeout"),
-		LoginMode: store.LoginMode(c.String("login-mode")),
+		LoginMode:    store.LoginMode(c.String("login-mode")),
+		MaxHeldBytes: c.Int64("max-held-bytes"),
+		// Shared with the gateway's flags (workerSharedFlags); 0 (not
+		// defined) means the default.
+		MaxFrame: c.Int("max-frame"), WriteBudget: c.Int("write-budget"),
 	}
 }
 
@@ -153,7 +171,7 @@ func workerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "worker",
 		Usage: "run the demo games' handlers (demo and tictactoe) on frames from Redis",
-		Flags: commonFlags(workerFlags(), observeFlags()), // observeFlags: stat.go
+		Flags: commonFlags(workerFlags(), workerSharedFlags(), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c, stderr)
 			if err != nil {
