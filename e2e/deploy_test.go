@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -222,3 +225,85 @@ func errorf(format string, args ...any) error { return &testErr{s: sprintf(forma
 type testErr struct{ s string }
 
 func (e *testErr) Error() string { return e.s }
+
+// TestWorkerReloadWithMetricsAndSecondHUP: a worker serving metrics (as
+// every production worker does) reloads on SIGHUP: the replacement gets
+// the metrics port handed over instead of failing to bind it. A second
+// SIGHUP half a second later, while frames are in hand, is ignored: the old
+// process still drains and exits 0, one replacement runs, no request is
+// lost or answered twice.
+func TestWorkerReloadWithMetricsAndSecondHUP(t *testing.T) {
+	pf := newProcFarm(t, storetest.Options{})
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(storetest.FreePort(t))
+	w := startProc(t, pf.env, mapleBin, "worker", "--concurrency", "16", "--metrics-addr", metricsAddr)
+	scrape := func() error {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "maple_worker_handled_total") {
+			return errorf("scrape: %s", resp.Status)
+		}
+		return nil
+	}
+	waitFor(t, "the worker's metrics", func() bool { return scrape() == nil })
+	l := startLoad(t, pf.gw.Addr().String(), 16, 2, "hup2")
+	// Frames that take a while, in hand when the second HUP comes.
+	slow := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, pf.gw.Addr().String(), client.Options{})
+			if err != nil {
+				slow <- err
+				return
+			}
+			defer c.Close()
+			r, err := c.Request(ctx, demo.CmdSleep, []byte("2000"))
+			if err == nil && r.Ret != 0 {
+				err = errorf("sleep: ret %d", r.Ret)
+			}
+			slow <- err
+		}()
+	}
+	time.Sleep(time.Second)
+	w.signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	w.signal(syscall.SIGHUP)
+	exited, err := w.wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("old worker after two SIGHUPs: exited=%v err=%v, want exit 0", exited, err)
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-slow; err != nil {
+			t.Errorf("slow request across the reload: %v", err)
+		}
+	}
+	if err := scrape(); err != nil {
+		t.Errorf("metrics after the reload (served by the replacement): %v", err)
+	}
+	before := l.answered.Load()
+	time.Sleep(time.Second)
+	if l.answered.Load() == before {
+		t.Fatal("no requests answered after the reload")
+	}
+	report(t, l.finish(t))
+	if d := l.duplicates(); d != 0 {
+		t.Errorf("%d duplicate replies across a reload, want 0", d)
+	}
+	if got, want := pf.counter(t, "hup2"), l.increments.Load(); got != want {
+		t.Errorf("counter = %d, want %d", got, want)
+	}
+	out, _ := execCommand("pgrep", "-f", mapleBin+" worker")
+	if n := len(strings.Fields(out)); n != 1 {
+		t.Errorf("%d worker processes after the reload, want the one replacement", n)
+	}
+	logged, _ := os.ReadFile(w.log)
+	if !strings.Contains(string(logged), "SIGHUP ignored") {
+		t.Errorf("the old worker did not log the ignored SIGHUP")
+	}
+	stopWorkersByRegistry(t, pf)
+}

@@ -137,12 +137,18 @@ type Server struct {
 // Start listens on addr (":9100"; port 0 picks one) and serves h in the
 // background. It returns once listening, so a busy port fails at once.
 func Start(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
-	if log == nil {
-		log = slog.Default()
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
+	}
+	return Serve(ln, h, log), nil
+}
+
+// Serve serves h on ln in the background (a listener handed over by a
+// reloading process, or one of the caller's).
+func Serve(ln net.Listener, h http.Handler, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
 	}
 	s := &Server{
 		srv: &http.Server{
@@ -160,7 +166,7 @@ func Start(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // Addr returns the address the server listens on.

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -35,30 +38,120 @@ var exePath = func() string {
 
 // reloadOnHUP returns a context that is cancelled once a SIGHUP has
 // started a replacement process that reports ready. The replacement is
-// started with the same arguments.
+// started with the same arguments. SIGHUP stays caught for the life of the
+// process: one that comes while a reload runs, or after it (while this
+// process drains), is ignored with a log line, never left to its default
+// action, which would kill the process with its frames in hand.
 func reloadOnHUP(ctx context.Context, log *slog.Logger) context.Context {
 	ctx, cancel := context.WithCancel(ctx)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
-		defer signal.Stop(hup)
+		reloaded := false
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				if !reloaded {
+					// Stopping (SIGTERM): further HUPs are ignored too.
+					reloaded = true
+					log.Debug("stopping: SIGHUP is ignored from now on")
+				}
 			case <-hup:
 			}
+			if reloaded || ctx.Err() != nil {
+				// Drain the signals of a stopping process, for as long as it
+				// lives.
+				for range hup {
+					log.Warn("SIGHUP ignored: this process is draining after a reload or stop")
+				}
+				return
+			}
 			pid, err := startReplacement(ctx)
+			// HUPs that came while the replacement started are answered by
+			// this reload.
+			for len(hup) > 0 {
+				<-hup
+				log.Warn("SIGHUP ignored: a reload was in progress")
+			}
 			if err != nil {
 				log.Error("reload failed: still serving", "err", err)
 				continue
 			}
 			log.Info("reload: replacement is ready, draining", "pid", pid)
+			reloaded = true
 			cancel()
-			return
 		}
 	}()
 	return ctx
+}
+
+// Listeners handed to a replacement: the metrics port stays bound across a
+// reload (the replacement could not bind it while the old process serves
+// it). The replacement gets each as an inherited descriptor named in
+// MAPLE_LISTEN_FDS ("metrics=4").
+const listenFDsEnv = "MAPLE_LISTEN_FDS"
+
+var handedOver struct {
+	sync.Mutex
+	files map[string]*os.File
+}
+
+// handOnReload registers ln to be passed to a replacement under name.
+func handOnReload(name string, ln net.Listener) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return
+	}
+	f, err := tl.File() // a duplicate: closing ln later does not close it
+	if err != nil {
+		return
+	}
+	handedOver.Lock()
+	defer handedOver.Unlock()
+	if handedOver.files == nil {
+		handedOver.files = make(map[string]*os.File)
+	}
+	handedOver.files[name] = f
+}
+
+// inheritedListener returns the listener a reloading parent handed over
+// under name, or nil if there is none.
+func inheritedListener(name string) net.Listener {
+	for _, kv := range strings.Split(os.Getenv(listenFDsEnv), ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k != name {
+			continue
+		}
+		fd, err := strconv.Atoi(v)
+		if err != nil {
+			return nil
+		}
+		f := os.NewFile(uintptr(fd), name)
+		if f == nil {
+			return nil
+		}
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil
+		}
+		return ln
+	}
+	return nil
+}
+
+// listenOrInherit returns the listener handed over under name, or a new
+// one on addr; either way it is handed on at the next reload.
+func listenOrInherit(name, addr string) (net.Listener, error) {
+	ln := inheritedListener(name)
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("%s: listen %s: %w", name, addr, err)
+		}
+	}
+	handOnReload(name, ln)
+	return ln, nil
 }
 
 func startReplacement(ctx context.Context) (int, error) {
@@ -70,7 +163,24 @@ func startReplacement(ctx context.Context) (int, error) {
 	cmd := exec.Command(exePath, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{w} // fd 3 in the child
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	env := make([]string, 0, len(os.Environ())+2)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, listenFDsEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, readyFDEnv+"=3")
+	handedOver.Lock()
+	var fds []string
+	for name, f := range handedOver.files {
+		fds = append(fds, name+"="+strconv.Itoa(3+len(cmd.ExtraFiles)))
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
+	handedOver.Unlock()
+	if len(fds) > 0 {
+		env = append(env, listenFDsEnv+"="+strings.Join(fds, ","))
+	}
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return 0, fmt.Errorf("start %s: %w", exePath, err)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -99,13 +100,16 @@ func startObserving(c *cli.Context, ro *redis.UniversalOptions, log *slog.Logger
 	}
 	if addr := c.String("metrics-addr"); addr != "" {
 		h, err := metrics.NewHandler(srcs...)
+		var ln net.Listener
 		if err == nil {
-			srv, err = metrics.Start(addr, h, log)
+			// A reload hands the port to the replacement (reload.go).
+			ln, err = listenOrInherit("metrics", addr)
 		}
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, fmt.Errorf("metrics: %w", err)
 		}
+		srv = metrics.Serve(ln, h, log)
 	}
 	return stop, nil
 }
