@@ -116,7 +116,7 @@ func (t *tally) obs(expect string) Observation {
 type aconn struct {
 	net.Conn
 	t      *tally
-	rate   int // bytes a second readFrames reads at; 0: as fast as it can
+	rate   int         // bytes a second readFrames reads at; 0: as fast as it can
 	mine   atomic.Bool // closed by the attacker
 	closed chan struct{}
 	once   sync.Once
