@@ -651,37 +651,13 @@ send:
 }
 
 // HalfFrames is attack (f): conns connections each send maxFrame-1 bytes of
-// a maxFrame-byte frame and hold; and one connection (slowloris) sends a
+// a maxFrame-byte frame and hold; then one connection (slowloris) sends a
 // frame one byte every 2 s. A started frame must be complete within
 // frameTimeout, or its connection is closed.
 func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTimeout time.Duration) Observation {
 	t := newTally()
 	const slack = 2 * time.Second // a timeout sweep's period and a busy machine
 	expect := fmt.Sprintf("every connection with a frame started is closed within --frame-timeout %v (+%v); the partial frames cost the gateway a bounded memory", frameTimeout, slack)
-
-	// The slowloris connection.
-	sl, err := t.dial(ctx, addr)
-	if err != nil {
-		t.problemf("dial: %v", err)
-		return t.obs(expect)
-	}
-	slDone := readFrames(sl, nil)
-	slFrame := box.Append(nil, cmdEcho, 0, 1, bytes.Repeat([]byte("z"), 64))
-	slStart := time.Now()
-	t.frames.Add(1)
-	go func() {
-		for i := 0; i < len(slFrame); i++ {
-			if _, err := sl.Write(slFrame[i : i+1]); err != nil {
-				sl.lost()
-				return
-			}
-			select {
-			case <-sl.closed:
-				return
-			case <-time.After(2 * time.Second):
-			}
-		}
-	}()
 
 	// The holders: one shared buffer, maxFrame-1 bytes of a frame.
 	part := box.Append(nil, cmdEcho, 0, 1, make([]byte, maxFrame-box.HeaderLen))[:maxFrame-1]
@@ -720,6 +696,37 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 	wg.Wait()
 	sent := time.Since(t.start)
 	t.sawf("%d connections sent %d of %d bytes of a frame each in %v", conns, maxFrame-1, maxFrame, sent.Round(time.Millisecond))
+
+	// The slowloris connection, started last: it holds the newest
+	// partial frame, so a budget that closes the oldest ones first spares
+	// it, and only --frame-timeout can close it.
+	sl, err := t.dial(ctx, addr)
+	if err != nil {
+		t.problemf("dial: %v", err)
+		for _, h := range hs {
+			if h != nil {
+				h.c.Close()
+			}
+		}
+		return t.obs(expect)
+	}
+	slDone := readFrames(sl, nil)
+	slFrame := box.Append(nil, cmdEcho, 0, 1, bytes.Repeat([]byte("z"), 64))
+	slStart := time.Now()
+	t.frames.Add(1)
+	go func() {
+		for i := 0; i < len(slFrame); i++ {
+			if _, err := sl.Write(slFrame[i : i+1]); err != nil {
+				sl.lost()
+				return
+			}
+			select {
+			case <-sl.closed:
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
 
 	// Wait until all are closed, or the last one is overdue.
 	var last time.Time

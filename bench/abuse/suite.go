@@ -40,7 +40,7 @@ const (
 	TargetBadLog      = 2 << 20     // gateway log growth for thousands of bad frames (added)
 	TargetAnswer      = time.Second // "answers at once" after the attack: a new connection's echo
 	MaxFrame          = 1 << 20     // --max-frame of the farms (the default, passed explicitly)
-	DefaultInflight   = 128         // --max-inflight the attacks assume (the default, passed explicitly)
+	DefaultInflight   = 128         // --max-inflight of the attacks whose load depends on it (queueflood, panics), passed explicitly
 	DefaultBaseline   = 1500 * time.Millisecond
 	DefaultAfter      = 3 * time.Second
 	DefaultTimeout    = 3 * time.Minute
@@ -87,8 +87,7 @@ func Attacks(short bool) []Attack {
 	return []Attack{
 		{
 			Name: "pipeline", Issue: "a",
-			What:    "600 x cmd 7 (sleep 100 ms) pipelined on one connection, closed after 0.5 s",
-			Gateway: flags("max-inflight", inflight),
+			What: "600 x cmd 7 (sleep 100 ms) pipelined on one connection, closed after 0.5 s",
 			Run: func(ctx context.Context, e Env) Observation {
 				return Pipeline(ctx, e.Addr, 600, 100, 500*time.Millisecond)
 			},
@@ -188,7 +187,7 @@ func Attacks(short bool) []Attack {
 		{
 			Name: "noread", Issue: "+",
 			What:    "one connection writes 64 KiB echoes and never reads; --write-stall 5s",
-			Gateway: flags("write-stall", "5s", "max-inflight", inflight),
+			Gateway: flags("write-stall", "5s"),
 			Run: func(ctx context.Context, e Env) Observation {
 				return NoRead(ctx, e.Addr, 64<<10, 5*time.Second)
 			},
