@@ -31,13 +31,18 @@ type procFarm struct {
 }
 
 func newProcFarm(t *testing.T, opts storetest.Options, env ...string) *procFarm {
+	return newProcFarmGW(t, opts, nil, env...)
+}
+
+// newProcFarmGW is newProcFarm with the gateway's options changed by mod.
+func newProcFarmGW(t *testing.T, opts storetest.Options, mod func(*gateway.Options), env ...string) *procFarm {
 	if testing.Short() {
 		t.Skip("process restarts take a while; skipped with -short")
 	}
 	srv := storetest.Start(t, opts)
 	f := newFarm(t, &redis.UniversalOptions{Addrs: []string{srv.Addr}})
 	pf := &procFarm{farm: f, srv: srv}
-	pf.gw = f.gateway(nil)
+	pf.gw = f.gateway(mod)
 	pf.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { pf.rdb.Close() })
 	pf.env = append([]string{"MAPLE_REDIS=" + srv.URL(), "MAPLE_PREFIX=" + f.prefix, "MAPLE_LEASE=1s",
@@ -132,7 +137,9 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 // workers that are being restarted; handlers see each client's frames in
 // sn order and its replies arrive in sn order.
 func TestPerConnectionOrder(t *testing.T) {
-	pf := newProcFarm(t, storetest.Options{})
+	// The clients pipeline all their frames: no bound on frames in flight
+	// (past --max-inflight they would be answered -10002).
+	pf := newProcFarmGW(t, storetest.Options{}, func(o *gateway.Options) { o.MaxInflight = -1 })
 	var workers []*proc
 	for i := 0; i < 4; i++ {
 		workers = append(workers, pf.testWorker(t))

@@ -18,7 +18,11 @@ type conn struct {
 	in  []byte // bytes of a frame not complete yet
 
 	uid  atomic.Pointer[string] // set by the outbound reader on login
-	owed atomic.Int64           // frames queued and not answered yet
+	owed atomic.Int64           // frames queued and not answered yet (drops after the answer is handed to the transport)
+	// inflight is owed, but dropping just before the answer is handed to
+	// the transport: a client that got its answer and sends the next frame
+	// finds its place free (MaxInflight).
+	inflight atomic.Int64
 
 	// Partial frame accounting (limits.go). partial: event goroutine
 	// only; the rest under partialFrames.mu.
@@ -26,6 +30,12 @@ type conn struct {
 	partialSince time.Time // when the frame in c.in started arriving
 	partialBytes int       // bytes of c.in counted in the budget
 	shed         bool      // already told to close for the budget
+}
+
+// queued counts a frame of c queued for the workers.
+func (c *conn) queued() {
+	c.inflight.Add(1)
+	c.owed.Add(1)
 }
 
 func (c *conn) userID() string {

@@ -290,3 +290,40 @@ func TestPushesWithinWriteBudget(t *testing.T) {
 func outWriteAt(conn string, frames []byte) []byte {
 	return store.AppendOut(nil, &store.Out{Kind: store.OutWrite, Conn: conn, At: time.Now().UnixNano(), Frames: frames})
 }
+
+// TestQueueBoundLeavesOneFrame: at the queue bound a connection's bulk is
+// refused -10002, but a connection's only frame in flight is still
+// queued: one player's flood cannot make the farm refuse everyone.
+func TestQueueBoundLeavesOneFrame(t *testing.T) {
+	// The bound counts events too: the two open events and 3 frames.
+	gw, rdb := startGateway(t, Options{QueueBound: 5})
+	flood, floodID := dialConn(t, gw)
+	steady, steadyID := dialConn(t, gw)
+	var burst []byte
+	for sn := uint32(1); sn <= 6; sn++ {
+		burst = box.Append(burst, 1, 0, sn, []byte("x"))
+	}
+	if _, err := flood.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = flood.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := box.NewReader(flood, 0)
+	for i := 0; i < 3; i++ {
+		if b, err := r.Next(); err != nil || b.Ret != box.RetBusy {
+			t.Fatalf("flooding client: ret %d err %v, want -10002 past the bound", b.Ret, err)
+		}
+	}
+	ctx := t.Context()
+	if got := len(queuedFrames(ctx, t, gw, rdb, floodID)); got != 3 {
+		t.Errorf("flooding client has %d frames queued, want 3 (the bound)", got)
+	}
+	if _, err := steady.Write(box.Append(nil, 1, 0, 1, []byte("mine"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the steady client's frame queued past the bound", func() bool {
+		return len(queuedFrames(ctx, t, gw, rdb, steadyID)) == 1
+	})
+	if n := gw.Stats.QueueBoundBusy.Load(); n != 3 {
+		t.Errorf("Stats.QueueBoundBusy = %d, want 3", n)
+	}
+}

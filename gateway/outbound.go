@@ -113,6 +113,7 @@ func (w *connWrites) flushConn(c *conn) {
 
 func (w *connWrites) send(i int) {
 	c := w.conns[i]
+	c.inflight.Add(-w.replies[i])
 	if len(w.bufs[i]) > 0 {
 		c.peer.send(w.bufs[i])
 		w.bufs[i] = w.bufs[i][:0]
@@ -194,6 +195,7 @@ func (s *Server) writeLater(w *connWrites, c *conn, frames []byte, reply bool) {
 	if s.countOut(frames) {
 		w.add(c, frames, reply)
 	} else if reply {
+		c.inflight.Add(-1)
 		c.owed.Add(-1)
 	}
 }

@@ -16,8 +16,11 @@ type pushItem struct {
 	env   []byte
 	frame bool // a client frame (refusable), not an open/close event
 	kind  store.Kind
-	cmd   int32
-	sn    uint32
+	// always: queued even at the queue bound (events, and a connection's
+	// only frame in flight).
+	always bool
+	cmd    int32
+	sn     uint32
 }
 
 // pushQueue hands envelopes from the event loops to the pusher without
@@ -161,6 +164,7 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 			owners = append(owners, nil)
 		}
 		batches[j].Envelopes = append(batches[j].Envelopes, it.env)
+		batches[j].Always = append(batches[j].Always, it.always)
 		owners[j] = append(owners[j], it)
 	}
 	backoff := 10 * time.Millisecond
@@ -204,6 +208,8 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 				s.Stats.QueueBoundBusy.Add(1)
 				s.limit.Warn("queue bound", "frames queued and not finished at --queue-bound: frame answered -10002",
 					"conn", it.c.id, "queued", p.queued, "bound", s.opts.QueueBound)
+				it.c.inflight.Add(-1)
+				it.c.inflight.Add(-1)
 				it.c.owed.Add(-1)
 				it.c.peer.send(busyAnswer(it.cmd, it.sn))
 			}
@@ -226,6 +232,7 @@ func (p *pusher) refused(b store.PartBatch, owners []*pushItem) {
 			frames++
 			s.Stats.Busy.Add(1)
 			s.Stats.RedisRefused.Add(1)
+			it.c.inflight.Add(-1)
 			it.c.owed.Add(-1)
 			it.c.peer.send(busyAnswer(it.cmd, it.sn))
 		case it.kind == store.KindClose:

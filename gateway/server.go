@@ -527,7 +527,7 @@ func (s *Server) data(c *conn, in []byte) error {
 		buf = buf[len(frame):]
 		started = true
 		s.Stats.FramesIn.Add(1)
-		if s.opts.MaxInflight > 0 && c.owed.Load() >= int64(s.opts.MaxInflight) {
+		if s.opts.MaxInflight > 0 && c.inflight.Load() >= int64(s.opts.MaxInflight) {
 			// One connection may not hold more of the farm than this: its
 			// later frames are answered at once, not queued.
 			s.Stats.OverInflight.Add(1)
@@ -536,13 +536,13 @@ func (s *Server) data(c *conn, in []byte) error {
 			c.peer.send(busyReply(frame))
 			continue
 		}
-		if !s.enqueue(c, store.KindFrame, frame) {
+		if !s.enqueueFrame(c, frame) {
 			s.Stats.Busy.Add(1)
 			s.limit.Warn("backlog", "backlog full (Redis slow or away): frame answered -10002", "conn", c.id, "n", s.opts.Backlog)
 			c.peer.send(busyReply(frame))
 			continue
 		}
-		c.owed.Add(1)
+		c.queued()
 	}
 	// Keep the unparsed tail; evio reuses its input buffer, so copy it.
 	if len(buf) == 0 {
@@ -590,13 +590,26 @@ func (s *Server) closed(c *conn, err error) {
 	s.log.Debug("closed", "conn", c.id, "addr", c.addr, "err", err)
 }
 
-// enqueue hands an event of c to the pusher. Only frames can be refused
-// (backlog full); open and close always go through.
+// enqueueFrame hands a frame of c to the pusher; false if the backlog is
+// full. A connection's only frame in flight is queued even at the queue
+// bound: the bound stops bulk, not a player waiting for one answer.
+func (s *Server) enqueueFrame(c *conn, frame []byte) bool {
+	return s.enqueueItem(c, store.KindFrame, frame, c.inflight.Load() == 0)
+}
+
+// enqueue hands an open or close event of c to the pusher; they always go
+// through.
 func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
+	return s.enqueueItem(c, kind, frame, true)
+}
+
+// enqueueItem hands an event of c to the pusher; past the backlog frames
+// are refused. always: the queue bound does not apply.
+func (s *Server) enqueueItem(c *conn, kind store.Kind, frame []byte, always bool) bool {
 	c.seq++
 	e := store.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
 	enc := store.AppendEnvelope(make([]byte, 0, store.EnvelopeSize(&e)), &e)
-	it := pushItem{c: c, env: enc, kind: kind}
+	it := pushItem{c: c, env: enc, kind: kind, always: always}
 	if kind == store.KindFrame {
 		h, _ := box.ParseHeader(frame)
 		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true

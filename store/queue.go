@@ -23,7 +23,10 @@ import (
 type PartBatch struct {
 	Part      int
 	Envelopes [][]byte // encoded envelopes, in order
-	Accepted  []bool
+	// Always, if set, marks envelopes the bound does not apply to (beside
+	// open and close events, which it never applies to).
+	Always   []bool
+	Accepted []bool
 	// Refused is set when Redis refused the entry for its content (out of
 	// memory, a wrong type, too big): sending it again would be refused
 	// again, so the caller answers or drops its envelopes instead.
@@ -72,8 +75,8 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 		b := &batches[i]
 		b.Accepted, b.Refused = b.Accepted[:0], nil
 		accepted = accepted[:0]
-		for _, e := range b.Envelopes {
-			if bound > 0 && n >= int64(bound) && isClientFrame(e) {
+		for k, e := range b.Envelopes {
+			if bound > 0 && n >= int64(bound) && isClientFrame(e) && (k >= len(b.Always) || !b.Always[k]) {
 				b.Accepted = append(b.Accepted, false)
 				continue
 			}
