@@ -119,6 +119,16 @@ func Split(buf []byte, max int) (frame []byte, err error) {
 	return buf[:n:n], nil
 }
 
+// PacketLen returns the packet_len of the frame buf starts with, once its
+// bytes have arrived (the first 12), unchecked: call it on what Split
+// accepted as the start of a frame.
+func PacketLen(buf []byte) (n int, ok bool) {
+	if len(buf) < 12 {
+		return 0, false
+	}
+	return int(binary.BigEndian.Uint32(buf[8:12])), true
+}
+
 // Decode parses one whole frame; frame must be exactly packet_len bytes.
 func Decode(frame []byte) (Box, error) {
 	h, err := ParseHeader(frame)

@@ -15,7 +15,7 @@ type conn struct {
 
 	// Loop goroutine only.
 	seq uint64 // last envelope sequence number given out
-	in  []byte // bytes of a frame not complete yet
+	in  inBuf  // bytes of a frame not complete yet
 
 	uid  atomic.Pointer[string] // set by the outbound reader on login
 	owed atomic.Int64           // frames queued and not answered yet (drops after the answer is handed to the transport)

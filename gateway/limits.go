@@ -146,13 +146,3 @@ func (s *Server) runFrameTimeouts(ctx context.Context) {
 		}
 	}
 }
-
-// keepPartial copies the unparsed tail of a read into dst (evio reuses its
-// input buffer), growing it no more than needed: a client that sent three
-// bytes of a 1 MiB frame costs three bytes, not a megabyte.
-func keepPartial(dst, tail []byte) []byte {
-	if cap(dst) < len(tail) {
-		dst = make([]byte, 0, max(len(tail), 512))
-	}
-	return append(dst, tail...)
-}

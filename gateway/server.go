@@ -509,9 +509,9 @@ func (s *Server) opened(p peer) (*conn, error) {
 func (s *Server) data(c *conn, in []byte) error {
 	s.Stats.BytesIn.Add(int64(len(in)))
 	buf := in
-	if len(c.in) > 0 {
-		c.in = append(c.in, in...)
-		buf = c.in
+	if len(c.in.b) > 0 {
+		c.in.add(in)
+		buf = c.in.b
 	}
 	started := false // a frame completed: the tail's frame started in this read
 	for {
@@ -546,17 +546,14 @@ func (s *Server) data(c *conn, in []byte) error {
 	}
 	// Keep the unparsed tail; evio reuses its input buffer, so copy it.
 	if len(buf) == 0 {
-		c.in = c.in[:0]
-		if cap(c.in) > 64<<10 {
-			c.in = nil
-		}
+		c.in.reset()
 		s.partials.done(c)
 		return nil
 	}
-	if len(c.in) == 0 || &buf[0] != &c.in[0] {
-		c.in = keepPartial(c.in[:0], buf)
+	if len(c.in.b) == 0 || &buf[0] != &c.in.b[0] {
+		c.in.keep(buf)
 	}
-	s.partials.hold(c, cap(c.in), started)
+	s.partials.hold(c, c.in.held(), started)
 	return nil
 }
 
@@ -571,6 +568,7 @@ func (s *Server) closed(c *conn, err error) {
 	}
 	s.mu.Unlock()
 	s.partials.done(c)
+	c.in.release()
 	s.Stats.Conns.Add(-1)
 	switch {
 	case errors.Is(err, errSlowClient):
