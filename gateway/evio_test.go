@@ -768,15 +768,11 @@ func queuedFrames(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Clie
 		}
 		for _, m := range msgs {
 			raw, _ := m.Values["b"].(string) // a gateway's bundle of envelopes
-			envs, err := store.SplitBundle([]byte(raw))
+			envs, err := store.DecodeBundle([]byte(raw))
 			if err != nil {
 				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
 			}
-			for _, env := range envs {
-				e, err := store.DecodeEnvelope(env)
-				if err != nil {
-					t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
-				}
+			for _, e := range envs {
 				if e.Conn == id && e.Kind == store.KindFrame {
 					b, err := box.Decode(e.Frame)
 					if err != nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,6 +38,21 @@ func (k Kind) String() string {
 // envelopeVersion is the first byte of every encoded envelope, so that a
 // worker of a later release can still read what an older gateway queued.
 const envelopeVersion = 1
+
+// envelopeInBundle starts an envelope inside a bundle that leaves out the
+// strings it shares with the envelope before it (AppendEnvelopeBundle): a
+// bundle's envelopes all come from one gateway, and often several in a
+// row from one connection. Only a bundle's reader can decode it.
+const envelopeInBundle = 2
+
+// The flags byte after an envelopeInBundle's kind: which strings are those
+// of the envelope before.
+const (
+	sameGateway byte = 1 << iota
+	sameConn
+	sameAddr
+	sameUID
+)
 
 // Envelope is what a gateway hands the workers: one client frame, or a
 // connection's open or close event, and where it came from. It is stored in
@@ -76,15 +92,24 @@ func EnvelopeSize(e *Envelope) int {
 // DecodeEnvelope parses b. Frame aliases b.
 func DecodeEnvelope(b []byte) (Envelope, error) { return decodeEnvelopeAfter(b, nil) }
 
-// decodeEnvelopeAfter is DecodeEnvelope reusing the strings of prev (the
-// envelope before it in a bundle) where they are equal: a bundle's
-// envelopes share their gateway and often their connection.
+// decodeEnvelopeAfter is DecodeEnvelope for an envelope of a bundle,
+// after prev (the one before it, decoded; nil for the first): it takes the
+// strings an envelopeInBundle leaves out from prev, and reuses prev's
+// where they are equal, which saves allocations.
 func decodeEnvelopeAfter(b []byte, prev *Envelope) (Envelope, error) {
 	var e Envelope
-	if len(b) < 2 || b[0] != envelopeVersion {
+	if len(b) < 2 || (b[0] != envelopeVersion && (b[0] != envelopeInBundle || prev == nil)) {
 		return e, fmt.Errorf("%w: version", ErrBadEnvelope)
 	}
 	e.Kind = Kind(b[1])
+	var same byte
+	if b[0] == envelopeInBundle {
+		if len(b) < 3 || b[2]&^(sameGateway|sameConn|sameAddr|sameUID) != 0 {
+			return e, fmt.Errorf("%w: flags", ErrBadEnvelope)
+		}
+		same = b[2]
+		b = b[1:]
+	}
 	b = b[2:]
 	var n int
 	e.Seq, n = binary.Uvarint(b)
@@ -102,17 +127,16 @@ func decodeEnvelopeAfter(b []byte, prev *Envelope) (Envelope, error) {
 	if prev == nil {
 		prev = &Envelope{}
 	}
-	if e.Gateway, b, err = readStringLike(b, prev.Gateway); err != nil {
-		return e, err
-	}
-	if e.Conn, b, err = readStringLike(b, prev.Conn); err != nil {
-		return e, err
-	}
-	if e.Addr, b, err = readStringLike(b, prev.Addr); err != nil {
-		return e, err
-	}
-	if e.UID, b, err = readStringLike(b, prev.UID); err != nil {
-		return e, err
+	for _, f := range []struct {
+		flag byte
+		dst  *string
+		prev string
+	}{{sameGateway, &e.Gateway, prev.Gateway}, {sameConn, &e.Conn, prev.Conn}, {sameAddr, &e.Addr, prev.Addr}, {sameUID, &e.UID, prev.UID}} {
+		if same&f.flag != 0 {
+			*f.dst = f.prev
+		} else if *f.dst, b, err = readStringLike(b, f.prev); err != nil {
+			return e, err
+		}
 	}
 	if len(b) > 0 {
 		e.Frame = b
@@ -130,6 +154,100 @@ func AppendBundle(dst []byte, envs [][]byte) []byte {
 		dst = append(dst, e...)
 	}
 	return dst
+}
+
+// AppendEnvelopeBundle is AppendBundle for encoded envelopes (as
+// AppendEnvelope writes them): each after the first leaves out the strings
+// it shares with the one before (envelopeInBundle), so a bundle pays for
+// its gateway's id once, and for a connection's id, address and user id
+// once per run of its envelopes. BundleSize(envs) bounds its size.
+func AppendEnvelopeBundle(dst []byte, envs [][]byte) []byte {
+	var prev [4][]byte
+	for i, e := range envs {
+		strs, head, rest, ok := envelopeParts(e)
+		if i == 0 || !ok {
+			dst = binary.AppendUvarint(dst, uint64(len(e)))
+			dst = append(dst, e...)
+			prev = strs
+			continue
+		}
+		var same byte
+		n := 2 + len(head) + len(rest) // version and flags; head holds the kind
+		for k, s := range strs {
+			if bytes.Equal(s, prev[k]) {
+				same |= 1 << k
+			} else {
+				n += uvarintLen(uint64(len(s))) + len(s)
+			}
+		}
+		dst = binary.AppendUvarint(dst, uint64(n))
+		dst = append(dst, envelopeInBundle, head[0], same)
+		dst = append(dst, head[1:]...)
+		for k, s := range strs {
+			if same&(1<<k) == 0 {
+				dst = appendString(dst, string(s))
+			}
+		}
+		dst = append(dst, rest...)
+		prev = strs
+	}
+	return dst
+}
+
+// envelopeParts cuts an encoded envelope (envelopeVersion) into its four
+// strings, what comes before them after the version byte (kind, sequence
+// number, time) and the frame after them.
+func envelopeParts(e []byte) (strs [4][]byte, head, rest []byte, ok bool) {
+	if len(e) < 2 || e[0] != envelopeVersion {
+		return strs, nil, nil, false
+	}
+	b := e[2:]
+	for range 2 { // seq, at
+		_, n := binary.Uvarint(b)
+		if n <= 0 {
+			return strs, nil, nil, false
+		}
+		b = b[n:]
+	}
+	head = e[1 : len(e)-len(b)]
+	for k := range strs {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || uint64(len(b)-n) < l {
+			return strs, nil, nil, false
+		}
+		strs[k], b = b[n:n+int(l)], b[n+int(l):]
+	}
+	return strs, head, b, true
+}
+
+// DecodeBundle decodes every envelope of a gateway's bundle (tools and
+// tests; the workers' reads decode bundles as they go).
+func DecodeBundle(b []byte) ([]Envelope, error) {
+	raws, err := SplitBundle(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Envelope, len(raws))
+	for i, raw := range raws {
+		var prev *Envelope
+		if i > 0 {
+			prev = &out[i-1]
+		}
+		if out[i], err = decodeEnvelopeAfter(raw, prev); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// StandaloneEnvelope returns an envelope of a bundle encoded on its own
+// (a dead letter is stored alone): raw itself, or d's envelope encoded
+// again when raw left out what it shared with the envelope before it.
+func StandaloneEnvelope(raw []byte, env *Envelope) []byte {
+	if len(raw) > 0 && raw[0] == envelopeInBundle {
+		return AppendEnvelope(nil, env)
+	}
+	return raw
 }
 
 // BundleSize is the encoded size of the bundle of envs.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/maple-farm/maple/box"
 )
 
@@ -494,4 +496,80 @@ func TestDecodeEnvelopeAfter(t *testing.T) {
 	if unsafe.StringData(got.Gateway) != unsafe.StringData(prev.Gateway) {
 		t.Errorf("Gateway was copied, want the previous envelope's string")
 	}
+}
+
+// TestEnvelopeBundle: a gateway's bundle leaves out the strings each
+// envelope shares with the one before it; the workers read the same
+// envelopes back, and a dead letter gets each encoded on its own again.
+func TestEnvelopeBundle(t *testing.T) {
+	want := []Envelope{
+		{Kind: KindOpen, Seq: 1, At: 5, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1"},
+		{Kind: KindFrame, Seq: 2, At: 6, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1", Frame: box.Append(nil, 1, 0, 1, []byte("a"))},
+		{Kind: KindFrame, Seq: 3, At: 7, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1", UID: "ann", Frame: box.Append(nil, 1, 0, 2, nil)},
+		{Kind: KindFrame, Seq: 7, At: 7, Gateway: "gw", Conn: "gw-2", Addr: "10.0.0.2:2", UID: "bob", Frame: box.Append(nil, 2, 0, 9, nil)},
+		{Kind: KindFrame, Seq: 8, At: 8, Gateway: "gw", Conn: "gw-2", Addr: "10.0.0.2:2", UID: "bob", Frame: box.Append(nil, 2, 0, 10, nil)},
+		{Kind: KindClose, Seq: 4, At: 9, Gateway: "gw", Conn: "gw-1", Addr: "10.0.0.1:1", UID: "ann"},
+		{Kind: KindFrame, Seq: 1, At: 9, Gateway: "other", Conn: "", Addr: ""},
+	}
+	var envs [][]byte
+	for i := range want {
+		envs = append(envs, AppendEnvelope(nil, &want[i]))
+	}
+	bundle := AppendEnvelopeBundle([]byte("x"), envs)[1:]
+	if n := BundleSize(envs); len(bundle) >= n {
+		t.Errorf("bundle of %d bytes, not smaller than %d (every envelope in full)", len(bundle), n)
+	}
+	parts, err := SplitBundle(bundle)
+	if err != nil || len(parts) != len(want) {
+		t.Fatalf("SplitBundle = %d envelopes, %v; want %d", len(parts), err, len(want))
+	}
+	var prev *Envelope
+	for i, raw := range parts {
+		e, err := decodeEnvelopeAfter(raw, prev)
+		if err != nil || !envEqual(e, want[i]) {
+			t.Fatalf("envelope %d = %+v, %v; want %+v", i, e, err, want[i])
+		}
+		if alone := StandaloneEnvelope(raw, &e); !bytes.Equal(alone, envs[i]) {
+			t.Errorf("envelope %d on its own = %x, want %x", i, alone, envs[i])
+		}
+		prev = &e
+	}
+	// Out of its bundle, an envelope that leaves strings out is refused.
+	if _, err := DecodeEnvelope(parts[1]); !errors.Is(err, ErrBadEnvelope) {
+		t.Errorf("DecodeEnvelope of a bundle's second envelope: %v, want ErrBadEnvelope", err)
+	}
+}
+
+// FuzzEnvelopeBundle: whatever a bundle holds, reading it never panics,
+// and a bundle AppendEnvelopeBundle made reads back to its envelopes.
+func FuzzEnvelopeBundle(f *testing.F) {
+	f.Add([]byte("gw-1"), []byte("10.0.0.1:1"), []byte("u"), []byte("body"), uint8(3))
+	f.Add([]byte(""), []byte(""), []byte(""), []byte(""), uint8(1))
+	f.Fuzz(func(t *testing.T, conn, addr, uid, body []byte, n uint8) {
+		var want []Envelope
+		var envs [][]byte
+		for i := 0; i < int(n%8)+1; i++ {
+			e := Envelope{Kind: Kind(i%3 + 1), Seq: uint64(i + 1), At: int64(i), Gateway: "gw", Conn: string(conn), Addr: string(addr), UID: string(uid)}
+			if i%2 == 1 {
+				e.Conn += "x" // a run of another connection
+			}
+			if e.Kind == KindFrame {
+				e.Frame = box.Append(nil, int32(i), 0, uint32(i), body)
+			}
+			want = append(want, e)
+			envs = append(envs, AppendEnvelope(nil, &want[len(want)-1]))
+		}
+		b := AppendEnvelopeBundle(nil, envs)
+		ds := toDeliveries(nil, 0, redis.XMessage{ID: "1-0", Values: map[string]any{"b": string(b)}}, 1)
+		if len(ds) != len(want) {
+			t.Fatalf("%d deliveries, want %d", len(ds), len(want))
+		}
+		for i, d := range ds {
+			if !envEqual(d.Env, want[i]) {
+				t.Fatalf("envelope %d = %+v, want %+v", i, d.Env, want[i])
+			}
+		}
+		// And arbitrary bytes as a bundle: no panic.
+		_ = toDeliveries(nil, 0, redis.XMessage{ID: "1-0", Values: map[string]any{"b": string(body)}}, 1)
+	})
 }

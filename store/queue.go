@@ -85,7 +85,7 @@ func (s *Store) EnqueueCached(ctx context.Context, gw string, batches []PartBatc
 			b.Accepted = append(b.Accepted, true)
 		}
 		if len(accepted) > 0 {
-			b.Bundle = AppendBundle(slices.Grow(b.Bundle[:0], BundleSize(accepted)), accepted)
+			b.Bundle = AppendEnvelopeBundle(slices.Grow(b.Bundle[:0], BundleSize(accepted)), accepted)
 			adds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(b.Part), Values: []any{fieldBundle, b.Bundle}})
 			total += int64(len(accepted))
 		}
@@ -484,7 +484,7 @@ func (s *Store) ClearTries(ctx context.Context, pipe redis.Pipeliner, p int, id 
 // acknowledges its entry as usual.
 func (s *Store) DeadLetter(ctx context.Context, d Delivery, reason string) error {
 	err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Dead(d.Part), Values: []any{
-		fieldEnvelope, d.Raw, "from", d.ID, "index", d.Index, "deliveries", d.Deliveries, "reason", reason,
+		fieldEnvelope, StandaloneEnvelope(d.Raw, &d.Env), "from", d.ID, "index", d.Index, "deliveries", d.Deliveries, "reason", reason,
 	}}).Err()
 	if err != nil {
 		return fmt.Errorf("store: dead letter %s: %w", d.ID, err)

@@ -118,7 +118,7 @@ func checkDeliveries(t *testing.T, what string, got []Delivery, part int, delive
 	for i, d := range got {
 		w := flat[i]
 		if d.Part != w.Part || d.Index != w.Index || d.Count != w.Count || d.Bundled != w.Bundled ||
-			d.Deliveries != w.Deliveries || !bytes.Equal(d.Raw, w.Raw) || !envEqual(d.Env, w.Env) {
+			d.Deliveries != w.Deliveries || !bytes.Equal(StandaloneEnvelope(d.Raw, &d.Env), w.Raw) || !envEqual(d.Env, w.Env) {
 			t.Errorf("%s[%d] = {Part %d Index %d Count %d Bundled %v Deliveries %d Env %+v}, want {%d %d %d %v %d %+v}",
 				what, i, d.Part, d.Index, d.Count, d.Bundled, d.Deliveries, d.Env,
 				w.Part, w.Index, w.Count, w.Bundled, w.Deliveries, w.Env)

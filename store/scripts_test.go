@@ -208,7 +208,7 @@ func TestEnqueue(t *testing.T) {
 				if err := s.Enqueue(ctx, gwOf(i), []PartBatch{{Part: i, Envelopes: pre}}, 0); err != nil {
 					t.Fatalf("preload: %v", err)
 				}
-				preloads[i] = AppendBundle(nil, pre)
+				preloads[i] = AppendEnvelopeBundle(nil, pre)
 			}
 			batches[i] = PartBatch{Part: i, Accepted: []bool{false, false, true}} // stale values are replaced
 			for j, k := range tt.kinds {
@@ -241,7 +241,7 @@ func TestEnqueue(t *testing.T) {
 					}
 				}
 				if len(accepted) > 0 {
-					want = append(want, AppendBundle(nil, accepted))
+					want = append(want, AppendEnvelopeBundle(nil, accepted))
 				}
 				got := streamBundles(t, ctx, s.rdb, s.Keys.Inbound(i))
 				if len(got) != len(want) {
@@ -384,7 +384,7 @@ func TestEnqueueSeveralPartitionsOnePipeline(t *testing.T) {
 					continue
 				}
 				wantTrip = append(wantTrip, "xadd "+s.Keys.Inbound(p))
-				if len(got) != 1 || !bytes.Equal(got[0], AppendBundle(nil, accepted)) {
+				if len(got) != 1 || !bytes.Equal(got[0], AppendEnvelopeBundle(nil, accepted)) {
 					t.Errorf("partition %d: entries %q, want one bundle of its %d accepted envelopes", p, got, len(accepted))
 				}
 			}
