@@ -6,14 +6,12 @@ package worker
 // shutdown that ends while Redis is away.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -360,7 +358,7 @@ func TestLoginNameTooLong(t *testing.T) {
 		return loginErr
 	})
 	w := newTestWorker(t, app)
-	var logs syncBuffer
+	var logs storetest.Buffer
 	w.logs = newLimiter(&logs)
 	if ret, _ := call(t, w, 2, strings.Repeat("u", store.MaxNameLen+1)); ret != box.RetHandlerFailed {
 		t.Errorf("ret %d, want %d", ret, box.RetHandlerFailed)
@@ -373,31 +371,7 @@ func TestLoginNameTooLong(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for concurrent writers (a logger's).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
-}
-
-func newLimiter(out *syncBuffer) *ratelog.Limiter {
+func newLimiter(out *storetest.Buffer) *ratelog.Limiter {
 	return ratelog.New(slog.New(slog.NewTextHandler(out, nil)), ratelog.DefaultBurst, ratelog.DefaultEvery)
 }
 
@@ -410,7 +384,7 @@ func TestPanicLogBounded(t *testing.T) {
 	const frames = 20000
 	app := NewApp()
 	app.Route(8, func(ctx context.Context, r *Request) error { panic("cmd 8 panics on purpose") })
-	var logs syncBuffer
+	var logs storetest.Buffer
 	f := newTestFarm(t, ro, parts)
 	w := f.worker(app, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	q := newQueuer(t, f.store(), "gwx", parts)
@@ -534,7 +508,7 @@ func TestRefusedWriteNotRetried(t *testing.T) {
 	const parts = 1
 	app := NewApp()
 	app.Route(1, func(ctx context.Context, r *Request) error { return r.Reply(r.Box.Body) })
-	var logs syncBuffer
+	var logs storetest.Buffer
 	f := newTestFarm(t, ro, parts)
 	w := f.worker(app, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	st := f.store()

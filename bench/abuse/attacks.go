@@ -21,16 +21,7 @@ import (
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/client"
-)
-
-// The demo game's routes (docs/protocol.md section 3) the attacks use.
-const (
-	cmdEcho  int32 = 1
-	cmdLogin int32 = 2
-	cmdJoin  int32 = 5
-	cmdSay   int32 = 6
-	cmdSleep int32 = 7
-	cmdPanic int32 = 8
+	"github.com/maple-farm/maple/examples/demo"
 )
 
 // AttackerIP is the source address of the attackers' raw connections when
@@ -276,7 +267,7 @@ func Pipeline(ctx context.Context, addr string, n, ms int, closeAfter time.Durat
 		return t.obs(expect)
 	}
 	done := readFrames(c, func(b box.Box) { t.reply(b.Ret) })
-	if _, err := c.Write(frames(cmdSleep, n, []byte(fmt.Sprint(ms)))); err != nil {
+	if _, err := c.Write(frames(demo.CmdSleep, n, []byte(fmt.Sprint(ms)))); err != nil {
 		t.problemf("write: %v", err)
 	}
 	t.frames.Add(int64(n))
@@ -317,7 +308,7 @@ func BigUID(ctx context.Context, addr string, uidLen, n int) Observation {
 	defer func() { c.Close(); <-done }()
 	uid := bytes.Repeat([]byte("u"), uidLen)
 	copy(uid, "abuse-uid-")
-	if _, err := c.Write(box.Append(nil, cmdLogin, 0, 1, uid)); err != nil {
+	if _, err := c.Write(box.Append(nil, demo.CmdLogin, 0, 1, uid)); err != nil {
 		t.problemf("write login: %v", err)
 		return t.obs(expect)
 	}
@@ -338,7 +329,7 @@ func BigUID(ctx context.Context, addr string, uidLen, n int) Observation {
 	}
 	buf := make([]byte, 0, n*box.HeaderLen)
 	for sn := 2; sn < n+2; sn++ {
-		buf = box.Append(buf, cmdEcho, 0, uint32(sn), nil)
+		buf = box.Append(buf, demo.CmdEcho, 0, uint32(sn), nil)
 	}
 	if _, err := c.Write(buf); err != nil {
 		t.problemf("write frames: %v", err)
@@ -389,7 +380,7 @@ func QueueFlood(ctx context.Context, addr string, n, perConn, ms int, hold time.
 		conns = append(conns, c)
 		dones = append(dones, readFrames(c, func(b box.Box) { t.reply(b.Ret) }))
 		k := min(left, perConn)
-		if _, err := c.Write(frames(cmdSleep, k, body)); err != nil {
+		if _, err := c.Write(frames(demo.CmdSleep, k, body)); err != nil {
 			t.problemf("write: %v", err)
 		}
 		t.frames.Add(int64(k))
@@ -434,7 +425,7 @@ func (p *player) request(ctx context.Context, d time.Duration, cmd int32, body [
 
 // alive checks the player still gets an echo answered within d.
 func (p *player) alive(ctx context.Context, d time.Duration) error {
-	b, err := p.request(ctx, d, cmdEcho, []byte("alive?"))
+	b, err := p.request(ctx, d, demo.CmdEcho, []byte("alive?"))
 	switch {
 	case err != nil:
 		return err
@@ -480,7 +471,7 @@ func BigSay(ctx context.Context, addr string, maxFrame int) Observation {
 		for _, step := range []struct {
 			cmd  int32
 			body string
-		}{{cmdLogin, name}, {cmdJoin, "say-group"}} {
+		}{{demo.CmdLogin, name}, {demo.CmdJoin, "say-group"}} {
 			if b, err := p.request(ctx, 10*time.Second, step.cmd, []byte(step.body)); err != nil || b.Ret != 0 {
 				t.problemf("%s: cmd %d answered ret %d, err %v", name, step.cmd, b.Ret, err)
 				return t.obs(expect)
@@ -494,7 +485,7 @@ func BigSay(ctx context.Context, addr string, maxFrame int) Observation {
 		sender := ps[0]
 		pushLen := box.HeaderLen + len(sender.name) + 2 + textLen
 		text := bytes.Repeat([]byte("s"), textLen)
-		b, err := sender.request(ctx, 30*time.Second, cmdSay, text)
+		b, err := sender.request(ctx, 30*time.Second, demo.CmdSay, text)
 		switch {
 		case err != nil:
 			t.problemf("say of %d bytes (push %d): no reply: %v", textLen, pushLen, err)
@@ -619,7 +610,7 @@ send:
 		for range k {
 			sent++
 			binary.BigEndian.PutUint32(body[:4], uint32(sent))
-			frame = box.Append(frame, cmdEcho, 0, uint32(sent), body)
+			frame = box.Append(frame, demo.CmdEcho, 0, uint32(sent), body)
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if _, err := c.Write(frame); err != nil {
@@ -660,7 +651,7 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 	expect := fmt.Sprintf("every connection with a frame started is closed within --frame-timeout %v (+%v); the partial frames cost the gateway a bounded memory", frameTimeout, slack)
 
 	// The holders: one shared buffer, maxFrame-1 bytes of a frame.
-	part := box.Append(nil, cmdEcho, 0, 1, make([]byte, maxFrame-box.HeaderLen))[:maxFrame-1]
+	part := box.Append(nil, demo.CmdEcho, 0, 1, make([]byte, maxFrame-box.HeaderLen))[:maxFrame-1]
 	type holder struct {
 		c     *aconn
 		start time.Time
@@ -711,7 +702,7 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 		return t.obs(expect)
 	}
 	slDone := readFrames(sl, nil)
-	slFrame := box.Append(nil, cmdEcho, 0, 1, bytes.Repeat([]byte("z"), 64))
+	slFrame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("z"), 64))
 	slStart := time.Now()
 	t.frames.Add(1)
 	go func() {
@@ -892,7 +883,7 @@ func Panics(ctx context.Context, addr string, n, conns, window int) Observation 
 					if sn == 0 {
 						sn = 1
 					}
-					buf = box.Append(buf, cmdPanic, 0, sn, nil)
+					buf = box.Append(buf, demo.CmdPanic, 0, sn, nil)
 				}
 				if _, err := c.Write(buf); err != nil {
 					return
@@ -945,7 +936,7 @@ func BigTrigger(ctx context.Context, addr, redisURL, prefix string, size, maxFra
 		}
 		ps = append(ps, p)
 		if i < 2 {
-			if b, err := p.request(ctx, 10*time.Second, cmdLogin, []byte(name)); err != nil || b.Ret != 0 {
+			if b, err := p.request(ctx, 10*time.Second, demo.CmdLogin, []byte(name)); err != nil || b.Ret != 0 {
 				t.problemf("%s: login answered ret %d, err %v", name, b.Ret, err)
 				return t.obs(expect)
 			}
@@ -1017,7 +1008,7 @@ func ConnsPerIP(ctx context.Context, addr string, conns, limit int) Observation 
 			once.Do(func() { served.Add(1) })
 		}))
 	}
-	echo := box.Append(nil, cmdEcho, 0, 1, []byte("me too"))
+	echo := box.Append(nil, demo.CmdEcho, 0, 1, []byte("me too"))
 	for _, c := range cs {
 		if _, err := c.Write(echo); err == nil {
 			t.frames.Add(1)
@@ -1069,7 +1060,7 @@ func echoFrom(ctx context.Context, t *tally, addr string, d time.Duration) error
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(d))
-	if _, err := c.Write(box.Append(nil, cmdEcho, 0, 1, []byte("again"))); err != nil {
+	if _, err := c.Write(box.Append(nil, demo.CmdEcho, 0, 1, []byte("again"))); err != nil {
 		return err
 	}
 	b, err := box.NewReader(c.Conn, readMax).Next()
@@ -1089,7 +1080,7 @@ func echoFrom(ctx context.Context, t *tally, addr string, d time.Duration) error
 func Malformed(ctx context.Context, addr string, conns, parallel, maxFrame int) Observation {
 	t := newTally()
 	expect := fmt.Sprintf("each of %d connections with a bad header closed within 2s; the gateway's log rate-limited", conns)
-	good := box.Append(nil, cmdEcho, 0, 1, nil)
+	good := box.Append(nil, demo.CmdEcho, 0, 1, nil)
 	bad := make([][]byte, 3)
 	for i := range bad {
 		bad[i] = append([]byte(nil), good...)
@@ -1185,7 +1176,7 @@ func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration
 		return t.obs(expect)
 	}
 	defer c.Close()
-	frame := box.Append(nil, cmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
+	frame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
 	lastWrite := time.Now()
 	stop := time.Now().Add(10 * time.Second) // at most this long writing
 	for time.Now().Before(stop) && ctx.Err() == nil {

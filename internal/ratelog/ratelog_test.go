@@ -4,30 +4,14 @@ import (
 	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/maple-farm/maple/store/storetest"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestFloodIsSummed(t *testing.T) {
-	var buf syncBuf
+	var buf storetest.Buffer
 	l := New(slog.New(slog.NewTextHandler(&buf, nil)), 3, 100*time.Millisecond)
 	logged := 0
 	for i := 0; i < 10000; i++ {
@@ -53,7 +37,7 @@ func TestFloodIsSummed(t *testing.T) {
 }
 
 func TestSteadyFloodStaysBounded(t *testing.T) {
-	var buf syncBuf
+	var buf storetest.Buffer
 	l := New(slog.New(slog.NewTextHandler(&buf, nil)), 2, 50*time.Millisecond)
 	end := time.Now().Add(520 * time.Millisecond)
 	n := 0
