@@ -346,3 +346,63 @@ func TestWorkerSIGTERMDuringOutage(t *testing.T) {
 	t.Logf("worker exited %v after SIGTERM with Redis away", took.Round(time.Millisecond))
 	pf.srv.Restart() // so that the gateway stops at once
 }
+
+// TestWorkerReloadFixedIDs: workers started with fixed ids (as a
+// StatefulSet or systemd instances name them) reload on SIGHUP under load
+// without the old and the new process acting as one consumer: no request
+// lost or answered twice, and nothing left pending under a gone process.
+func TestWorkerReloadFixedIDs(t *testing.T) {
+	pf := newProcFarm(t, storetest.Options{})
+	wa := startProc(t, pf.env, mapleBin, "worker", "--concurrency", "16", "--worker-id", "wA")
+	startProc(t, pf.env, mapleBin, "worker", "--concurrency", "16", "--worker-id", "wB")
+	l := startLoad(t, pf.gw.Addr().String(), 32, 4, "fixed")
+	time.Sleep(1500 * time.Millisecond)
+	wa.signal(syscall.SIGHUP)
+	exited, err := wa.wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("old wA after SIGHUP: exited=%v err=%v, want exit 0", exited, err)
+	}
+	time.Sleep(time.Second)
+	before := l.answered.Load()
+	time.Sleep(time.Second)
+	if l.answered.Load() == before {
+		t.Fatal("no requests answered after the reload")
+	}
+	report(t, l.finish(t))
+	if d := l.duplicates(); d != 0 {
+		t.Errorf("%d duplicate replies across a reload with fixed ids, want 0", d)
+	}
+	if got, want := pf.counter(t, "fixed"), l.increments.Load(); got != want {
+		t.Errorf("counter = %d, want %d", got, want)
+	}
+	// Every worker registered is a distinct process under its name.
+	ids, err := pf.rdb.ZRange(context.Background(), pf.keys().Workers(), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if id == "wA" || id == "wB" {
+			t.Errorf("worker registered as %q: a fixed id must get a per-process suffix", id)
+		}
+	}
+	// Nothing stays pending under a process that is gone.
+	live := map[string]bool{}
+	for _, id := range ids {
+		live[id] = true
+	}
+	waitFor(t, "no entries pending under gone workers", func() bool {
+		for p := 0; p < store.DefaultPartitions; p++ {
+			pend, err := pf.rdb.XPending(context.Background(), pf.keys().Inbound(p), store.ConsumerGroup).Result()
+			if err != nil {
+				return false
+			}
+			for name, n := range pend.Consumers {
+				if n > 0 && !live[name] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	stopWorkersByRegistry(t, pf)
+}

@@ -644,3 +644,28 @@ func CompareIDs(a, b string) int {
 	}
 	return 0
 }
+
+// ForgetConsumers deletes the consumers of partition p's group that hold
+// no pending entry and are not alive (alive reports the live workers'
+// instance ids), and returns how many it deleted. Each worker process
+// reads under its own name; without this a group would keep every name
+// ever used. A dead consumer with entries pending keeps them until the
+// partition's next owner claims them; it goes at a later call.
+func (s *Store) ForgetConsumers(ctx context.Context, p int, alive func(name string) bool) (int, error) {
+	key := s.Keys.Inbound(p)
+	cs, err := s.rdb.XInfoConsumers(ctx, key, ConsumerGroup).Result()
+	if err != nil {
+		return 0, fmt.Errorf("store: consumers of partition %d: %w", p, err)
+	}
+	n := 0
+	for _, c := range cs {
+		if c.Pending > 0 || alive(c.Name) {
+			continue
+		}
+		if err := s.rdb.XGroupDelConsumer(ctx, key, ConsumerGroup, c.Name).Err(); err != nil {
+			return n, fmt.Errorf("store: forget consumer %s of partition %d: %w", c.Name, p, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -240,3 +240,33 @@ func (w *Worker) reapGateways(ctx context.Context) {
 		w.log.Info("removed a dead gateway's sessions", "gw", gw, "n", n)
 	}
 }
+
+// forgetConsumersEvery is how often a worker deletes, from the groups of
+// the partitions it holds, the consumer names of worker processes that are
+// gone.
+const forgetConsumersEvery = 30 * time.Second
+
+// forgetConsumers deletes the consumers of gone workers from the groups of
+// the partitions this worker holds (each process reads under a name of its
+// own, so names would pile up with every restart).
+func (w *Worker) forgetConsumers(ctx context.Context) {
+	alive, err := w.st.Alive(ctx, w.st.Keys.Workers(), time.Now(), w.opts.Lease)
+	if err != nil {
+		return
+	}
+	live := make(map[string]bool, len(alive)+1)
+	for _, id := range alive {
+		live[id] = true
+	}
+	live[w.opts.ID] = true
+	for _, p := range w.activeParts() {
+		n, err := w.st.ForgetConsumers(ctx, p, func(name string) bool { return live[name] })
+		if err != nil {
+			w.log.Debug("forgetting gone consumers failed", "partition", p, "err", err)
+			continue
+		}
+		if n > 0 {
+			w.log.Debug("forgot consumers of gone workers", "partition", p, "n", n)
+		}
+	}
+}

@@ -46,7 +46,13 @@ type Options struct {
 	Prefix string
 	// Partitions is used only if this worker is the farm's first process.
 	Partitions int
-	// ID names the worker farm-wide; "" means a random one.
+	// ID names the worker (a StatefulSet's or systemd instance's name);
+	// "" means a random one. A fixed ID is a label: each process adds a
+	// random suffix ("<ID>-<6 hex>"), its instance id (Worker.ID), under
+	// which it leases partitions and reads as a consumer. Two processes
+	// started with one ID, as a reload's replacement is, then never act
+	// as one consumer: the new one takes partitions over as the old one
+	// hands them back, and what the old one left pending is claimed.
 	ID string
 	// Concurrency is how many handlers run at once. Frames of one
 	// connection always run one at a time, in order.
@@ -129,14 +135,21 @@ func (o Options) withDefaults() Options {
 	// One message (a frame of MaxFrame and its envelope) always fits.
 	o.WriteBudget = max(o.WriteBudget, o.MaxFrame+messageSlack)
 	if o.ID == "" {
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		o.ID = hex.EncodeToString(b[:])
+		o.ID = randomHex(6)
+	} else {
+		o.ID += "-" + randomHex(3)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return o
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Stats are a worker's counters since it started.
@@ -515,7 +528,7 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 	offset := mrand.IntN(w.parts)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var lastReap, lastForget time.Time
+	var lastReap, lastForget, lastConsumers time.Time
 	first := true
 	for {
 		w.leaseRound(ctx, bg, log, offset)
@@ -530,6 +543,10 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 		if time.Since(lastForget) > 5*time.Second {
 			lastForget = time.Now()
 			w.forgetClosed()
+		}
+		if time.Since(lastConsumers) > forgetConsumersEvery {
+			lastConsumers = time.Now()
+			w.forgetConsumers(ctx)
 		}
 		select {
 		case <-ctx.Done():

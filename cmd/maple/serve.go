@@ -77,7 +77,7 @@ func workerFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "handler-timeout", Value: worker.DefaultHandlerTimeout, EnvVars: []string{"MAPLE_HANDLER_TIMEOUT"},
 			Usage: "deadline of each handler's context"},
 		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"MAPLE_WORKER_ID"},
-			Usage: "worker id (default: random)"},
+			Usage: "worker name, a label: each process adds a random suffix to it, so a reload or a second process with the same name never shares its leases (default: random)"},
 		&cli.DurationFlag{Name: "gateway-timeout", Value: worker.DefaultGatewayTimeout, EnvVars: []string{"MAPLE_GATEWAY_TIMEOUT"},
 			Usage: "a gateway silent this long is dead: its players' sessions are removed"},
 		&cli.StringFlag{Name: "login-mode", Value: string(store.Kick), EnvVars: []string{"MAPLE_LOGIN_MODE"},
