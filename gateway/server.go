@@ -100,11 +100,14 @@ type Options struct {
 	// Loops is the number of event loops (goroutines serving sockets).
 	Loops int
 	// DrainTimeout is how long a stopping gateway keeps serving the players
-	// it has, after it stopped accepting new ones (rolling restart: a new
-	// gateway on the same port takes them as they reconnect). 0 means it
-	// closes them as soon as they are owed no reply.
+	// it has, after it stopped accepting new ones and told them to move
+	// (rolling restart: a new gateway on the same port takes them as they
+	// reconnect). Then it stops taking their frames (answered
+	// box.RetMoved) and closes each once it is owed no reply. 0 means it
+	// does that at once (drain.go).
 	DrainTimeout time.Duration
-	// CloseGrace bounds the wait for owed replies once the drain is over.
+	// CloseGrace bounds the wait for owed replies once the drain is over;
+	// connections still owed replies then are closed, logged and counted.
 	CloseGrace time.Duration
 	// Logger receives lifecycle and error logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -237,6 +240,10 @@ type Stats struct {
 	OversizeOut    atomic.Int64 // frames for clients (pushes, triggers) over MaxFrame, not sent
 	RedisRefused   atomic.Int64 // frames answered -10002: Redis refused their entry (out of memory...)
 	QueueBoundBusy atomic.Int64 // frames answered -10002 at QueueBound (also in Busy)
+	// Rolling restart (drain.go).
+	MovesSent    atomic.Int64 // connections sent the move push (box.CmdMove)
+	DrainRefused atomic.Int64 // frames answered box.RetMoved: sent after the drain stopped taking their connection's work
+	DrainCutOff  atomic.Int64 // connections closed with answers still owed when CloseGrace ran out
 	// Latency is the time from a frame read to its reply handed to the
 	// socket: Redis both ways, queueing and the handler.
 	Latency stat.Histogram
@@ -262,7 +269,8 @@ type Server struct {
 
 	perIP map[string]int // connections per client address, with MaxConnsPerIP
 
-	partials partialFrames // connections holding part of a frame (limits.go)
+	partials  partialFrames // connections holding part of a frame (limits.go)
+	closedIDs closedConns   // connections closed, for their late marks (forget.go)
 
 	queue *pushQueue
 	limit *ratelog.Limiter // logs of what clients cause, rate-limited per cause
@@ -397,69 +405,24 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
-	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = s.st.Deregister(dctx, s.keys.Gateways(), s.opts.ID)
-	_ = s.rdb.Del(dctx, s.keys.Outbound(s.opts.ID), s.keys.OutboundTransit(s.opts.ID), s.keys.OutboundBatch(s.opts.ID)).Err()
-	dcancel()
+	s.forgetSelf(forgetWait) // forget.go
 	s.log.Info("stopped")
 	return err
-}
-
-// drain runs when the gateway is told to stop: it stops accepting, keeps
-// serving for DrainTimeout, then closes each connection once it is owed no
-// reply (its frames were answered), all of them after CloseGrace.
-func (s *Server) drain(serveErr chan error) {
-	start := time.Now()
-	if ta, ok := s.bound.(*net.TCPAddr); ok {
-		n, err := stopAccepting(ta.Port)
-		if err != nil {
-			s.log.Error("could not stop accepting; closing as usual", "err", err)
-		}
-		s.log.Info("draining", "conns", s.Stats.Conns.Load(), "listeners_closed", n, "dur", s.opts.DrainTimeout)
-	}
-	deadline := start.Add(s.opts.DrainTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		now := time.Now()
-		if now.After(deadline) {
-			force := now.After(deadline.Add(s.opts.CloseGrace))
-			s.mu.RLock()
-			left := 0
-			for _, c := range s.conns {
-				left++
-				if force || c.owed.Load() <= 0 {
-					c.peer.close()
-				}
-			}
-			s.mu.RUnlock()
-			if left == 0 || force {
-				if force && left > 0 {
-					s.log.Warn("drain grace over: closing connections still owed replies", "n", left)
-				}
-				// Give the closes a moment to flush.
-				for i := 0; i < 40 && s.Stats.Conns.Load() > 0; i++ {
-					time.Sleep(50 * time.Millisecond)
-				}
-				return
-			}
-		}
-		select {
-		case <-tick.C:
-		case err := <-serveErr:
-			serveErr <- err // Run reads it
-			return
-		}
-	}
 }
 
 // runHeartbeat tells the farm this gateway is alive, once a second.
 func (s *Server) runHeartbeat(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	lastForget := time.Now()
 	for {
-		if err := s.st.Heartbeat(ctx, s.keys.Gateways(), s.opts.ID, time.Now()); err != nil && ctx.Err() == nil {
+		now := time.Now()
+		if err := s.st.Heartbeat(ctx, s.keys.Gateways(), s.opts.ID, now); err != nil && ctx.Err() == nil {
 			s.log.Debug("heartbeat failed", "err", err)
+		}
+		if now.Sub(lastForget) > time.Minute {
+			lastForget = now
+			s.forgetMarks(ctx, now) // forget.go
 		}
 		select {
 		case <-ctx.Done():
@@ -527,6 +490,9 @@ func (s *Server) data(c *conn, in []byte) error {
 		buf = buf[len(frame):]
 		started = true
 		s.Stats.FramesIn.Add(1)
+		if !s.admit(c, frame) {
+			continue // a draining gateway stopped taking c's work: answered RetMoved (drain.go)
+		}
 		if s.opts.MaxInflight > 0 && c.inflight.Load() >= int64(s.opts.MaxInflight) {
 			// One connection may not hold more of the farm than this: its
 			// later frames are answered at once, not queued.
@@ -534,12 +500,14 @@ func (s *Server) data(c *conn, in []byte) error {
 			s.Stats.Busy.Add(1)
 			s.limit.Warn("max inflight", "connection at --max-inflight: frame answered -10002", "conn", c.id, "addr", c.addr, "n", s.opts.MaxInflight)
 			c.peer.send(busyReply(frame))
+			c.owed.Add(-1) // after the answer: a drain closes c once it is owed nothing
 			continue
 		}
 		if !s.enqueueFrame(c, frame) {
 			s.Stats.Busy.Add(1)
 			s.limit.Warn("backlog", "backlog full (Redis slow or away): frame answered -10002", "conn", c.id, "n", s.opts.Backlog)
 			c.peer.send(busyReply(frame))
+			c.owed.Add(-1)
 			continue
 		}
 		c.queued()
@@ -569,6 +537,7 @@ func (s *Server) closed(c *conn, err error) {
 	s.mu.Unlock()
 	s.partials.done(c)
 	c.in.release()
+	s.closedIDs.add(c.id, time.Now())
 	s.Stats.Conns.Add(-1)
 	switch {
 	case errors.Is(err, errSlowClient):
