@@ -32,6 +32,22 @@ const (
 	RetLoginRequired int32 = -10004 // the route needs a logged-in user
 )
 
+// Farm additions beyond the handed-over wire contract (docs/protocol.md
+// does not list them; docs/operations.md, "What a client sees during a
+// gateway roll", does). A gateway that is stopping sends each of its
+// connections the move push, then stops taking work from them, answers
+// what it took and closes them. The Go client (package client) and the
+// JavaScript client (clients/js/maple.js) follow both.
+const (
+	// CmdMove is the cmd of the push (sn 0, empty body) that means "this
+	// gateway is stopping: reconnect at a quiet moment". No game route
+	// may use it, and workers must not push it.
+	CmdMove int32 = -1
+	// RetMoved answers a frame that a stopping gateway did not take: it
+	// was not queued and never runs; reconnect and send it again.
+	RetMoved int32 = -10003
+)
+
 // Errors returned for a stream that is not a valid frame sequence. They are
 // final for the connection: after one of them the stream cannot be resynced.
 var (
