@@ -19,6 +19,9 @@ type conn struct {
 
 	uid  atomic.Pointer[string] // set by the outbound reader on login
 	owed atomic.Int64           // frames queued and not answered yet (drops after the answer is handed to the transport)
+	// stopped: a draining gateway takes no more frames from this
+	// connection; they are answered box.RetMoved (drain.go, admit).
+	stopped atomic.Bool
 	// inflight is owed, but dropping just before the answer is handed to
 	// the transport: a client that got its answer and sends the next frame
 	// finds its place free (MaxInflight).
@@ -32,10 +35,10 @@ type conn struct {
 	shed         bool      // already told to close for the budget
 }
 
-// queued counts a frame of c queued for the workers.
+// queued counts a frame of c queued for the workers; admit (drain.go)
+// counted it in owed already.
 func (c *conn) queued() {
 	c.inflight.Add(1)
-	c.owed.Add(1)
 }
 
 func (c *conn) userID() string {
