@@ -20,6 +20,25 @@
 //	}
 //	defer c.Close()
 //	reply, err := c.Request(ctx, 1, []byte("hi")) // the demo game's echo
+//
+// # Gateway rolls
+//
+// A gateway that is stopping (a rolling restart, docs/operations.md "What
+// a client sees during a gateway roll") pushes box.CmdMove (sn 0) to each
+// connection, later answers frames it no longer takes box.RetMoved (not
+// run), and closes each connection once it answered every frame it took.
+// A request that got no answer from such a gateway never ran.
+//
+// With Options.Follow set, a Conn follows the move by itself: on the move
+// push it holds new Requests, waits for a quiet moment (no Request waiting
+// for a reply on the old connection, or Follow.Wait), dials a new TCP
+// connection (the new gateway on the same port gets it), runs
+// Follow.OnMove on it (log in again there), and sends the held Requests
+// on it. Requests answered box.RetMoved, and Requests the old gateway
+// closed unanswered, are sent again on the new connection, so Request
+// returns their real answers. Without Follow nothing changes: the move
+// push arrives on Pushes, RetMoved answers are returned as they are, and
+// the Conn ends when the gateway closes it.
 package client
 
 import (
@@ -36,10 +55,12 @@ import (
 	"github.com/maple-farm/maple/box"
 )
 
-// Defaults for the zero fields of Options.
+// Defaults for the zero fields of Options and Follow.
 const (
-	DefaultDialTimeout = 5 * time.Second
-	DefaultPushBuffer  = 1024
+	DefaultDialTimeout   = 5 * time.Second
+	DefaultPushBuffer    = 1024
+	DefaultFollowWait    = time.Second
+	DefaultFollowTimeout = 15 * time.Second
 )
 
 // ErrClosed is the error of a Conn that has ended. Close ends it with
@@ -60,9 +81,38 @@ type Options struct {
 	// PushBuffer is the capacity of the Pushes channel. 0 means
 	// DefaultPushBuffer.
 	PushBuffer int
+	// Follow, if set, makes the Conn follow its gateway when the gateway
+	// stops (see the package doc, "Gateway rolls"); nil means it does not.
+	Follow *Follow
 }
 
-// withDefaults fills the zero fields of a copy of o.
+// Follow configures how a Conn follows a stopping gateway to another one.
+// The zero value is ready to use.
+type Follow struct {
+	// Addr is dialed for the new connection; "" means Dial's address
+	// (where a rolling restart puts the new gateway).
+	Addr string
+	// Wait bounds the wait for a quiet moment after the move push: the
+	// Conn moves once no Request waits for a reply on the old connection,
+	// or after Wait. A Request still waiting then gets its reply on the
+	// old connection, or is sent again if the gateway answers it
+	// box.RetMoved or closes unanswered. 0 means DefaultFollowWait.
+	Wait time.Duration
+	// Timeout bounds one move: dialing (with retries) and OnMove. Past it
+	// the Conn ends with an error wrapping ErrClosed. 0 means
+	// DefaultFollowTimeout.
+	Timeout time.Duration
+	// OnMove, if set, runs on each new connection before any held or
+	// resent Request goes out on it (log in again here; the new gateway
+	// does not know the old connection's user). Requests made with its
+	// ctx go out on the new connection at once. If it fails, the new
+	// connection is closed and the move tried again, until Timeout. It
+	// also tells the application that the Conn moved.
+	OnMove func(ctx context.Context, c *Conn) error
+}
+
+// withDefaults fills the zero fields of a copy of o (Follow is read as it
+// is, its zero fields meaning their defaults).
 func (o Options) withDefaults() Options {
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = box.DefaultMaxFrame
@@ -82,39 +132,101 @@ func (o Options) withDefaults() Options {
 // Conn is a client connection to a gateway. Its methods are safe for
 // concurrent use.
 type Conn struct {
-	nc         net.Conn
-	pushes     chan box.Box  // sent to by the reader only; never closed
-	done       chan struct{} // closed once, by end
-	readerDone chan struct{}
-	dropped    atomic.Uint64
+	opts    Options
+	addr    string        // where moves dial
+	pushes  chan box.Box  // sent to by the readers only; never closed
+	done    chan struct{} // closed once, by end
+	readers sync.WaitGroup
+	dropped atomic.Uint64
+	moves   atomic.Uint64
+	resent  atomic.Uint64
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below and the links' counts
 	sn      uint32     // last sn handed out
-	pending map[uint32]chan box.Box
-	err     error // why the connection ended; nil while it is up
+	pending map[uint32]*waiter
+	err     error              // why the connection ended; nil while it is up
+	cur     *link              // where Requests go
+	links   map[*link]struct{} // links whose reader runs
+	moving  *move              // a move under way: new Requests wait for it
+}
+
+// link is one TCP connection of a Conn: the only one without Follow; with
+// it, the old one and the new one during a move.
+type link struct {
+	nc   net.Conn
+	done chan struct{} // closed when its reader has stopped
+
+	// Under the Conn's mu.
+	waiting int  // Requests waiting for a reply on it
+	told    bool // its gateway is stopping (move push, RetMoved), or the Conn moved away
+	drop    bool // close it once waiting is 0 (the Conn moved away)
 
 	wmu  sync.Mutex // serializes writes; guards the fields below
 	wbuf []byte
 	wdl  time.Time // write deadline now set on nc
 }
 
+// waiter is a Request waiting for the reply with its sn.
+type waiter struct {
+	ch   chan box.Box
+	link *link
+}
+
+// move is a Conn following its gateway from one link to the next.
+type move struct {
+	from  *link
+	ready chan struct{} // closed once the new link took over, or the Conn ended
+	quiet chan struct{} // cap 1: time to go (from is quiet, or the gateway stopped taking work)
+}
+
+// hookKey marks the ctx of Follow.OnMove; its value is the new link.
+type hookKey struct{}
+
 // Dial connects to the gateway at addr (host:port) and starts the reader.
 func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	opts = opts.withDefaults()
-	d := net.Dialer{Timeout: opts.DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := dialTCP(ctx, addr, opts.DialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
 	c := &Conn{
-		nc:         nc,
-		pushes:     make(chan box.Box, opts.PushBuffer),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		pending:    make(map[uint32]chan box.Box),
+		opts:    opts,
+		addr:    addr,
+		pushes:  make(chan box.Box, opts.PushBuffer),
+		done:    make(chan struct{}),
+		pending: make(map[uint32]*waiter),
+		links:   make(map[*link]struct{}),
 	}
-	go c.read(box.NewReader(nc, opts.MaxFrame))
+	if opts.Follow != nil && opts.Follow.Addr != "" {
+		c.addr = opts.Follow.Addr
+	}
+	l := newLink(nc)
+	c.cur = l
+	c.start(l)
 	return c, nil
+}
+
+func dialTCP(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func newLink(nc net.Conn) *link { return &link{nc: nc, done: make(chan struct{})} }
+
+// start runs l's reader; false (and l closed) if the Conn has ended.
+func (c *Conn) start(l *link) bool {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		l.nc.Close()
+		close(l.done)
+		return false
+	}
+	c.links[l] = struct{}{}
+	c.readers.Add(1)
+	c.mu.Unlock()
+	go c.read(l, box.NewReader(l.nc, c.opts.MaxFrame))
+	return true
 }
 
 // Request sends a frame with cmd, body and the next sn, and waits for the
@@ -127,47 +239,130 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 // after part of the frame went out ends the connection, since the stream
 // cannot be resynced. If the connection ends, Request returns an error
 // wrapping ErrClosed and the cause.
+//
+// With Options.Follow, a Request made while the Conn moves waits for the
+// new connection, and one that the stopping gateway answered
+// box.RetMoved or closed unanswered is sent again there (under a new sn);
+// Resent counts those.
 func (c *Conn) Request(ctx context.Context, cmd int32, body []byte) (box.Box, error) {
-	ch := make(chan box.Box, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return box.Box{}, err
-	}
 	for {
-		c.sn++
-		if _, busy := c.pending[c.sn]; c.sn != 0 && !busy {
-			break
+		l, sn, ch, err := c.begin(ctx)
+		if err != nil {
+			return box.Box{}, err
 		}
+		b, again, err := c.await(ctx, l, sn, ch, cmd, body)
+		if !again {
+			return b, err
+		}
+		c.resent.Add(1)
 	}
-	sn := c.sn
-	c.pending[sn] = ch
-	c.mu.Unlock()
+}
 
-	if err := c.write(ctx, cmd, sn, body); err != nil {
+// begin picks the link a Request goes on (waiting while the Conn moves)
+// and registers its waiter under the next sn.
+func (c *Conn) begin(ctx context.Context) (*link, uint32, chan box.Box, error) {
+	hook, _ := ctx.Value(hookKey{}).(*link)
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return nil, 0, nil, err
+		}
+		l := c.cur
+		if hook != nil {
+			l = hook
+		} else if m := c.moving; m != nil {
+			c.mu.Unlock()
+			select {
+			case <-m.ready:
+			case <-c.done:
+			case <-ctx.Done():
+				return nil, 0, nil, ctx.Err()
+			}
+			continue
+		}
+		for {
+			c.sn++
+			if _, busy := c.pending[c.sn]; c.sn != 0 && !busy {
+				break
+			}
+		}
+		sn := c.sn
+		ch := make(chan box.Box, 1)
+		c.pending[sn] = &waiter{ch: ch, link: l}
+		l.waiting++
+		c.mu.Unlock()
+		return l, sn, ch, nil
+	}
+}
+
+// await writes the frame on l and waits for its reply. again: the gateway
+// of l did not run it and stopped (Follow): send it again.
+func (c *Conn) await(ctx context.Context, l *link, sn uint32, ch chan box.Box, cmd int32, body []byte) (b box.Box, again bool, err error) {
+	if err := c.write(ctx, l, cmd, sn, body); err != nil {
 		c.forget(sn)
-		return box.Box{}, err
+		// A frame not written whole never runs: if l was told to move,
+		// send it on the next link.
+		return box.Box{}, ctx.Err() == nil && c.following(l), err
 	}
 	select {
 	case b := <-ch:
-		return b, nil
+		return c.answered(b)
 	case <-ctx.Done():
 		c.forget(sn)
 		select {
 		case b := <-ch: // the reader handed it over before forget
-			return b, nil
+			return c.answered(b)
 		default:
-			return box.Box{}, ctx.Err()
+			return box.Box{}, false, ctx.Err()
 		}
+	case <-l.done:
+		// The reader of l stopped: every reply it read was handed over.
+		select {
+		case b := <-ch:
+			return c.answered(b)
+		default:
+		}
+		c.forget(sn)
+		if c.following(l) {
+			// Its gateway stopped and closed it unanswered: the frame
+			// never ran.
+			return box.Box{}, true, nil
+		}
+		err := c.Err()
+		if err == nil { // a new link that failed during a move (OnMove's request)
+			err = fmt.Errorf("%w: the new connection of a move ended", ErrClosed)
+		}
+		return box.Box{}, false, err
 	case <-c.done:
 		select {
 		case b := <-ch: // the reply won the race with the end
-			return b, nil
+			return c.answered(b)
 		default:
-			return box.Box{}, c.Err()
+			return box.Box{}, false, c.Err()
 		}
 	}
+}
+
+// answered returns a reply, unless it is RetMoved and the Conn follows
+// moves: then the request is sent again.
+func (c *Conn) answered(b box.Box) (box.Box, bool, error) {
+	if b.Ret == box.RetMoved && c.opts.Follow != nil && c.Err() == nil {
+		return box.Box{}, true, nil
+	}
+	return b, false, nil
+}
+
+// following reports that l's gateway is stopping and the Conn follows it
+// elsewhere (so l's end is not the Conn's).
+func (c *Conn) following(l *link) bool {
+	if c.opts.Follow == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && l.told
 }
 
 // Send writes one frame with the given sn and does not wait for anything.
@@ -176,77 +371,276 @@ func (c *Conn) Request(ctx context.Context, cmd int32, body []byte) (box.Box, er
 // Mixing Send and Request on one Conn is allowed, but Send should then use
 // sn that Request will not pick (Request takes 1, 2, 3, ...).
 func (c *Conn) Send(cmd int32, sn uint32, body []byte) error {
-	if err := c.Err(); err != nil {
+	c.mu.Lock()
+	err, l := c.err, c.cur
+	c.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	return c.write(context.Background(), cmd, sn, body)
+	return c.write(context.Background(), l, cmd, sn, body)
 }
 
-// write sends one frame. Writes are serialized so that frames never
+// write sends one frame on l. Writes are serialized so that frames never
 // interleave on the wire.
-func (c *Conn) write(ctx context.Context, cmd int32, sn uint32, body []byte) error {
+func (c *Conn) write(ctx context.Context, l *link, cmd int32, sn uint32, body []byte) error {
 	if uint64(len(body)) > math.MaxUint32-box.HeaderLen {
 		return fmt.Errorf("client: body of %d bytes does not fit a frame", len(body))
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err // possibly waited on wmu: do not write a frame nobody waits for
 	}
-	if dl, _ := ctx.Deadline(); !dl.Equal(c.wdl) {
-		if err := c.nc.SetWriteDeadline(dl); err != nil {
-			return c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+	if dl, _ := ctx.Deadline(); !dl.Equal(l.wdl) {
+		if err := l.nc.SetWriteDeadline(dl); err != nil {
+			return c.broken(l, fmt.Errorf("%w: %w", ErrClosed, err))
 		}
-		c.wdl = dl
+		l.wdl = dl
 	}
-	c.wbuf = box.Append(c.wbuf[:0], cmd, box.RetOK, sn, body)
-	if n, err := c.nc.Write(c.wbuf); err != nil {
+	l.wbuf = box.Append(l.wbuf[:0], cmd, box.RetOK, sn, body)
+	if n, err := l.nc.Write(l.wbuf); err != nil {
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			// The deadline is ctx's, and nothing went out: the stream is
 			// still whole, so the connection lives on.
 			return context.DeadlineExceeded
 		}
-		err = c.fail(fmt.Errorf("%w: write: %w", ErrClosed, err))
+		err = c.broken(l, fmt.Errorf("%w: write: %w", ErrClosed, err))
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return err
 	}
-	if cap(c.wbuf) > 64<<10 {
-		c.wbuf = nil // do not keep one big body's buffer for good
+	if cap(l.wbuf) > 64<<10 {
+		l.wbuf = nil // do not keep one big body's buffer for good
 	}
 	return nil
+}
+
+// broken handles a failed write on l: it ends the Conn, unless l is not
+// the Conn's link (a new one during a move) or its gateway is stopping and
+// the Conn follows it; then only l is closed. It returns err, or the
+// Conn's error if it ended.
+func (c *Conn) broken(l *link, err error) error {
+	c.mu.Lock()
+	alone := c.cur != l || (c.opts.Follow != nil && l.told)
+	c.mu.Unlock()
+	if alone {
+		l.nc.Close()
+		return err
+	}
+	return c.fail(err)
 }
 
 // forget drops the waiter for sn, after which its reply goes to Pushes.
 func (c *Conn) forget(sn uint32) {
 	c.mu.Lock()
-	delete(c.pending, sn)
+	if w, ok := c.pending[sn]; ok {
+		delete(c.pending, sn)
+		c.unwaitLocked(w.link)
+	}
 	c.mu.Unlock()
 }
 
-// read is the reader goroutine: it hands each frame to the Request waiting
-// for its sn, or to Pushes, until the connection ends.
-func (c *Conn) read(r *box.Reader) {
-	defer close(c.readerDone)
+// unwaitLocked counts a Request on l no longer waiting. When l has none
+// left: a move waiting for a quiet moment goes, and a link the Conn moved
+// away from is closed.
+func (c *Conn) unwaitLocked(l *link) {
+	l.waiting--
+	if l.waiting > 0 {
+		return
+	}
+	if m := c.moving; m != nil && m.from == l {
+		poke(m.quiet)
+	}
+	if l.drop {
+		l.nc.Close()
+	}
+}
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// read is a link's reader goroutine: it hands each frame to the Request
+// waiting for its sn, or to Pushes, until the link ends.
+func (c *Conn) read(l *link, r *box.Reader) {
+	defer c.readers.Done()
+	defer close(l.done)
+	follow := c.opts.Follow != nil
 	for {
 		b, err := r.Next()
 		if err != nil {
-			c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+			c.ended(l, err)
 			return
+		}
+		if follow {
+			if b.SN == 0 && b.Cmd == box.CmdMove {
+				c.startMove(l, false)
+				continue
+			}
+			if b.Ret == box.RetMoved {
+				c.startMove(l, true) // it takes no more work: go now
+			}
 		}
 		if b.SN != 0 {
 			c.mu.Lock()
-			ch, ok := c.pending[b.SN]
-			delete(c.pending, b.SN)
+			w, ok := c.pending[b.SN]
+			if ok {
+				delete(c.pending, b.SN)
+				c.unwaitLocked(w.link)
+			}
 			c.mu.Unlock()
 			if ok {
-				ch <- b // buffered, and only one reply per waiter
+				w.ch <- b // buffered, and only one reply per waiter
 				continue
 			}
 		}
 		c.push(b)
 	}
+}
+
+// ended handles the end of l's stream: the Conn ends with it, unless the
+// Conn follows l's gateway elsewhere or has moved away from l.
+func (c *Conn) ended(l *link, err error) {
+	c.mu.Lock()
+	delete(c.links, l)
+	cur := c.cur == l
+	told := l.told
+	c.mu.Unlock()
+	l.nc.Close()
+	if !cur {
+		return // moved away from, or a new link that failed during a move
+	}
+	if c.opts.Follow != nil && told {
+		c.startMove(l, true)
+		return
+	}
+	c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+}
+
+// startMove notes that l's gateway is stopping and, if l is the Conn's
+// link, starts following it elsewhere; urgent: the gateway takes no more
+// work from l (or closed it), so do not wait for a quiet moment.
+func (c *Conn) startMove(l *link, urgent bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.told = true
+	if c.err != nil || c.cur != l {
+		return
+	}
+	m := c.moving
+	if m == nil {
+		m = &move{from: l, ready: make(chan struct{}), quiet: make(chan struct{}, 1)}
+		c.moving = m
+		go c.runMove(m)
+	}
+	if urgent || l.waiting == 0 {
+		poke(m.quiet)
+	}
+}
+
+// runMove follows the gateway of m.from elsewhere: it waits for a quiet
+// moment, dials a new link (retrying), runs OnMove on it and makes it the
+// Conn's link; held Requests then go out on it. The old link is closed
+// once no Request waits on it.
+func (c *Conn) runMove(m *move) {
+	defer close(m.ready)
+	f := c.opts.Follow
+	wait := f.Wait
+	if wait <= 0 {
+		wait = DefaultFollowWait
+	}
+	timer := time.NewTimer(wait)
+	select {
+	case <-m.quiet:
+	case <-m.from.done:
+	case <-timer.C:
+	case <-c.done:
+	}
+	timer.Stop()
+	timeout := f.Timeout
+	if timeout <= 0 {
+		timeout = DefaultFollowTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() { // the Conn's end ends the move
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	backoff := 20 * time.Millisecond
+	for {
+		l, err := c.newLinkFor(ctx)
+		if err == nil {
+			if c.swap(m, l) {
+				return
+			}
+			err = ErrClosed
+		}
+		if c.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.fail(fmt.Errorf("%w: following the gateway to %s: %w", ErrClosed, c.addr, err))
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// newLinkFor dials a link for a move and runs OnMove on it.
+func (c *Conn) newLinkFor(ctx context.Context) (*link, error) {
+	nc, err := dialTCP(ctx, c.addr, c.opts.DialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", c.addr, err)
+	}
+	l := newLink(nc)
+	if !c.start(l) {
+		return nil, c.Err()
+	}
+	if hook := c.opts.Follow.OnMove; hook != nil {
+		if err := hook(context.WithValue(ctx, hookKey{}, l), c); err != nil {
+			c.mu.Lock()
+			l.told = true // its end is not the Conn's
+			c.mu.Unlock()
+			l.nc.Close()
+			return nil, fmt.Errorf("client: OnMove: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// swap makes l the Conn's link at the end of move m; false if the Conn
+// has ended.
+func (c *Conn) swap(m *move, l *link) bool {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		l.nc.Close()
+		return false
+	}
+	old := c.cur
+	c.cur = l
+	c.moving = nil
+	old.told, old.drop = true, true
+	if old.waiting == 0 {
+		old.nc.Close()
+	}
+	again := l.told // the new gateway is stopping too
+	c.mu.Unlock()
+	c.moves.Add(1)
+	if again {
+		c.startMove(l, false)
+	}
+	return true
 }
 
 // push queues b on Pushes, dropping the oldest push if it is full.
@@ -283,9 +677,27 @@ func (c *Conn) end(err error) bool {
 // which is err unless it had already ended.
 func (c *Conn) fail(err error) error {
 	if c.end(err) {
-		c.nc.Close()
+		c.closeLinks()
 	}
 	return c.Err()
+}
+
+// closeLinks closes every link; it returns the error of closing the
+// Conn's own.
+func (c *Conn) closeLinks() error {
+	c.mu.Lock()
+	cur := c.cur
+	var others []*link
+	for l := range c.links {
+		if l != cur {
+			others = append(others, l)
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range others {
+		l.nc.Close()
+	}
+	return cur.nc.Close()
 }
 
 // Pushes returns the frames that answer no waiting Request: pushes (sn 0)
@@ -293,10 +705,20 @@ func (c *Conn) fail(err error) error {
 // When it is full the oldest frame is dropped. The channel is never closed,
 // so that a select on it and on Done cannot spin on a closed channel: watch
 // Done for the end. Frames already in it can still be received after that.
+// With Options.Follow the move push (box.CmdMove) is not put on it.
 func (c *Conn) Pushes() <-chan box.Box { return c.pushes }
 
 // DroppedPushes returns how many frames were dropped because Pushes was full.
 func (c *Conn) DroppedPushes() uint64 { return c.dropped.Load() }
+
+// Moves returns how many times the Conn followed its gateway to a new
+// connection (Options.Follow).
+func (c *Conn) Moves() uint64 { return c.moves.Load() }
+
+// Resent returns how many requests were sent again after a move: the
+// stopping gateway answered them box.RetMoved or closed unanswered, so
+// they had not run.
+func (c *Conn) Resent() uint64 { return c.resent.Load() }
 
 // Done returns a channel that is closed when the connection ends.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -309,19 +731,26 @@ func (c *Conn) Err() error {
 }
 
 // Close ends the connection: waiting Requests return ErrClosed. It returns
-// once the reader goroutine has stopped, so no frame reaches Pushes after
+// once the reader goroutines have stopped, so no frame reaches Pushes after
 // it. Closing an ended Conn does nothing and returns nil.
 func (c *Conn) Close() error {
 	var err error
 	if c.end(ErrClosed) {
-		err = c.nc.Close()
+		err = c.closeLinks()
 	}
-	<-c.readerDone
+	c.readers.Wait()
 	return err
 }
 
-// LocalAddr returns the local network address.
-func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+func (c *Conn) link() *link {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// LocalAddr returns the local network address (of the connection now in
+// use, with Follow).
+func (c *Conn) LocalAddr() net.Addr { return c.link().nc.LocalAddr() }
 
 // RemoteAddr returns the gateway's network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.link().nc.RemoteAddr() }
