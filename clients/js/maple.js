@@ -16,6 +16,19 @@
 //   await c.connect();
 //   const reply = await c.request(1, 'hi');            // resolved by the reply with the same sn
 //   console.log(reply.ret, reply.text());
+//
+// Gateway rolls (docs/operations.md, "What a client sees during a gateway
+// roll"; farm additions beyond PROTOCOL.md): a gateway that is stopping
+// pushes CMD_MOVE (sn 0) to each connection, later answers frames it no
+// longer takes Ret.MOVED (not run), and closes each connection once it
+// answered every frame it took; a request it gave no answer never ran. The
+// client follows (option followMoves, on by default): on the push it
+// holds new requests until none of its requests is in flight (or
+// moveWait ms), then reconnects at once (onOpen runs: log in again) and
+// sends what it held; requests answered Ret.MOVED or left unanswered by
+// the stopping gateway are sent again on the new connection, so they
+// resolve with their real replies. It emits 'move' ({ reason: 'push' |
+// 'moved' | 'closed' }) when a move starts.
 
 /** The first field of every frame. */
 export const MAGIC = 0x7978aecf;
@@ -24,14 +37,26 @@ export const HEADER_LEN = 24;
 /** The gateway's default largest frame (packet_len), 1 MiB. */
 export const DEFAULT_MAX_FRAME = 1 << 20;
 
-/** Result codes (PROTOCOL.md section 2). */
+/**
+ * Result codes (PROTOCOL.md section 2). MOVED is a farm addition (the Go
+ * side's box.RetMoved): a stopping gateway did not take the frame, which
+ * never ran; send it again on a new connection (the client does).
+ */
 export const Ret = Object.freeze({
   OK: 0,
   NO_ROUTE: -10000,
   HANDLER_FAILED: -10001,
   BUSY: -10002,
+  MOVED: -10003,
   LOGIN_REQUIRED: -10004,
 });
+
+/**
+ * The cmd of the push (sn 0) that means "this gateway is stopping:
+ * reconnect at a quiet moment": a farm addition (the Go side's
+ * box.CmdMove), not a game route.
+ */
+export const CMD_MOVE = -1;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -157,7 +182,9 @@ const OPEN = 1; // WebSocket.OPEN
  * Events (on(name, fn)): 'state' (connecting | open | reconnecting |
  * closed), 'open' ({ connects, reconnect }), 'close' ({ code, reason }),
  * 'push' (a Frame with sn 0), 'late' (a reply whose request gave up),
- * 'error' (an Error: a bad frame, a failed onOpen hook).
+ * 'move' ({ reason }: the gateway is stopping, the client moves; see
+ * "Gateway rolls" above), 'error' (an Error: a bad frame, a failed onOpen
+ * hook).
  */
 export class Client {
   /**
@@ -168,6 +195,9 @@ export class Client {
    *  - timeout: ms a request waits for its reply (default 10000)
    *  - minBackoff, maxBackoff, backoffFactor, jitter: reconnect delays
    *  - maxFrame: largest frame accepted (default 1 MiB)
+   *  - followMoves: follow a stopping gateway (default true; false: the
+   *    move push is an ordinary push and Ret.MOVED an ordinary reply)
+   *  - moveWait: ms a move waits for no request in flight (default 1000)
    *  - WebSocket: the WebSocket class (default globalThis.WebSocket)
    */
   constructor(url, options = {}) {
@@ -179,6 +209,8 @@ export class Client {
       backoffFactor: 2,
       jitter: 0.3,
       maxFrame: DEFAULT_MAX_FRAME,
+      followMoves: true,
+      moveWait: 1000,
       random: Math.random,
       onOpen: null,
       WebSocket: globalThis.WebSocket,
@@ -194,11 +226,14 @@ export class Client {
     this._ready = false; // open and onOpen done
     this._closed = false;
     this._sn = 0;
+    this._order = 0; // requests made so far: sent again in this order
     this._pending = new Map(); // sn -> {resolve, reject, timer, cmd}
     this._queue = []; // requests waiting for a ready connection
     this._listeners = new Map();
     this._retry = null;
     this._firstOpen = null;
+    this._moving = null; // { ws, timer }: the gateway of ws is stopping; requests wait
+    this._olds = new Set(); // sockets moved away from, still owed replies
   }
 
   /** Adds a listener; returns a function that removes it. */
@@ -253,17 +288,21 @@ export class Client {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._retry);
+    if (this._moving) clearTimeout(this._moving.timer);
+    this._moving = null;
     const ws = this._ws;
     this._ws = null;
     this._ready = false;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    for (const s of [ws, ...this._olds]) {
+      if (!s) continue;
+      s.onopen = s.onmessage = s.onclose = s.onerror = null;
       try {
-        ws.close(code, reason);
+        s.close(code, reason);
       } catch {
         // already closing
       }
     }
+    this._olds.clear();
     const err = new MapleError('maple: client closed', { code: 'closed' });
     this._failPending(err);
     for (const q of this._queue.splice(0)) {
@@ -279,18 +318,21 @@ export class Client {
    * whatever its ret. While disconnected the request waits for the next
    * connection, up to the timeout. It rejects with a MapleError on timeout,
    * when the connection is lost after it was sent (it may or may not have
-   * run), or when the client is closed.
+   * run), or when the client is closed. A request that a stopping gateway
+   * did not run (Ret.MOVED, or closed unanswered after the move push) is
+   * sent again on the next connection instead (followMoves).
    */
   request(cmd, body, { timeout = this.options.timeout } = {}) {
     if (this._closed) return Promise.reject(new MapleError('maple: client closed', { code: 'closed', cmd }));
     const bytes = toBytes(body);
     return new Promise((resolve, reject) => {
-      const job = { cmd, bytes, resolve, reject, timeout, timer: null };
+      const job = { cmd, bytes, resolve, reject, timeout, timer: null, order: this._order++ };
       job.timer = setTimeout(() => {
         const i = this._queue.indexOf(job);
         if (i >= 0) this._queue.splice(i, 1);
         if (job.sn !== undefined) this._pending.delete(job.sn);
         reject(new MapleError(`maple: no reply to cmd ${cmd} within ${timeout} ms`, { code: 'timeout', cmd }));
+        this._settled(job.ws);
       }, timeout);
       if (this._ready) this._send(job);
       else this._queue.push(job);
@@ -317,6 +359,7 @@ export class Client {
   _send(job) {
     const ws = this._ws;
     job.sn = this._nextSN();
+    job.ws = ws;
     this._pending.set(job.sn, job);
     try {
       ws.send(encode({ cmd: job.cmd, sn: job.sn, body: job.bytes }));
@@ -368,7 +411,7 @@ export class Client {
             return;
           }
           const timeout = opts.timeout ?? this.options.timeout;
-          const job = { cmd, bytes: toBytes(body), resolve, reject, timeout, timer: null };
+          const job = { cmd, bytes: toBytes(body), resolve, reject, timeout, timer: null, order: this._order++ };
           job.timer = setTimeout(() => {
             this._pending.delete(job.sn);
             reject(new MapleError(`maple: no reply to cmd ${cmd} within ${timeout} ms`, { code: 'timeout', cmd }));
@@ -389,7 +432,7 @@ export class Client {
     this._ready = true;
     this._setState('open');
     this._emit('open', { connects: this.connects, reconnect });
-    for (const job of this._queue.splice(0)) this._send(job);
+    this._flush();
     if (this._firstOpen && this._firstOpen.resolve) {
       this._firstOpen.resolve(this);
       this._firstOpen.resolve = null;
@@ -397,7 +440,7 @@ export class Client {
   }
 
   _message(ws, data) {
-    if (ws !== this._ws) return;
+    if (ws !== this._ws && !this._olds.has(ws)) return;
     let f;
     try {
       f = decode(data, this.options.maxFrame);
@@ -406,12 +449,25 @@ export class Client {
       ws.close(4002, 'bad frame'); // browsers allow only 1000 and 3000-4999 here
       return;
     }
+    const follow = this.options.followMoves;
+    if (f.sn === 0 && f.cmd === CMD_MOVE && follow) {
+      this._startMove(ws, 'push');
+      return;
+    }
     if (f.sn !== 0) {
       const job = this._pending.get(f.sn);
       if (job) {
         this._pending.delete(f.sn);
-        clearTimeout(job.timer);
-        job.resolve(f);
+        if (f.ret === Ret.MOVED && follow) {
+          // Not run: send it again on the next connection (once ready).
+          this._startMove(ws, 'moved');
+          this._requeue([job]);
+          this._flush();
+        } else {
+          clearTimeout(job.timer);
+          job.resolve(f);
+        }
+        this._settled(ws);
         return;
       }
       this._emit('late', f);
@@ -420,10 +476,100 @@ export class Client {
     this._emit('push', f);
   }
 
+  // Puts jobs that a stopping gateway did not run back at the front of the
+  // queue, in the order they were sent.
+  _requeue(jobs) {
+    jobs.sort((a, b) => a.order - b.order);
+    for (const job of jobs) {
+      this._pending.delete(job.sn);
+      job.sn = undefined;
+      job.ws = undefined;
+    }
+    this._queue.unshift(...jobs);
+  }
+
+  // The jobs waiting for a reply on ws.
+  _jobsOn(ws) {
+    return [...this._pending.values()].filter((job) => job.ws === ws);
+  }
+
+  // A job sent on ws got its answer: a move waiting for a quiet moment
+  // goes, and a socket moved away from closes once owed nothing.
+  _settled(ws) {
+    if (!ws || this._jobsOn(ws).length > 0) return;
+    if (this._moving && this._moving.ws === ws) this._move();
+    else if (this._olds.has(ws)) this._dropOld(ws);
+  }
+
+  // The gateway of ws is stopping: hold new requests and move once none of
+  // ours is in flight on ws (at once if urgent), or after moveWait.
+  _startMove(ws, reason) {
+    if (ws !== this._ws || this._closed) return;
+    const urgent = reason !== 'push';
+    if (!this._moving) {
+      this._moving = { ws, timer: setTimeout(() => this._move(), this.options.moveWait) };
+      this._ready = false; // new requests queue
+      this._emit('move', { reason });
+    }
+    if (urgent || this._jobsOn(ws).length === 0) this._move();
+  }
+
+  // Moves now: the old socket stays open for the replies still owed on it
+  // (they resolve as usual), and a new connection is dialed at once.
+  _move() {
+    const m = this._moving;
+    if (!m || m.ws !== this._ws) return;
+    clearTimeout(m.timer);
+    this._moving = null;
+    const old = this._ws;
+    this._ws = null;
+    this._ready = false;
+    this._olds.add(old);
+    old.onclose = () => this._lostOld(old);
+    if (this._jobsOn(old).length === 0) this._dropOld(old);
+    clearTimeout(this._retry);
+    this._dial();
+  }
+
+  _dropOld(ws) {
+    this._olds.delete(ws);
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(1000, 'moved');
+    } catch {
+      // already closing
+    }
+  }
+
+  // A socket moved away from ended: what it still owed never ran there
+  // (the gateway answers what it took before it closes), so send it again.
+  _lostOld(ws) {
+    this._olds.delete(ws);
+    const jobs = this._jobsOn(ws);
+    if (jobs.length === 0) return;
+    this._requeue(jobs);
+    this._flush();
+  }
+
+  // Sends what waits in the queue, if a connection is ready.
+  _flush() {
+    if (this._ready) for (const job of this._queue.splice(0)) this._send(job);
+  }
+
   _lost(ws, ev) {
     if (ws !== this._ws) return;
     this._ws = null;
     this._ready = false;
+    if (this._moving && this._moving.ws === ws) {
+      // The stopping gateway closed before the move: what it did not
+      // answer never ran. Send it again on a new connection, made at once.
+      clearTimeout(this._moving.timer);
+      this._moving = null;
+      this._requeue(this._jobsOn(ws));
+      this._emit('close', { code: ev && ev.code, reason: ev && ev.reason });
+      this._dial();
+      return;
+    }
     this._failPending(new MapleError('maple: connection lost', { code: 'disconnected' }));
     this._emit('close', { code: ev && ev.code, reason: ev && ev.reason });
     this._scheduleRetry();

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
 import {
-  MAGIC, HEADER_LEN, Ret, encode, decode, FrameError, Client, MapleError, backoffDelay,
+  MAGIC, HEADER_LEN, Ret, CMD_MOVE, encode, decode, FrameError, Client, MapleError, backoffDelay,
 } from './maple.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -298,4 +298,133 @@ test('timeouts and close reject; sn skips 0 when it wraps', async (t) => {
 
 test('no WebSocket class is an error at once', () => {
   assert.throws(() => new Client('ws://x', { WebSocket: undefined }), TypeError);
+});
+
+// Gateway rolls (docs/operations.md, "What a client sees during a gateway
+// roll"): the move push, Ret.MOVED, and the close of a stopping gateway.
+
+test('the farm additions for gateway rolls', () => {
+  assert.equal(CMD_MOVE, -1);
+  assert.equal(Ret.MOVED, -10003);
+});
+
+test('a move push: requests wait for a quiet moment, then go to a new connection after onOpen', async (t) => {
+  FakeSocket.reset();
+  const logins = [];
+  const moves = [];
+  const states = [];
+  const c = new Client('ws://x/ws', {
+    ...fast,
+    moveWait: 5000,
+    onOpen: async ({ request, reconnect }) => {
+      logins.push(reconnect);
+      await request(2, 'alice');
+    },
+  });
+  t.after(() => c.close());
+  c.on('move', (m) => moves.push(m.reason));
+  c.on('state', (s) => states.push(s));
+  const pushes = [];
+  c.on('push', (f) => pushes.push(f.cmd));
+  FakeSocket.handler = (ws, f) => ws.reply(f, f.text());
+  await c.connect();
+  const old = FakeSocket.last();
+  const held = [];
+  old.onsend = (f) => held.push(f);
+  const inflight = c.request(1, 'first');
+  await until(() => held.length === 1, 'the first request sent');
+  old.deliver(encode({ cmd: CMD_MOVE }));
+  await until(() => moves.length === 1, 'the move push read');
+  const waiting = c.request(1, 'second');
+  await tick(20);
+  assert.equal(held.length, 1, 'a request made after the move push is not sent to the stopping gateway');
+  assert.equal(FakeSocket.all.length, 1, 'no move while a request is in flight');
+  old.reply(held[0], 'one');
+  assert.equal((await inflight).text(), 'one');
+  assert.equal((await waiting).text(), 'second');
+  const next = FakeSocket.last();
+  assert.notEqual(next, old);
+  assert.deepEqual(next.sent.map((f) => [f.cmd, f.text()]), [[2, 'alice'], [1, 'second']], 'login first, then the held request');
+  assert.deepEqual(old.closedWith, { code: 1000, reason: 'moved' }, 'the old connection closed by the client');
+  assert.deepEqual(moves, ['push']);
+  assert.deepEqual(logins, [false, true]);
+  assert.deepEqual(pushes, [], 'the move push is not a game push');
+  assert.deepEqual(states, ['connecting', 'open', 'reconnecting', 'open']);
+  assert.equal((await c.request(1, 'after')).text(), 'after');
+  assert.equal(FakeSocket.last(), next);
+});
+
+test('Ret.MOVED and a close after the move push send requests again; nothing fails', async (t) => {
+  FakeSocket.reset();
+  const c = new Client('ws://x/ws', { ...fast, moveWait: 5000 });
+  t.after(() => c.close());
+  const moves = [];
+  c.on('move', (m) => moves.push(m.reason));
+  await c.connect();
+  // Ret.MOVED: the gateway took no more work; move at once.
+  let ws = FakeSocket.last();
+  ws.onsend = (f) => ws.reply(f, '', Ret.MOVED);
+  FakeSocket.handler = (s, f) => s.reply(f, 'again ' + f.text());
+  const r = await c.request(3, 'counter');
+  assert.equal(r.ret, Ret.OK);
+  assert.equal(r.text(), 'again counter');
+  assert.deepEqual(moves, ['moved']);
+  assert.equal(FakeSocket.all.length, 2);
+  // A gateway that pushes move and closes with requests unanswered did
+  // not run them.
+  ws = FakeSocket.last();
+  const held = [];
+  ws.onsend = (f) => held.push(f);
+  const a = c.request(1, 'a');
+  const b = c.request(1, 'b');
+  await until(() => held.length === 2, 'two requests sent');
+  ws.deliver(encode({ cmd: CMD_MOVE }));
+  await until(() => moves.length === 2, 'the move push read');
+  ws.drop(1000);
+  assert.deepEqual([(await a).text(), (await b).text()], ['again a', 'again b']);
+  assert.equal(FakeSocket.all.length, 3);
+  assert.deepEqual(FakeSocket.last().sent.map((f) => f.text()), ['a', 'b'], 'sent again in order');
+  assert.equal(c.state, 'open');
+});
+
+test('moveWait bounds the wait: the move goes on, and the old connection still answers what it owes', async (t) => {
+  FakeSocket.reset();
+  const c = new Client('ws://x/ws', { ...fast, moveWait: 30 });
+  t.after(() => c.close());
+  FakeSocket.handler = (ws, f) => ws.reply(f, 'new ' + f.text());
+  await c.connect();
+  const old = FakeSocket.last();
+  const held = [];
+  old.onsend = (f) => held.push(f);
+  const slow = c.request(7, 'slow', { timeout: 5000 });
+  await until(() => held.length === 1, 'the slow request sent');
+  let moved = false;
+  c.on('move', () => (moved = true));
+  old.deliver(encode({ cmd: CMD_MOVE }));
+  await until(() => moved, 'the move push read');
+  const start = Date.now();
+  const meanwhile = await c.request(1, 'meanwhile');
+  assert.ok(Date.now() - start < 400, 'held about moveWait');
+  assert.equal(meanwhile.text(), 'new meanwhile');
+  assert.equal(old.closedWith, null, 'the old connection stays while it owes a reply');
+  old.reply(held[0], 'late');
+  assert.equal((await slow).text(), 'late');
+  await until(() => old.closedWith !== null, 'the old connection closed once owed nothing');
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+test('followMoves false: the move push is a push and Ret.MOVED a reply', async (t) => {
+  FakeSocket.reset();
+  const c = new Client('ws://x/ws', { ...fast, followMoves: false });
+  t.after(() => c.close());
+  const pushes = [];
+  c.on('push', (f) => pushes.push(f.cmd));
+  await c.connect();
+  const ws = FakeSocket.last();
+  ws.onsend = (f) => ws.reply(f, '', Ret.MOVED);
+  ws.deliver(encode({ cmd: CMD_MOVE }));
+  const r = await c.request(1, 'x');
+  assert.equal(r.ret, Ret.MOVED);
+  assert.deepEqual(pushes, [CMD_MOVE]);
+  assert.equal(FakeSocket.all.length, 1);
 });
