@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,9 +25,9 @@ type Report struct {
 	Started time.Time
 	Uptime  time.Duration
 	Time    time.Time // when the report was written (the process's clock)
-	// Queues holds the length of each partition stream, partition 0
+	// Queues holds what waits in each partition stream, partition 0
 	// first, read at QueuesAt; nil when the process reports none.
-	Queues   []int64
+	Queues   []Queue
 	QueuesAt time.Time
 	// Fields holds every field of the hash, including the above.
 	Fields map[string]string
@@ -68,14 +67,16 @@ func ParseReport(fields map[string]string) (Report, error) {
 	if ms := r.Int(FieldTime); ms > 0 {
 		r.Time = time.UnixMilli(ms)
 	}
-	if q := fields[FieldQueues]; q != "" {
-		for _, s := range strings.Split(q, ",") {
-			n, _ := strconv.ParseInt(s, 10, 64)
-			r.Queues = append(r.Queues, n)
-		}
+	if r.Queues = parseQueues(fields[FieldQueueWaiting], fields[FieldQueuePending]); r.Queues != nil {
 		r.QueuesAt = time.UnixMilli(r.Int(FieldQueuesAt))
 	}
 	return r, nil
+}
+
+// Dist returns the histogram a process reported as <name>_buckets (name
+// like "request_duration_seconds"); ok is false when it reported none.
+func (r Report) Dist(name string) (s Snapshot, ok bool) {
+	return ParseBuckets(r.Fields[name+"_buckets"])
 }
 
 // Read returns the reports of every live process of the farm with the

@@ -30,17 +30,49 @@ const (
 
 // Fields every stat hash has, besides the process's Values and Dists.
 const (
-	FieldKind     = "kind"
-	FieldID       = "id"
-	FieldHost     = "host"
-	FieldPID      = "pid"
-	FieldVersion  = "version"
-	FieldStarted  = "started"   // unix seconds
-	FieldUptime   = "uptime"    // whole seconds
-	FieldTime     = "time"      // unix milliseconds of the report
-	FieldQueues   = "queues"    // entries per partition stream, comma separated, partition 0 first
-	FieldQueuesAt = "queues_at" // unix milliseconds when FieldQueues was read
+	FieldKind    = "kind"
+	FieldID      = "id"
+	FieldHost    = "host"
+	FieldPID     = "pid"
+	FieldVersion = "version"
+	FieldStarted = "started" // unix seconds
+	FieldUptime  = "uptime"  // whole seconds
+	FieldTime    = "time"    // unix milliseconds of the report
+	// FieldQueueWaiting holds the entries of each partition stream that no
+	// worker has read yet, comma separated, partition 0 first; a count
+	// that is only a lower bound ends in "+" (Queue.AtLeast).
+	FieldQueueWaiting = "queue_waiting"
+	// FieldQueuePending holds the entries of each partition stream that a
+	// worker read and has not acknowledged, as FieldQueueWaiting.
+	FieldQueuePending = "queue_pending"
+	FieldQueuesAt     = "queues_at" // unix milliseconds when the queues were read
+	// FieldQueues is what releases before FieldQueueWaiting wrote: each
+	// stream's length, which also counts entries read and acknowledged but
+	// not yet trimmed. It is no longer written or read.
+	FieldQueues = "queues"
 )
+
+// QueueCountCap bounds the counting of a partition's waiting entries when
+// Redis does not keep the consumer group's lag (Redis before 7.0,
+// miniredis): the entries after the group's last delivered one are read,
+// at most this many, and a count that reaches it is a lower bound.
+const QueueCountCap = 1000
+
+// Queue is what one partition's stream holds for the workers.
+type Queue struct {
+	// Waiting counts the entries no worker has read yet: the consumer
+	// group's lag. An entry is what one gateway round trip queued on the
+	// partition (a bundle of frames and events), or one timer, periodic
+	// job or operator frame; entries read and acknowledged but not yet
+	// trimmed are not counted.
+	Waiting int64
+	// AtLeast says Waiting is a lower bound (see QueueCountCap).
+	AtLeast bool
+	// Pending counts the entries a worker read and has not acknowledged:
+	// being handled, or held by a worker that died until another takes
+	// them over.
+	Pending int64
+}
 
 // ReporterOptions configure a Reporter. Zero values mean the defaults.
 type ReporterOptions struct {
@@ -58,9 +90,9 @@ type ReporterOptions struct {
 	Version string
 	// Started is when the process started; zero means when NewReporter ran.
 	Started time.Time
-	// Queues adds the length of every partition stream (XLEN) to each
-	// report, so that `maple stat` can show a hot partition. One process
-	// of the farm is enough; workers do it.
+	// Queues adds what waits in every partition stream (Queue) to each
+	// report, so that `maple stat` can show a backlog and a hot partition.
+	// One process of the farm is enough; workers do it.
 	Queues bool
 	// Partitions is the count a new farm gets if this process's report is
 	// the first thing to touch it (as Store.Partitions); 0 means
@@ -82,7 +114,8 @@ type ReporterOptions struct {
 //
 // Each report is one round trip (HSET and PEXPIRE in MULTI, so no reader
 // ever sees a hash without a TTL), plus one pipelined round trip for the
-// queue lengths when Queues is set. A report that fails is logged and
+// queues when Queues is set (two on a Redis that keeps no consumer-group
+// lag). A report that fails is logged and
 // skipped: reporting never stops or slows the process.
 type Reporter struct {
 	opts  ReporterOptions
@@ -179,10 +212,12 @@ func (r *Reporter) report(ctx context.Context, now time.Time) error {
 	fields := r.fields(now)
 	var qerr error
 	if r.opts.Queues {
-		var lens []int64
-		lens, qerr = r.queueLens(ctx)
+		var qs []Queue
+		qs, qerr = r.queues(ctx)
 		if qerr == nil {
-			fields = append(fields, FieldQueues, joinInts(lens), FieldQueuesAt, strconv.FormatInt(now.UnixMilli(), 10))
+			waiting, pending := formatQueues(qs)
+			fields = append(fields, FieldQueueWaiting, waiting, FieldQueuePending, pending,
+				FieldQueuesAt, strconv.FormatInt(now.UnixMilli(), 10))
 		}
 	}
 	_, err := r.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -214,14 +249,18 @@ func (r *Reporter) fields(now time.Time) []any {
 		f = append(f, v.Name, strconv.FormatInt(v.Value, 10))
 	}
 	for _, d := range s.Dists {
-		f = append(f, d.Name+"_p50", formatSeconds(d.Snapshot.Quantile(0.5)),
+		f = append(f, d.Name+"_buckets", FormatBuckets(d.Snapshot),
+			d.Name+"_p50", formatSeconds(d.Snapshot.Quantile(0.5)),
 			d.Name+"_p99", formatSeconds(d.Snapshot.Quantile(0.99)))
 	}
 	return f
 }
 
-// queueLens reads the length of every partition stream in one round trip.
-func (r *Reporter) queueLens(ctx context.Context) ([]int64, error) {
+// queues reads what waits in every partition stream: one pipelined round
+// trip of XLEN and XINFO GROUPS per partition, and one more to count the
+// waiting entries of the partitions whose group has no lag (an older
+// Redis, miniredis).
+func (r *Reporter) queues(ctx context.Context) ([]Queue, error) {
 	if r.parts == 0 {
 		n, err := r.st.Partitions(ctx, r.opts.Partitions)
 		if err != nil {
@@ -229,38 +268,116 @@ func (r *Reporter) queueLens(ctx context.Context) ([]int64, error) {
 		}
 		r.parts = n
 	}
-	cmds := make([]*redis.IntCmd, r.parts)
+	lens := make([]*redis.IntCmd, r.parts)
+	groups := make([]*redis.XInfoGroupsCmd, r.parts)
+	_, _ = r.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range lens {
+			lens[i] = p.XLen(ctx, r.st.Keys.Inbound(i))
+			groups[i] = p.XInfoGroups(ctx, r.st.Keys.Inbound(i))
+		}
+		return nil
+	})
+	qs := make([]Queue, r.parts)
+	count := make(map[int]*redis.XMessageSliceCmd)
+	var after []string
+	for i := range qs {
+		n, err := lens[i].Result()
+		if err != nil {
+			return nil, fmt.Errorf("stat: queues: %w", err)
+		}
+		if n == 0 {
+			continue // no stream (XINFO fails), or an empty one
+		}
+		gs, err := groups[i].Result()
+		if err != nil {
+			return nil, fmt.Errorf("stat: queues: %w", err)
+		}
+		var g *redis.XInfoGroup
+		for j := range gs {
+			if gs[j].Name == store.ConsumerGroup {
+				g = &gs[j]
+			}
+		}
+		switch {
+		case g == nil || g.LastDeliveredID == "" || g.LastDeliveredID == "0-0":
+			qs[i].Waiting = n // no worker has read anything yet
+		case g.EntriesRead > 0 && g.Lag >= 0:
+			// Redis 7 keeps the count of entries the group read (no
+			// count means none, or it cannot say: counted below).
+			qs[i].Waiting = g.Lag
+		default:
+			count[i] = nil
+			after = append(after, store.NextID(g.LastDeliveredID))
+		}
+		if g != nil {
+			qs[i].Pending = g.Pending
+		}
+	}
+	if len(count) == 0 {
+		return qs, nil
+	}
 	_, err := r.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range cmds {
-			cmds[i] = p.XLen(ctx, r.st.Keys.Inbound(i))
+		j := 0
+		for i := range qs {
+			if _, ok := count[i]; ok {
+				count[i] = p.XRangeN(ctx, r.st.Keys.Inbound(i), after[j], "+", QueueCountCap)
+				j++
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stat: queue lengths: %w", err)
+		return nil, fmt.Errorf("stat: queues: %w", err)
 	}
-	lens := make([]int64, len(cmds))
-	for i, c := range cmds {
-		lens[i] = c.Val()
+	for i, c := range count {
+		qs[i].Waiting = int64(len(c.Val()))
+		qs[i].AtLeast = qs[i].Waiting >= QueueCountCap
 	}
-	return lens, nil
+	return qs, nil
 }
 
-// formatSeconds writes a quantile: "" when the histogram is empty.
+// formatQueues writes the hash fields FieldQueueWaiting and
+// FieldQueuePending.
+func formatQueues(qs []Queue) (waiting, pending string) {
+	var w, p strings.Builder
+	for i, q := range qs {
+		if i > 0 {
+			w.WriteByte(',')
+			p.WriteByte(',')
+		}
+		w.WriteString(strconv.FormatInt(q.Waiting, 10))
+		if q.AtLeast {
+			w.WriteByte('+')
+		}
+		p.WriteString(strconv.FormatInt(q.Pending, 10))
+	}
+	return w.String(), p.String()
+}
+
+// parseQueues reads what formatQueues wrote; nil when waiting is empty.
+// A count that cannot be read is 0.
+func parseQueues(waiting, pending string) []Queue {
+	if waiting == "" {
+		return nil
+	}
+	ws := strings.Split(waiting, ",")
+	ps := strings.Split(pending, ",")
+	qs := make([]Queue, len(ws))
+	for i, w := range ws {
+		w, qs[i].AtLeast = strings.CutSuffix(w, "+")
+		qs[i].Waiting, _ = strconv.ParseInt(w, 10, 64)
+		if i < len(ps) {
+			qs[i].Pending, _ = strconv.ParseInt(ps[i], 10, 64)
+		}
+	}
+	return qs
+}
+
+// formatSeconds writes a quantile estimate to 4 significant digits: ""
+// when the histogram is empty.
 func formatSeconds(s float64) string {
 	if math.IsNaN(s) {
 		return ""
 	}
-	return strconv.FormatFloat(s, 'g', -1, 64)
-}
-
-func joinInts(v []int64) string {
-	var b strings.Builder
-	for i, n := range v {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(n, 10))
-	}
-	return b.String()
+	return strconv.FormatFloat(s, 'g', 4, 64)
 }

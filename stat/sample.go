@@ -25,8 +25,11 @@ type Value struct {
 // Dist is a named latency histogram.
 type Dist struct {
 	// Name ends in "_seconds" ("request_duration_seconds"). The stat hash
-	// gets its quantiles as <Name>_p50 and <Name>_p99 (seconds); Prometheus
-	// gets the whole histogram as maple_<kind>_<Name>.
+	// gets its counts as <Name>_buckets (FormatBuckets), from which
+	// `maple stat` estimates quantiles over the last interval, and
+	// estimates since the process started as <Name>_p50 and <Name>_p99
+	// (seconds, Snapshot.Quantile); Prometheus gets the whole histogram as
+	// maple_<kind>_<Name>.
 	Name     string
 	Help     string
 	Snapshot Snapshot

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -116,8 +117,9 @@ func startObserving(c *cli.Context, ro *redis.UniversalOptions, log *slog.Logger
 
 func statCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "stat",
-		Usage: "show every gateway and worker of the farm, live: counters, rates, latency, queue depths",
+		Name:        "stat",
+		Usage:       "show every gateway and worker of the farm, live: counters, rates, latency, queue depths",
+		Description: statHelp,
 		Flags: []cli.Flag{
 			redisFlag, prefixFlag,
 			&cli.BoolFlag{Name: "once", Usage: "print one snapshot (two reads 1s apart, for the rates) and exit"},
@@ -244,16 +246,20 @@ func statIsTTY(w io.Writer) bool {
 }
 
 // rateTracker turns successive reports into per-second rates of the
-// counters (fields ending in "_total"). A rate is the difference between
-// a process's two last distinct reports over the time between them, by the
-// process's own clock, so when `maple stat` reads does not matter.
+// counters (fields ending in "_total") and latency quantiles of the
+// histograms (fields ending in "_buckets"). Both cover the window between
+// a process's two last distinct reports (about a second: the reporters'
+// interval), timed by the process's own clock, so when `maple stat` reads
+// does not matter.
 type rateTracker struct {
-	last  map[string]stat.Report
-	rates map[string]map[string]float64
+	last   map[string]stat.Report
+	rates  map[string]map[string]float64
+	quants map[string]map[string]float64
 }
 
 func newRateTracker() *rateTracker {
-	return &rateTracker{last: make(map[string]stat.Report), rates: make(map[string]map[string]float64)}
+	return &rateTracker{last: make(map[string]stat.Report), rates: make(map[string]map[string]float64),
+		quants: make(map[string]map[string]float64)}
 }
 
 func statKey(r stat.Report) string { return r.Kind + "/" + r.ID }
@@ -268,8 +274,10 @@ func (t *rateTracker) update(rs []stat.Report) {
 		switch {
 		case !ok || prev.PID != r.PID || prev.Host != r.Host || !prev.Started.Equal(r.Started):
 			delete(t.rates, k) // new, or restarted under the same id: counters began again
+			delete(t.quants, k)
 		case r.Time.After(prev.Time):
 			t.rates[k] = statCounterRates(prev, r)
+			t.quants[k] = statWindowQuantiles(prev, r)
 		default:
 			continue // not reported again yet: keep the last rates
 		}
@@ -279,6 +287,7 @@ func (t *rateTracker) update(rs []stat.Report) {
 		if !seen[k] {
 			delete(t.last, k)
 			delete(t.rates, k)
+			delete(t.quants, k)
 		}
 	}
 }
@@ -295,6 +304,33 @@ func (t *rateTracker) complete(rs []stat.Report) bool {
 
 // of returns a process's rates; nil until two reports were seen.
 func (t *rateTracker) of(r stat.Report) map[string]float64 { return t.rates[statKey(r)] }
+
+// quantilesOf returns a process's quantile estimates over the window of
+// its rates: <histogram>_p50 and _p99, in seconds, of each histogram that
+// observed something in the window. nil until two reports were seen.
+func (t *rateTracker) quantilesOf(r stat.Report) map[string]float64 { return t.quants[statKey(r)] }
+
+// statWindowQuantiles estimates the median and 99th percentile of what
+// each histogram of cur observed since prev.
+func statWindowQuantiles(prev, cur stat.Report) map[string]float64 {
+	out := make(map[string]float64)
+	for f := range cur.Fields {
+		name, ok := strings.CutSuffix(f, "_buckets")
+		if !ok {
+			continue
+		}
+		now, ok1 := cur.Dist(name)
+		before, ok2 := prev.Dist(name)
+		if !ok1 || !ok2 {
+			continue
+		}
+		if w := now.Sub(before); w.Count > 0 {
+			out[name+"_p50"] = w.Quantile(0.5)
+			out[name+"_p99"] = w.Quantile(0.99)
+		}
+	}
+	return out
+}
 
 func statCounterRates(prev, cur stat.Report) map[string]float64 {
 	secs := cur.Time.Sub(prev.Time).Seconds()
@@ -331,8 +367,14 @@ type procView struct {
 	ReportedAt time.Time `json:"reported_at"`
 	// Values are the counters and gauges ("frames_in_total", "connections").
 	Values map[string]int64 `json:"values"`
-	// Quantiles are latency quantiles in seconds ("request_duration_seconds_p99").
+	// Quantiles are latency quantiles in seconds
+	// ("request_duration_seconds_p99") since the process started, as it
+	// reported them: estimates, interpolated inside histogram buckets.
 	Quantiles map[string]float64 `json:"quantiles,omitempty"`
+	// RecentQuantiles are the same estimates over the window of Rates;
+	// absent until two reports were seen, and for a histogram that
+	// observed nothing in the window. The table's P99~ column.
+	RecentQuantiles map[string]float64 `json:"recent_quantiles,omitempty"`
 	// Rates are the counters per second; absent until two reports were seen.
 	Rates map[string]float64 `json:"rates,omitempty"`
 }
@@ -366,21 +408,33 @@ type totalsView struct {
 	pipelines, reads  float64 // round trips per second
 }
 
-// queuesView is the newest report of the partition queues' lengths.
+// queuesView is the newest report of the partition queues.
 type queuesView struct {
-	From    string    `json:"from"` // worker id
-	At      time.Time `json:"at"`
-	Lengths []int64   `json:"lengths"` // partition 0 first
-	Total   int64     `json:"total"`
-	Max     int64     `json:"max"`
-	MaxPart int       `json:"max_partition"`
+	From string    `json:"from"` // worker id
+	At   time.Time `json:"at"`
+	// Lengths are the entries waiting in each partition's stream,
+	// partition 0 first: not yet read by any worker (the consumer
+	// group's lag). Entries read and acknowledged but not yet trimmed are
+	// not counted; an entry is one gateway round trip's frames for the
+	// partition, or one timer, job or operator frame.
+	Lengths []int64 `json:"lengths"`
+	// AtLeast lists the partitions whose length is a lower bound (a Redis
+	// without consumer-group lag: counted up to stat.QueueCountCap).
+	AtLeast []int `json:"at_least,omitempty"`
+	Total   int64 `json:"total"`
+	Max     int64 `json:"max"`
+	MaxPart int   `json:"max_partition"`
+	// Pending are the entries read by a worker and not acknowledged yet,
+	// per partition, and their sum.
+	Pending      []int64 `json:"pending"`
+	PendingTotal int64   `json:"pending_total"`
 }
 
 // identity fields of a report, shown apart from its values.
 var statIdentity = map[string]bool{
 	stat.FieldKind: true, stat.FieldID: true, stat.FieldHost: true, stat.FieldPID: true,
 	stat.FieldVersion: true, stat.FieldStarted: true, stat.FieldUptime: true, stat.FieldTime: true,
-	stat.FieldQueues: true, stat.FieldQueuesAt: true,
+	stat.FieldQueues: true, stat.FieldQueueWaiting: true, stat.FieldQueuePending: true, stat.FieldQueuesAt: true,
 }
 
 // statErrors is the ERRORS column: what went wrong for the farm, not for a
@@ -416,7 +470,7 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 		p := procView{
 			Kind: r.Kind, ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version,
 			Started: r.Started.Unix(), Uptime: int64(r.Uptime / time.Second), ReportedAt: r.Time,
-			Values: make(map[string]int64), Rates: rates.of(r),
+			Values: make(map[string]int64), Rates: rates.of(r), RecentQuantiles: rates.quantilesOf(r),
 		}
 		if r.Started.IsZero() {
 			p.Started = 0
@@ -470,11 +524,17 @@ func buildStatView(prefix string, now time.Time, rs []stat.Report, rates *rateTr
 			t.reads += p.Rates["reads_total"]
 		}
 		if len(r.Queues) > 0 && (v.Queues == nil || r.QueuesAt.After(v.Queues.At)) {
-			q := &queuesView{From: r.ID, At: r.QueuesAt, Lengths: r.Queues}
-			for i, n := range r.Queues {
-				q.Total += n
-				if n > q.Max {
-					q.Max, q.MaxPart = n, i
+			q := &queuesView{From: r.ID, At: r.QueuesAt,
+				Lengths: make([]int64, len(r.Queues)), Pending: make([]int64, len(r.Queues))}
+			for i, pq := range r.Queues {
+				q.Lengths[i], q.Pending[i] = pq.Waiting, pq.Pending
+				q.Total += pq.Waiting
+				q.PendingTotal += pq.Pending
+				if pq.AtLeast {
+					q.AtLeast = append(q.AtLeast, i)
+				}
+				if pq.Waiting > q.Max {
+					q.Max, q.MaxPart = pq.Waiting, i
 				}
 			}
 			v.Queues = q
@@ -513,8 +573,77 @@ func writeStatJSON(w io.Writer, v farmView) error {
 // statWidth is the widest line writeStatTable prints.
 const statWidth = 100
 
-// The table's columns: KIND ID HOST:PID UPTIME CONNS IN/S OUT/S BUSY ERRORS P99.
-const statRow = "%-7s %-12s %-19s %7s %7s %8s %8s %7s %7s %8s\n"
+// The table's columns: KIND ID HOST:PID UPTIME CONNS INFL IN/S OUT/S BUSY
+// ERRORS P99~ (statLegend and the command's help explain them).
+const statRow = "%-7s %-12s %-18s %6s %6s %6s %7s %7s %6s %6s %8s\n"
+
+// statLegend follows every table: what each column, the queues line and
+// the limits line mean (in full: `maple stat --help`).
+var statLegend = []string{
+	"gateway: CONNS = connections open; IN/S, OUT/S = frames from, to clients/s; BUSY = answered -10002",
+	"         ERRORS = Redis errors + bad frames; P99~ = request time (frame read to reply handed over)",
+	"worker:  INFL = frames and events read, not finished; IN/S = handled/s; P99~ = handler time;",
+	"         ERRORS = failed + dead letters + Redis errors. BUSY, ERRORS: since start",
+	"P99~:    99th percentile of the last second, an estimate inside histogram buckets; - = none seen",
+	"queues:  entries no worker has read yet (consumer-group lag); * = the longest; + = at least",
+	"limits:  clients that ran into a limit since start, by limit (docs/operations.md, Limits and abuse)",
+}
+
+// statHelp is the description of `maple stat --help`.
+const statHelp = `Every gateway and worker reports its counters to Redis every second
+(stat hashes that expire when it stops); maple stat reads them and prints
+one row per process, totals, and what waits in the partition queues.
+
+Columns:
+   KIND, ID      gateway or worker, and its id (random, or from the gateway's
+                 --id, the worker's --worker-id)
+   HOST:PID      where it runs
+   UPTIME        since the process started
+   CONNS         gateways: client connections open now (workers: -)
+   INFL          workers: frames and connection events read from the queues
+                 and not finished yet (waiting for their connection's turn or
+                 running); at most about 64 x --concurrency (gateways: -)
+   IN/S          gateways: frames read from clients per second; workers:
+                 frames and events handled per second
+   OUT/S         gateways: frames written to clients per second (replies and
+                 pushes; workers: -)
+   BUSY          gateways: frames answered -10002 since start, for any reason
+   ERRORS        since start; gateways: failed Redis calls + connections
+                 closed for a malformed frame; workers: handler errors and
+                 panics + dead letters + failed Redis calls
+   P99~          the 99th percentile over the last second (the two last
+                 reports of the process), of the request time at gateways
+                 (frame read to its reply handed to the socket: Redis both
+                 ways, queueing and the handler) and of the handler time at
+                 workers. An estimate: histograms count durations in buckets
+                 (50µs, 100µs, 250µs, 500µs, 1ms, 2.5ms ... 10s), and the
+                 percentile is interpolated inside its bucket as if the
+                 bucket's durations were spread evenly; the true value lies in
+                 that bucket. <=50µs: in the first bucket, nothing finer is
+                 known. >10s: past the last. -: nothing measured in that second
+                 (idle), or only one report seen yet. --json gives p50 and p99
+                 over the last second (recent_quantiles) and since the process
+                 started (quantiles).
+   rates (IN/S, OUT/S, totals) are over the same last second; - until two
+   reports of a process were seen.
+
+Lines under the table:
+   total     the sums of the rows; batching: frames per gateway pipeline and
+             frames handled per worker read (round trips saved)
+   limits    clients that ran into a limit since start, by limit
+             (docs/operations.md, "Limits and abuse")
+   queues    what waits in the partition streams, as the newest worker
+             report read it: entries no worker has read yet, per partition
+             (pN:count), the consumer group's lag. An entry holds what one
+             gateway round trip queued on that partition (one frame or
+             hundreds), or one timer, periodic job or operator frame. Entries
+             a worker read and acknowledged but that are not trimmed yet are
+             not counted. "read, not acked": entries a worker took and is
+             handling (or a dead worker held, until another takes them over).
+             * marks the longest queue (a hot partition: one busy connection,
+             or its worker is slow); + marks a count that is a lower bound
+             (Redis before 7.0 and miniredis keep no lag: at most 1000 are
+             counted).`
 
 // writeStatTable prints v as a table at most statWidth columns wide.
 func writeStatTable(w io.Writer, v farmView) {
@@ -524,24 +653,22 @@ func writeStatTable(w io.Writer, v farmView) {
 		fmt.Fprintf(w, "no process reports under prefix %q: is the farm running, on this Redis, with this --prefix?\n", v.Prefix)
 		return
 	}
-	fmt.Fprintf(w, statRow, "KIND", "ID", "HOST:PID", "UPTIME", "CONNS", "IN/S", "OUT/S", "BUSY", "ERRORS", "P99")
+	fmt.Fprintf(w, statRow, "KIND", "ID", "HOST:PID", "UPTIME", "CONNS", "INFL", "IN/S", "OUT/S", "BUSY", "ERRORS", "P99~")
 	for _, p := range v.Processes {
-		var conns, in, out, busy, p99 string
+		conns, infl, in, out, busy, p99 := "-", "-", "-", "-", "-", "-"
 		switch p.Kind {
 		case stat.KindGateway:
 			conns = statCount(p.Values["connections"])
 			in, out = statRate(p.Rates, "frames_in_total"), statRate(p.Rates, "frames_out_total")
 			busy = statCount(p.Values["busy_total"])
-			p99 = statSeconds(p.Quantiles, "request_duration_seconds_p99")
+			p99 = statSeconds(p.RecentQuantiles, "request_duration_seconds_p99")
 		case stat.KindWorker:
-			conns = statCount(p.Values["inflight"])
-			in, out, busy = statRate(p.Rates, "handled_total"), "-", "-"
-			p99 = statSeconds(p.Quantiles, "handler_duration_seconds_p99")
-		default:
-			conns, in, out, busy, p99 = "-", "-", "-", "-", "-"
+			infl = statCount(p.Values["inflight"])
+			in = statRate(p.Rates, "handled_total")
+			p99 = statSeconds(p.RecentQuantiles, "handler_duration_seconds_p99")
 		}
-		fmt.Fprintf(w, statRow, statClip(p.Kind, 7), statClip(p.ID, 12), statClip(p.Host+":"+strconv.Itoa(p.PID), 19),
-			statUptime(p.Uptime), conns, in, out, busy, statCount(statSum(p.Values, statErrors[p.Kind])), p99)
+		fmt.Fprintf(w, statRow, statClip(p.Kind, 7), statClip(p.ID, 12), statClip(p.Host+":"+strconv.Itoa(p.PID), 18),
+			statUptime(p.Uptime), conns, infl, in, out, busy, statCount(statSum(p.Values, statErrors[p.Kind])), p99)
 	}
 	t := v.Totals
 	known := t.RatesFrom > 0
@@ -577,15 +704,35 @@ func writeStatTable(w io.Writer, v farmView) {
 	}
 	fmt.Fprintf(w, "limits  %s\n", strings.TrimSpace(limits))
 	if q := v.Queues; q != nil {
-		longest := "all empty"
-		if q.Max > 0 {
-			longest = fmt.Sprintf("longest p%d (%s)", q.MaxPart, statCount(q.Max))
+		atLeast := make(map[int]bool, len(q.AtLeast))
+		for _, i := range q.AtLeast {
+			atLeast[i] = true
 		}
-		fmt.Fprintf(w, "queues  %d partitions, total %s, %s   from worker %s, %s ago\n",
-			len(q.Lengths), statCount(q.Total), longest, statClip(q.From, 12), statAge(v.At.Sub(q.At)))
+		plus := func(i int) string {
+			if atLeast[i] {
+				return "+"
+			}
+			return ""
+		}
+		waiting := "none waiting"
+		if q.Max > 0 {
+			total := statCount(q.Total)
+			if len(q.AtLeast) > 0 {
+				total += "+"
+			}
+			waiting = fmt.Sprintf("%s entries waiting, longest p%d (%s%s)", total, q.MaxPart, statCount(q.Max), plus(q.MaxPart))
+		}
+		head := fmt.Sprintf("queues  %d partitions: %s; %s read, not acked", len(q.Lengths), waiting, statCount(q.PendingTotal))
+		from := fmt.Sprintf("from worker %s, %s ago", statClip(q.From, 12), statAge(v.At.Sub(q.At)))
+		if utf8.RuneCountInString(head)+3+utf8.RuneCountInString(from) <= statWidth {
+			fmt.Fprintln(w, head+"   "+from)
+		} else {
+			fmt.Fprintln(w, head)
+			fmt.Fprintln(w, "        "+from)
+		}
 		line := "       "
 		for i, n := range q.Lengths {
-			cell := fmt.Sprintf(" p%d:%s", i, statCount(n))
+			cell := fmt.Sprintf(" p%d:%s%s", i, statCount(n), plus(i))
 			if n == q.Max && n > 0 {
 				cell += "*"
 			}
@@ -597,12 +744,11 @@ func writeStatTable(w io.Writer, v farmView) {
 		}
 		fmt.Fprintln(w, line)
 	} else {
-		fmt.Fprintln(w, "queues  no worker reports partition queue lengths")
+		fmt.Fprintln(w, "queues  no worker reports the partition queues")
 	}
-	fmt.Fprintln(w, "gateway: IN/S, OUT/S = frames/s; P99 = request time; ERRORS = Redis errors + bad frames")
-	fmt.Fprintln(w, "worker:  CONNS = in flight; IN/S = handled/s; P99 = handler time; ERRORS = failed + dead letters")
-	fmt.Fprintln(w, "         + Redis errors. BUSY, ERRORS: since start. Queues: entries waiting, in flight or untrimmed")
-	fmt.Fprintln(w, "limits:  clients that ran into a limit since start, by limit (docs/operations.md, Limits and abuse)")
+	for _, l := range statLegend {
+		fmt.Fprintln(w, l)
+	}
 }
 
 func statPlural(n int, s string) string {
@@ -680,16 +826,38 @@ func statSI(v float64) string {
 	return strconv.FormatFloat(v, 'f', prec, 64) + units[i]
 }
 
-// statSeconds prints a latency quantile; "-" for an empty histogram.
+// statSeconds prints a latency estimate to 3 significant digits; "-" for
+// none, "<=50µs" in the first bucket (nothing finer is known), ">10s" past
+// the last.
 func statSeconds(q map[string]float64, name string) string {
 	v, ok := q[name]
 	switch {
-	case !ok:
+	case !ok || math.IsNaN(v):
 		return "-"
 	case v > stat.Buckets[len(stat.Buckets)-1]:
 		return ">" + time.Duration(stat.Buckets[len(stat.Buckets)-1]*float64(time.Second)).String()
+	case v <= stat.Buckets[0]:
+		return "<=" + time.Duration(stat.Buckets[0]*float64(time.Second)).String()
 	}
-	return time.Duration(v * float64(time.Second)).Round(time.Microsecond).String()
+	unit, x := "s", v
+	switch {
+	case v < 0.0009995:
+		unit, x = "µs", v*1e6
+	case v < 0.9995:
+		unit, x = "ms", v*1e3
+	}
+	prec := 0
+	switch {
+	case x < 9.995:
+		prec = 2
+	case x < 99.95:
+		prec = 1
+	}
+	n := strconv.FormatFloat(x, 'f', prec, 64)
+	if strings.Contains(n, ".") {
+		n = strings.TrimRight(strings.TrimRight(n, "0"), ".")
+	}
+	return n + unit
 }
 
 // statUptime prints a duration in at most 6 characters: 45s, 2m03s, 3h04m, 5d03h.

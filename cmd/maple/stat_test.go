@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,11 +55,29 @@ func fakeReport(t *testing.T, kind, id string, at time.Time, fields map[string]s
 	return r
 }
 
+// fakeBuckets is the _buckets field of a histogram with n[le]
+// observations in the bucket of upper bound le (math.Inf(1): past the
+// last).
+func fakeBuckets(n map[float64]uint64) string {
+	var s stat.Snapshot
+	for _, le := range stat.Buckets {
+		s.Count += n[le]
+		s.Buckets = append(s.Buckets, s.Count)
+	}
+	s.Count += n[math.Inf(1)]
+	return stat.FormatBuckets(s)
+}
+
 // farmReports returns two reads of a farm of two gateways and two workers,
 // one second apart by the processes' clocks.
 func farmReports(t *testing.T) (first, second []stat.Report) {
 	t1, t2 := statT0.Add(time.Second), statT0.Add(2*time.Second)
-	gw := func(id string, at time.Time, in, out, busy, redisErrs int64) stat.Report {
+	// The gateways were slow before (1,000,000 requests in (2.5ms, 5ms]:
+	// a p99 of 5 ms since start); in the last second 12,000 took (0.5ms,
+	// 1ms] and 345 (1ms, 2.5ms]: a p99 of about 1.96 ms.
+	gwSlow := map[float64]uint64{0.005: 1_000_000}
+	gwNow := map[float64]uint64{0.005: 1_000_000, 0.001: 12_000, 0.0025: 345}
+	gw := func(id string, at time.Time, in, out, busy, redisErrs int64, lat map[float64]uint64) stat.Report {
 		return fakeReport(t, stat.KindGateway, id, at, map[string]string{
 			"connections": "15230", "frames_in_total": strconv.FormatInt(in, 10),
 			"frames_out_total": strconv.FormatInt(out, 10), "bytes_in_total": strconv.FormatInt(in*40, 10),
@@ -66,32 +85,40 @@ func farmReports(t *testing.T) (first, second []stat.Report) {
 			"redis_errors_total": strconv.FormatInt(redisErrs, 10), "bad_frames_total": "1",
 			"pipelines_total":              strconv.FormatInt(in/50, 10),
 			"request_duration_seconds_p50": "0.001", "request_duration_seconds_p99": "0.0025",
+			"request_duration_seconds_buckets": fakeBuckets(lat),
 		})
 	}
-	wk := func(id string, at time.Time, handled int64, queues string) stat.Report {
+	wk := func(id string, at time.Time, handled int64, lat map[float64]uint64, waiting, pending string) stat.Report {
 		f := map[string]string{
 			"handled_total": strconv.FormatInt(handled, 10), "failed_total": "3", "dead_letters_total": "0",
 			"redis_errors_total": "0", "inflight": "12", "partitions": "8",
 			"reads_total":                  strconv.FormatInt(handled/100, 10),
 			"handler_duration_seconds_p50": "0.0001", "handler_duration_seconds_p99": "0.00025",
+			"handler_duration_seconds_buckets": fakeBuckets(lat),
 		}
-		if queues != "" {
-			f["queues"], f["queues_at"] = queues, strconv.FormatInt(at.Add(-300*time.Millisecond).UnixMilli(), 10)
+		if waiting != "" {
+			f["queue_waiting"], f["queue_pending"] = waiting, pending
+			f["queues_at"] = strconv.FormatInt(at.Add(-300*time.Millisecond).UnixMilli(), 10)
 		}
 		return fakeReport(t, stat.KindWorker, id, at, f)
 	}
+	const none = "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"
 	first = []stat.Report{
-		gw("3f9a1c2b7d4e", t1, 1_000_000, 990_000, 10, 0),
-		gw("gateway-with-a-long-name", t1, 500_000, 500_000, 0, 2),
-		wk("a1b2c3d4e5f6", t1, 700_000, "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"),
-		wk("b7c8d9e0f1a2", t1, 790_000, "0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0"),
+		gw("3f9a1c2b7d4e", t1, 1_000_000, 990_000, 10, 0, gwSlow),
+		gw("gateway-with-a-long-name", t1, 500_000, 500_000, 0, 2, gwSlow),
+		wk("a1b2c3d4e5f6", t1, 700_000, map[float64]uint64{0.00005: 700_000}, none, none),
+		wk("b7c8d9e0f1a2", t1, 790_000, map[float64]uint64{0.00005: 790_000}, "0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0", none),
 	}
 	second = []stat.Report{
-		gw("3f9a1c2b7d4e", t2, 1_012_345, 1_002_000, 10, 0),
-		gw("gateway-with-a-long-name", t2, 506_000, 505_900, 7, 2),
-		// This worker's second report has the older queue lengths.
-		wk("a1b2c3d4e5f6", t2, 709_000, "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"),
-		wk("b7c8d9e0f1a2", t2.Add(500*time.Millisecond), 799_300, "0,2,0,0,0,0,0,0,0,0,0,4211,0,0,0,3"),
+		gw("3f9a1c2b7d4e", t2, 1_012_345, 1_002_000, 10, 0, gwNow),
+		// This one's histogram saw nothing in the last second.
+		gw("gateway-with-a-long-name", t2, 506_000, 505_900, 7, 2, gwSlow),
+		// This worker's second report has the older queues. Its handlers
+		// all took at most 50 µs.
+		wk("a1b2c3d4e5f6", t2, 709_000, map[float64]uint64{0.00005: 709_000}, none, none),
+		// 9,300 handled: 9,000 under 50 µs, 300 in (100µs, 250µs].
+		wk("b7c8d9e0f1a2", t2.Add(500*time.Millisecond), 799_300, map[float64]uint64{0.00005: 799_000, 0.00025: 300},
+			"0,2,0,0,0,0,0,0,0,0,0,4211,0,0,0,1000+", "0,1,0,0,0,0,0,0,0,0,0,12,0,0,0,0"),
 	}
 	return first, second
 }
@@ -152,6 +179,28 @@ func TestStatTable(t *testing.T) {
 	var buf bytes.Buffer
 	writeStatTable(&buf, buildStatView("maple", now, second, rt))
 	checkGolden(t, "stat_table.golden", buf.Bytes())
+	// What the golden file shows, checked apart: the table tells the truth.
+	table := buf.String()
+	for _, want := range []string{
+		// p99 over the last second, interpolated (the client measures
+		// about 2 ms), not the bucket bound since start (5 ms).
+		"2h00m  15230      -   12345   12000     10      1   1.96ms\n",
+		// A worker's in-flight envelopes are not connections.
+		"     -     12    9000       -      -      3   <=50µs\n", "     -     12    6200       -      -      3    204µs\n",
+		"KIND    ID           HOST:PID           UPTIME  CONNS   INFL    IN/S   OUT/S   BUSY ERRORS     P99~\n",
+		// The queues: entries waiting, not stream lengths; the longest
+		// marked and explained; a lower bound marked.
+		"16 partitions: 5213+ entries waiting, longest p11 (4211); 13 read, not acked",
+		" p11:4211* ", " p15:1000+\n",
+		"* = the longest", "+ = at least", "INFL = frames and events read, not finished", "an estimate",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, "5ms ") {
+		t.Errorf("table shows a bucket bound since start as p99:\n%s", table)
+	}
 
 	// Before rates: dashes. No processes: a hint.
 	buf.Reset()
@@ -195,6 +244,7 @@ type statJSON struct {
 		Uptime    int64              `json:"uptime_seconds"`
 		Values    map[string]int64   `json:"values"`
 		Quantiles map[string]float64 `json:"quantiles"`
+		Recent    map[string]float64 `json:"recent_quantiles"`
 		Rates     map[string]float64 `json:"rates"`
 	} `json:"processes"`
 	Totals struct {
@@ -209,10 +259,14 @@ type statJSON struct {
 		PerPipeline float64 `json:"frames_per_pipeline"`
 	} `json:"totals"`
 	Queues *struct {
-		From    string  `json:"from"`
-		Lengths []int64 `json:"lengths"`
-		Max     int64   `json:"max"`
-		MaxPart int     `json:"max_partition"`
+		From         string  `json:"from"`
+		Lengths      []int64 `json:"lengths"`
+		AtLeast      []int   `json:"at_least"`
+		Total        int64   `json:"total"`
+		Max          int64   `json:"max"`
+		MaxPart      int     `json:"max_partition"`
+		Pending      []int64 `json:"pending"`
+		PendingTotal int64   `json:"pending_total"`
 	} `json:"queues"`
 }
 
@@ -254,6 +308,20 @@ func TestStatJSON(t *testing.T) {
 	}
 	if q := v.Queues; q == nil || q.From != "b7c8d9e0f1a2" || len(q.Lengths) != 16 || q.Max != 4211 || q.MaxPart != 11 {
 		t.Errorf("queues = %+v, want the newest report's", v.Queues)
+	} else if q.Total != 2+4211+1000 || !slices.Equal(q.AtLeast, []int{15}) || q.PendingTotal != 13 || len(q.Pending) != 16 || q.Pending[11] != 12 {
+		t.Errorf("queues = %+v, want 5213 waiting (p15 at least 1000), 13 read and not acknowledged", q)
+	}
+	// Latency over the last second, interpolated: rank 12,221.55 of
+	// 12,345, the 221.55th of the 345 in (1ms, 2.5ms]; the gateway that
+	// measured nothing in that second has none.
+	if got, want := v.Processes[0].Recent["request_duration_seconds_p99"], 0.001+0.0015*(0.99*12345-12000)/345; math.Abs(got-want) > 1e-12 {
+		t.Errorf("gateway recent p99 = %v, want %v", got, want)
+	}
+	if r := v.Processes[1].Recent; len(r) != 0 {
+		t.Errorf("recent quantiles of a gateway that measured nothing = %v, want none", r)
+	}
+	if got := v.Processes[3].Recent["handler_duration_seconds_p50"]; got <= 0 || got > 0.00005 {
+		t.Errorf("worker recent p50 = %v, want in the first bucket", got)
 	}
 }
 
@@ -341,8 +409,18 @@ func TestStatFormats(t *testing.T) {
 		{statUptime(123), "2m03s"},
 		{statUptime(3*3600 + 4*60 + 5), "3h04m"},
 		{statUptime(5*86400 + 3*3600), "5d03h"},
-		{statSeconds(map[string]float64{"x": 0.00005}, "x"), "50µs"},
+		{statSeconds(map[string]float64{"x": 0.00005}, "x"), "<=50µs"}, // the first bucket: no finer
+		{statSeconds(map[string]float64{"x": 0.0000495}, "x"), "<=50µs"},
+		{statSeconds(map[string]float64{"x": 0.0000501}, "x"), "50.1µs"},
+		{statSeconds(map[string]float64{"x": 0.000123456}, "x"), "123µs"},
+		{statSeconds(map[string]float64{"x": 0.0009996}, "x"), "1ms"},
+		{statSeconds(map[string]float64{"x": 0.0019634}, "x"), "1.96ms"},
+		{statSeconds(map[string]float64{"x": 0.0025}, "x"), "2.5ms"},
+		{statSeconds(map[string]float64{"x": 0.0246}, "x"), "24.6ms"},
+		{statSeconds(map[string]float64{"x": 0.2461}, "x"), "246ms"},
 		{statSeconds(map[string]float64{"x": 1}, "x"), "1s"},
+		{statSeconds(map[string]float64{"x": 9.876}, "x"), "9.88s"},
+		{statSeconds(map[string]float64{"x": math.NaN()}, "x"), "-"},
 		{statSeconds(map[string]float64{"x": math.Inf(1)}, "x"), ">10s"},
 		{statSeconds(nil, "x"), "-"},
 		{statClip("abcdef", 6), "abcdef"},
