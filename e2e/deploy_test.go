@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -405,4 +406,185 @@ func TestWorkerReloadFixedIDs(t *testing.T) {
 		return true
 	})
 	stopWorkersByRegistry(t, pf)
+}
+
+// TestGatewayRollOneAtATime is the rolling restart of issue 16: clients
+// that each send one counter request at a time (demo cmd 3) while the old
+// gateway (--reuseport --drain-timeout 2s) gets SIGTERM and a new one
+// serves the same port. 32 clients follow the move push (client.Follow);
+// 8 more ignore it, as an older client would, and only redial and send
+// again when a request is answered -10003 or their connection ends. No
+// request is lost, none ran without its answer reaching the client (the
+// counter equals the answers the clients saw), none is answered twice, and
+// every client ends up on the new gateway.
+func TestGatewayRollOneAtATime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	srv := storetest.Start(t, storetest.Options{})
+	prefix := storetest.Prefix(t)
+	env := []string{"MAPLE_REDIS=" + srv.URL(), "MAPLE_PREFIX=" + prefix}
+	startProc(t, env, mapleBin, "worker", "--concurrency", "32")
+	port := storetest.FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	old := gatewayProc(t, env, port, "--reuseport", "--drain-timeout", "2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const followers, legacy, counter = 32, 8, "roll"
+
+	var (
+		mu      sync.Mutex
+		errs    []error
+		values  = map[string]int{} // counter value -> times seen in an answer
+		worst   time.Duration
+		moved   int // -10003 answers the legacy clients saw
+		redials int
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if len(errs) < 20 {
+			errs = append(errs, err)
+		}
+		mu.Unlock()
+	}
+	answered := func(r box.Box, took time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		values[string(r.Body)]++
+		worst = max(worst, took)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var conns []*client.Conn
+	for i := 0; i < followers; i++ {
+		c, err := client.Dial(ctx, addr, client.Options{Follow: &client.Follow{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				r, err := c.Request(ctx, demo.CmdCounter, []byte(counter))
+				switch {
+				case err != nil:
+					fail(errorf("follower %d: %v (no answer)", i, err))
+					return
+				case r.Ret != 0:
+					fail(errorf("follower %d: ret %d", i, r.Ret))
+					return
+				}
+				answered(r, time.Since(start))
+			}
+		})
+	}
+	for i := 0; i < legacy; i++ {
+		c, err := client.Dial(ctx, addr, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			defer func() { c.Close() }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				for {
+					r, err := c.Request(ctx, demo.CmdCounter, []byte(counter))
+					if err == nil && r.Ret == 0 {
+						answered(r, time.Since(start))
+						break
+					}
+					if err == nil && r.Ret != box.RetMoved {
+						fail(errorf("legacy client %d: ret %d", i, r.Ret))
+						return
+					}
+					// -10003, or the gateway closed with the request
+					// unanswered: it did not run; send it again elsewhere.
+					mu.Lock()
+					if err == nil {
+						moved++
+					}
+					redials++
+					mu.Unlock()
+					c.Close()
+					if c, err = client.Dial(ctx, addr, client.Options{}); err != nil {
+						fail(errorf("legacy client %d: redial: %v", i, err))
+						return
+					}
+				}
+			}
+		})
+	}
+
+	time.Sleep(time.Second)
+	gatewayProc(t, env, port, "--reuseport")
+	old.signal(syscall.SIGTERM)
+	termed := time.Now()
+	exited, err := old.wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("old gateway: exited=%v err=%v, want exit 0", exited, err)
+	}
+	t.Logf("old gateway exited %v after SIGTERM", time.Since(termed).Round(time.Millisecond))
+	time.Sleep(time.Second) // load on the new gateway alone
+	close(stop)
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ran, err := store.New(rdb, prefix).Counter(ctx, counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, dups := 0, 0
+	for v, k := range values {
+		n += k
+		if k > 1 {
+			dups++
+			t.Errorf("counter value %s answered %d times", v, k)
+		}
+	}
+	if int64(n) != ran {
+		t.Errorf("the counter ran %d times, the clients saw %d answers: %d ran without an answer reaching its client", ran, n, ran-int64(n))
+	}
+	for i, c := range conns {
+		if c.Err() != nil {
+			t.Errorf("follower %d ended: %v", i, c.Err())
+			continue
+		}
+		if c.Moves() != 1 {
+			t.Errorf("follower %d moved %d times, want 1", i, c.Moves())
+		}
+		for len(c.Pushes()) > 0 {
+			if p := <-c.Pushes(); p.SN != 0 {
+				t.Errorf("follower %d: a second answer to sn %d", i, p.SN)
+			}
+		}
+		// The old gateway is gone: an answer now comes from the new one.
+		if r, err := c.Request(ctx, demo.CmdEcho, []byte("here")); err != nil || string(r.Body) != "here" {
+			t.Errorf("follower %d after the roll: %q %v", i, r.Body, err)
+		}
+	}
+	logged, _ := os.ReadFile(old.log)
+	if strings.Contains(string(logged), "close-grace over") {
+		t.Errorf("the old gateway cut connections off:\n%s", tail(logged, 2000))
+	}
+	var resent uint64
+	for _, c := range conns {
+		resent += c.Resent()
+	}
+	t.Logf("%d answers (counter %d), %d duplicates; worst %v; followers resent %d; legacy clients: %d answered -10003, %d redials",
+		n, ran, dups, worst.Round(time.Millisecond), resent, moved, redials)
 }
