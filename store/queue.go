@@ -496,7 +496,7 @@ func (s *Store) DeadLetter(ctx context.Context, d Delivery, reason string) error
 func (s *Store) DeadLetters(ctx context.Context, p int, count int64) ([]DeadLetter, error) {
 	msgs, err := s.rdb.XRangeN(ctx, s.Keys.Dead(p), "-", "+", count).Result()
 	if err != nil {
-		return nil, fmt.Errorf("store: dead letters: %w", err)
+		return nil, fmt.Errorf("store: dead letters of partition %d: %w", p, err)
 	}
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
@@ -507,12 +507,30 @@ func (s *Store) DeadLetters(ctx context.Context, p int, count int64) ([]DeadLett
 		dl.Index, _ = strconv.Atoi(idx)
 		n, _ := m.Values["deliveries"].(string)
 		dl.Deliveries, _ = strconv.ParseInt(n, 10, 64)
-		if e, ok := m.Values["e"].(string); ok {
-			dl.Env, _ = DecodeEnvelope([]byte(e))
-		}
+		dl.Env, dl.Raw, dl.Unreadable = readDeadEnvelope(m.Values[fieldEnvelope])
 		out = append(out, dl)
 	}
 	return out, nil
+}
+
+// readDeadEnvelope decodes the envelope field of a dead letter. why says
+// why it cannot be read ("" when it can); env is then empty.
+func readDeadEnvelope(v any) (env Envelope, raw []byte, why string) {
+	e, ok := v.(string)
+	if !ok {
+		return Envelope{}, nil, "no envelope"
+	}
+	raw = []byte(e)
+	env, err := DecodeEnvelope(raw)
+	switch {
+	case err != nil:
+		return Envelope{}, raw, strings.TrimPrefix(err.Error(), "store: ")
+	case env.Kind < KindFrame || env.Kind > KindJob:
+		// A worker that could not read an envelope of a bundle stores an
+		// empty one (kind 0) in its place.
+		return Envelope{}, raw, fmt.Sprintf("bad envelope: kind %d", env.Kind)
+	}
+	return env, raw, ""
 }
 
 // DeadLetter is an entry that failed too often, kept for an operator.
@@ -524,16 +542,55 @@ type DeadLetter struct {
 	Deliveries int64
 	Reason     string
 	Env        Envelope
+	// Raw is the stored envelope, as is.
+	Raw []byte
+	// Unreadable says why the envelope cannot be read ("" when it can):
+	// an entry a worker could not decode was dead-lettered as "unreadable
+	// entry". Env is then empty, and Requeue refuses it.
+	Unreadable string
 }
 
-// Requeue puts a dead letter back on its partition's inbound stream.
+// ErrUnreadable is (wrapped by) the error of Requeue for a dead letter
+// whose envelope cannot be read (DeadLetter.Unreadable): back on its
+// queue, it would only be dead-lettered again.
+var ErrUnreadable = errors.New("store: unreadable dead letter")
+
+// requeueError is an error of Requeue that matches its sentinel errors
+// (errors.Is) without repeating their text.
+type requeueError struct {
+	msg string
+	is  []error
+}
+
+func (e *requeueError) Error() string        { return e.msg }
+func (e *requeueError) Is(target error) bool { return slices.Contains(e.is, target) }
+
+// Requeue puts dead letter id of partition p back on the partition's
+// inbound stream. It fails with ErrNotFound when there is no such dead
+// letter, and with ErrUnreadable when its envelope cannot be read.
 func (s *Store) Requeue(ctx context.Context, p int, id string) error {
-	err := scriptDeadRequeue.Run(ctx, s.rdb, []string{s.Keys.Dead(p), s.Keys.Inbound(p)}, id).Err()
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("store: requeue %s: %w", id, ErrNotFound)
+	name := strconv.Itoa(p) + "/" + id
+	msgs, err := s.rdb.XRangeN(ctx, s.Keys.Dead(p), id, id, 1).Result()
+	if err != nil {
+		return fmt.Errorf("store: requeue %s: %w", name, err)
+	}
+	if len(msgs) == 0 {
+		return &requeueError{"store: requeue " + name + ": no such dead letter", []error{ErrNotFound}}
+	}
+	switch _, _, why := readDeadEnvelope(msgs[0].Values[fieldEnvelope]); why {
+	case "":
+	case "no envelope":
+		return &requeueError{"store: requeue " + name + ": the dead letter holds no envelope", []error{ErrNotFound, ErrUnreadable}}
+	default:
+		return &requeueError{"store: requeue " + name + ": unreadable envelope (" + why + "); back on its queue it would only be dead-lettered again",
+			[]error{ErrUnreadable}}
+	}
+	err = scriptDeadRequeue.Run(ctx, s.rdb, []string{s.Keys.Dead(p), s.Keys.Inbound(p)}, id).Err()
+	if errors.Is(err, redis.Nil) { // deleted meanwhile
+		return &requeueError{"store: requeue " + name + ": no such dead letter", []error{ErrNotFound}}
 	}
 	if err != nil {
-		return fmt.Errorf("store: requeue %s: %w", id, err)
+		return fmt.Errorf("store: requeue %s: %w", name, err)
 	}
 	return nil
 }

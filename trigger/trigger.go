@@ -166,6 +166,34 @@ func (p *Publisher) WriteToWorker(ctx context.Context, cmd int32, body []byte) e
 	return p.st.QueueSystem(ctx, p.parts, cmd, body)
 }
 
+// FarmExists reports whether anything of a farm is found under prefix ("" is
+// the default): a registry of gateways or of workers, or the partition
+// count, which the first process of a farm sets and nothing deletes. A
+// tool about to write for a farm checks it first, so that a mistyped
+// --prefix does not create a partition count and queues that no process
+// will ever read. It only reads.
+func FarmExists(ctx context.Context, rdb redis.UniversalClient, prefix string) (bool, error) {
+	k := store.NewKeys(prefix)
+	keys := []string{k.Gateways(), k.Workers(), k.PartitionCount()}
+	cmds := make([]*redis.IntCmd, len(keys))
+	// One EXISTS per key: on Redis Cluster they live in different slots.
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, key := range keys {
+			cmds[i] = p.Exists(ctx, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("trigger: look for a farm under prefix %q: %w", k.Prefix, err)
+	}
+	for _, c := range cmds {
+		if c.Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // withBody sets body as text when it is valid UTF-8 JSON can carry, else
 // as base64.
 func withBody(m Message, body []byte) Message {
