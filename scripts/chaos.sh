@@ -9,15 +9,30 @@
 # only for frames in flight at a SIGKILL), mismatched, and the worst latency.
 # Needs only Go and redis-server. Exits 1 if anything was lost or mismatched.
 #
+# With GATEWAY_ROLLS=N it also rolls a gateway N times during the run, as
+# docs/operations.md ("Deploying gateways") says: a second gateway on its
+# own port, started with --reuseport --drain-timeout ROLL_DRAIN, driven by
+# ROLL_CONNS clients that each send one counter request (demo cmd 3) at a
+# time and follow the move push (client.Follow); each roll starts a new
+# gateway on the same port and SIGTERMs the old one. It prints that
+# move's sent, answered, lost, duplicated, the counter's runs no client saw
+# answered, and the worst latency (the roll clients are a small Go program
+# written to a temp module that uses this tree's client package); it exits
+# 1 if a roll lost a request.
+#
 # Environment (defaults in brackets):
 #   DURATION    seconds of load [60]
 #   WORKERS     workers running at once [3]
-#   KILL_EVERY  seconds between kills [2]
+#   KILL_EVERY  seconds between kills [2]; 0: no worker is killed
 #   CONNS DEPTH bench connections and requests in flight each [32 4]
 #   LEASE       worker --lease: how soon a killed worker's frames move [2s]
 #   OUT         output directory for logs and the bench JSON [./chaos-out]
+#   GATEWAY_ROLLS  gateway rolls during the run, evenly spaced [0]
+#   ROLL_CONNS  roll clients, one request in flight each [32]
+#   ROLL_DRAIN  the rolled gateways' --drain-timeout [2s]
 #
 #   DURATION=60 scripts/chaos.sh
+#   DURATION=30 GATEWAY_ROLLS=3 KILL_EVERY=0 scripts/chaos.sh
 set -euo pipefail
 
 DURATION=${DURATION:-60}
@@ -28,12 +43,15 @@ DEPTH=${DEPTH:-4}
 LEASE=${LEASE:-2s}
 OUT=${OUT:-./chaos-out}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
+GATEWAY_ROLLS=${GATEWAY_ROLLS:-0}
+ROLL_CONNS=${ROLL_CONNS:-32}
+ROLL_DRAIN=${ROLL_DRAIN:-2s}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/maple-chaos.XXXXXX")
-redis_pid="" gw_pid="" bench_pid=""
+redis_pid="" gw_pid="" bench_pid="" roll_pid=""
 workers=()
 
 log() { echo "chaos.sh: $*" >&2; }
@@ -53,11 +71,11 @@ wait_port() {
 
 cleanup() {
   local p
-  for p in "$bench_pid" "${workers[@]}" "$gw_pid"; do
+  for p in "$bench_pid" "$roll_pid" "${workers[@]}" "$gw_pid"; do
     [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
   done
   sleep 1
-  for p in "$bench_pid" "${workers[@]}" "$gw_pid" "$redis_pid"; do
+  for p in "$bench_pid" "$roll_pid" "${workers[@]}" "$gw_pid" "$redis_pid"; do
     [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
   done
   wait 2>/dev/null || true
@@ -69,6 +87,304 @@ trap 'exit 130' INT TERM
 log "building maple"
 (cd "$root" && go build -o "$tmp/maple" ./cmd/maple)
 maple=$tmp/maple
+
+# build_roller writes the gateway-roll clients (GATEWAY_ROLLS) to a temp
+# module that uses this tree (replace) and builds them.
+build_roller() {
+  mkdir -p "$tmp/roll"
+  cat >"$tmp/roll/main.go" <<'ROLL_GO'
+// The gateway-roll move of scripts/chaos.sh: it runs `maple gateway
+// --reuseport --drain-timeout D` on one port, drives it with clients that
+// each send one counter request (demo cmd 3) at a time and follow the
+// move push (client.Follow), and rolls the gateway (a new one on the same
+// port, then SIGTERM to the old) ROLLS times during the run. It prints
+// what the clients saw: lost (no answer), duplicated (a counter value
+// answered twice, or a second answer to a request), the counter's runs
+// that no client saw answered, and the worst latency.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/client"
+)
+
+const cmdCounter = 3 // the demo game's counter (docs/protocol.md section 3)
+
+var (
+	maple    = flag.String("maple", "maple", "the maple binary")
+	addr     = flag.String("addr", "127.0.0.1:28100", "the gateways' address")
+	conns    = flag.Int("conns", 32, "clients, one request in flight each")
+	duration = flag.Duration("duration", 60*time.Second, "length of the run")
+	rolls    = flag.Int("rolls", 1, "gateway rolls, evenly spaced over the run")
+	drain    = flag.String("drain", "2s", "the gateways' --drain-timeout")
+	out      = flag.String("out", ".", "directory for the gateways' logs")
+	counter  = flag.String("counter", "chaos-roll", "the counter's name")
+)
+
+// started are the gateways this program started, killed on SIGINT or
+// SIGTERM.
+var started struct {
+	sync.Mutex
+	list []*exec.Cmd
+}
+
+type gateway struct {
+	n    int
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func startGateway(n int) (*gateway, error) {
+	log := filepath.Join(*out, fmt.Sprintf("roll-gateway-%d.log", n))
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(*maple, "gateway", "--listen", *addr, "--reuseport", "--drain-timeout", *drain)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	started.Lock()
+	started.list = append(started.list, cmd)
+	started.Unlock()
+	g := &gateway{n: n, cmd: cmd, log: log, done: make(chan error, 1)}
+	go func() { g.done <- cmd.Wait(); f.Close() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(log)
+		if strings.Contains(string(b), "msg=listening") || strings.Contains(string(b), `"msg":"listening"`) {
+			return g, nil
+		}
+		select {
+		case err := <-g.done:
+			return nil, fmt.Errorf("gateway %d exited before listening: %v (see %s)", n, err, log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return nil, fmt.Errorf("gateway %d not listening after 15 s (see %s)", n, log)
+		}
+	}
+}
+
+type stats struct {
+	mu       sync.Mutex
+	sent     int64
+	answered int64
+	lost     int64
+	failed   int64
+	values   map[string]int
+	lat      []time.Duration
+	errs     []string
+}
+
+func (s *stats) fail(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.errs) < 10 {
+		s.errs = append(s.errs, fmt.Sprintf(format, args...))
+	}
+}
+
+func main() {
+	flag.Parse()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		started.Lock()
+		for _, cmd := range started.list {
+			_ = cmd.Process.Kill()
+		}
+		os.Exit(130)
+	}()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "roll:", err)
+		os.Exit(2)
+	}
+}
+
+func run() error {
+	gw, err := startGateway(1)
+	if err != nil {
+		return err
+	}
+	defer func() { // the last one: stopped here
+		_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-gw.done:
+		case <-time.After(20 * time.Second):
+			_ = gw.cmd.Process.Kill()
+		}
+	}()
+	ctx := context.Background()
+	st := &stats{values: make(map[string]int)}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var cs []*client.Conn
+	for i := 0; i < *conns; i++ {
+		c, err := client.Dial(ctx, *addr, client.Options{Follow: &client.Follow{}})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		cs = append(cs, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				start := time.Now()
+				r, err := c.Request(rctx, cmdCounter, []byte(*counter))
+				took := time.Since(start)
+				cancel()
+				st.mu.Lock()
+				st.sent++
+				switch {
+				case err != nil:
+					st.lost++
+				case r.Ret != 0:
+					st.answered++
+					st.failed++
+				default:
+					st.answered++
+					st.values[string(r.Body)]++
+					st.lat = append(st.lat, took)
+				}
+				st.mu.Unlock()
+				if err != nil {
+					st.fail("client %d: %v", i, err)
+					return
+				}
+				if r.Ret != 0 {
+					st.fail("client %d: ret %d", i, r.Ret)
+				}
+			}
+		}()
+	}
+
+	type rollResult struct {
+		n      int
+		took   time.Duration
+		err    error
+		cutOff int
+	}
+	var done []rollResult
+	start := time.Now()
+	for k := 1; k <= *rolls; k++ {
+		at := start.Add(*duration * time.Duration(k) / time.Duration(*rolls+1))
+		time.Sleep(time.Until(at))
+		next, err := startGateway(k + 1)
+		if err != nil {
+			close(stop)
+			wg.Wait()
+			return err
+		}
+		old := gw
+		gw = next
+		_ = old.cmd.Process.Signal(syscall.SIGTERM)
+		termed := time.Now()
+		var exitErr error
+		select {
+		case exitErr = <-old.done:
+		case <-time.After(60 * time.Second):
+			exitErr = fmt.Errorf("still running 60 s after SIGTERM")
+			_ = old.cmd.Process.Kill()
+		}
+		log, _ := os.ReadFile(old.log)
+		done = append(done, rollResult{n: old.n, took: time.Since(termed), err: exitErr,
+			cutOff: strings.Count(string(log), "close-grace over")})
+	}
+	time.Sleep(time.Until(start.Add(*duration)))
+	close(stop)
+	wg.Wait()
+
+	// One more increment: its value is the counter's runs.
+	final, err := cs[0].Request(ctx, cmdCounter, []byte(*counter))
+	if err != nil || final.Ret != 0 {
+		return fmt.Errorf("final counter request: ret %d err %v", final.Ret, err)
+	}
+	runs, _ := strconv.ParseInt(string(final.Body), 10, 64)
+	runs--
+	var dups, late int64
+	for _, k := range st.values {
+		if k > 1 {
+			dups += int64(k - 1)
+		}
+	}
+	var moves, resent uint64
+	for _, c := range cs {
+		moves += c.Moves()
+		resent += c.Resent()
+		for len(c.Pushes()) > 0 {
+			if p := <-c.Pushes(); p.SN != 0 && p.Cmd != box.CmdMove {
+				late++
+			}
+		}
+	}
+	sort.Slice(st.lat, func(i, j int) bool { return st.lat[i] < st.lat[j] })
+	pct := func(q float64) float64 {
+		if len(st.lat) == 0 {
+			return 0
+		}
+		return float64(st.lat[int(q*float64(len(st.lat)-1))]) / 1e6
+	}
+	ok := int64(0)
+	for _, k := range st.values {
+		ok += int64(k)
+	}
+	fmt.Printf("gateway rolls: %d rolls of a --reuseport gateway (--drain-timeout %s), %d clients one counter request at a time\n", len(done), *drain, *conns)
+	for _, r := range done {
+		status := "exit 0"
+		if r.err != nil {
+			status = r.err.Error()
+		}
+		fmt.Printf("  roll %d       old gateway stopped %.1f s after SIGTERM (%s), %d connections cut off\n", r.n, r.took.Seconds(), status, r.cutOff)
+	}
+	fmt.Printf("  sent        %d\n  answered    %d\n  lost        %d\n  duplicated  %d\n", st.sent, st.answered, st.lost, dups+late)
+	fmt.Printf("  unanswered runs %d (counter %d - answers %d: ran without the answer reaching a client, or twice after a worker SIGKILL)\n", runs-ok, runs, ok)
+	fmt.Printf("  moves       %d (resent %d)\n  failed      %d\n  p99         %.1f ms\n  worst       %.1f ms\n", moves, resent, st.failed, pct(0.99), pct(1))
+	for _, e := range st.errs {
+		fmt.Println("  error:", e)
+	}
+	if st.lost != 0 || st.failed != 0 {
+		os.Exit(1)
+	}
+	return nil
+}
+ROLL_GO
+  printf 'module maple-chaos-roll\n\ngo %s\n\nrequire github.com/maple-farm/maple v0.0.0\n\nreplace github.com/maple-farm/maple => %s\n' \
+    "$(sed -n 's/^go //p' "$root/go.mod")" "$root" >"$tmp/roll/go.mod"
+  cp "$root/go.sum" "$tmp/roll/go.sum"
+  (cd "$tmp/roll" && GOFLAGS="-mod=mod -buildvcs=false" go build -o "$tmp/roll/roll" .)
+}
+if [ "$GATEWAY_ROLLS" -gt 0 ]; then
+  log "building the gateway-roll clients"
+  build_roller
+fi
 
 redis_port=$(free_port)
 mkdir -p "$tmp/redis"
@@ -93,12 +409,20 @@ for _ in $(seq "$WORKERS"); do start_worker; done
 sleep 1
 
 log "load for ${DURATION}s: $CONNS conns x $DEPTH, killing a worker every ${KILL_EVERY}s"
+if [ "$GATEWAY_ROLLS" -gt 0 ]; then
+  roll_port=$(free_port)
+  log "and $GATEWAY_ROLLS gateway rolls on port $roll_port: $ROLL_CONNS clients one request at a time"
+  "$tmp/roll/roll" --maple "$maple" --addr "127.0.0.1:$roll_port" --conns "$ROLL_CONNS" --duration "${DURATION}s" \
+    --rolls "$GATEWAY_ROLLS" --drain "$ROLL_DRAIN" --out "$OUT" >"$OUT/roll.txt" 2>"$OUT/roll.log" &
+  roll_pid=$!
+fi
 "$maple" bench --addr "127.0.0.1:$gw_port" --conns "$CONNS" --depth "$DEPTH" \
   --duration "${DURATION}s" --warmup 0 --json >"$OUT/bench.json" 2>"$OUT/bench.log" &
 bench_pid=$!
 
 kills=0 terms=0 i=0
 while kill -0 "$bench_pid" 2>/dev/null; do
+  if [ "$KILL_EVERY" = 0 ]; then sleep 1; continue; fi
   sleep "$KILL_EVERY"
   kill -0 "$bench_pid" 2>/dev/null || break
   idx=$((RANDOM % ${#workers[@]}))
@@ -114,6 +438,11 @@ while kill -0 "$bench_pid" 2>/dev/null; do
 done
 wait "$bench_pid" || true
 bench_pid=""
+roll_status=0
+if [ -n "$roll_pid" ]; then
+  wait "$roll_pid" || roll_status=$?
+  roll_pid=""
+fi
 
 field() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$OUT/bench.json" | head -n 1; }
 sent=$(field sent) answered=$(field answered) lost=$(field unanswered)
@@ -128,7 +457,14 @@ printf 'chaos: %ss, %d SIGKILL + %d SIGTERM of %d workers (lease %s)\n' "$DURATI
 printf '  sent        %s\n  answered    %s\n  lost        %s\n  duplicated  %s\n' "$sent" "$answered" "$lost" "$dups"
 printf '  mismatched  %s\n  busy        %s\n  failed      %s\n  p99         %s ms\n  worst       %s ms\n' \
   "$mism" "$busy" "$failed" "$p99_ms" "$max_ms"
+if [ "$GATEWAY_ROLLS" -gt 0 ]; then
+  cat "$OUT/roll.txt"
+fi
 if [ "$lost" != 0 ] || [ "$mism" != 0 ]; then
   log "FAILED: lost or mismatched replies; logs in $OUT"
+  exit 1
+fi
+if [ "$roll_status" != 0 ]; then
+  log "FAILED: the gateway rolls lost or failed requests (exit $roll_status); logs in $OUT (roll.log, roll-gateway-*.log)"
   exit 1
 fi
