@@ -27,12 +27,18 @@
 #   CONNS DEPTH bench connections and requests in flight each [32 4]
 #   LEASE       worker --lease: how soon a killed worker's frames move [2s]
 #   OUT         output directory for logs and the bench JSON [./chaos-out]
+#   WORKER_MOVE what is done to a worker every KILL_EVERY seconds [kill]:
+#               kill   SIGKILL and SIGTERM in turn (a replacement started first)
+#               hup    SIGHUP (reload), workers serving --metrics-addr
+#               hup2   SIGHUP twice, 0.5 s apart (pkill -HUP run twice)
+#               fixed  SIGHUP of workers started with fixed --worker-id w1, w2...
 #   GATEWAY_ROLLS  gateway rolls during the run, evenly spaced [0]
 #   ROLL_CONNS  roll clients, one request in flight each [32]
 #   ROLL_DRAIN  the rolled gateways' --drain-timeout [2s]
 #
 #   DURATION=60 scripts/chaos.sh
 #   DURATION=30 GATEWAY_ROLLS=3 KILL_EVERY=0 scripts/chaos.sh
+#   for m in kill hup hup2 fixed; do DURATION=30 WORKER_MOVE=$m scripts/chaos.sh; done
 set -euo pipefail
 
 DURATION=${DURATION:-60}
@@ -43,6 +49,12 @@ DEPTH=${DEPTH:-4}
 LEASE=${LEASE:-2s}
 OUT=${OUT:-./chaos-out}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
+WORKER_MOVE=${WORKER_MOVE:-kill}
+case "$WORKER_MOVE" in kill | hup | hup2 | fixed) ;; *)
+  echo "chaos.sh: WORKER_MOVE=$WORKER_MOVE: want kill, hup, hup2 or fixed" >&2
+  exit 2
+  ;;
+esac
 GATEWAY_ROLLS=${GATEWAY_ROLLS:-0}
 ROLL_CONNS=${ROLL_CONNS:-32}
 ROLL_DRAIN=${ROLL_DRAIN:-2s}
@@ -74,6 +86,8 @@ cleanup() {
   for p in "$bench_pid" "$roll_pid" "${workers[@]}" "$gw_pid"; do
     [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
   done
+  # Workers a reload started are not our children.
+  [ -n "${maple:-}" ] && pkill -TERM -f "^$maple worker" 2>/dev/null || true
   sleep 1
   for p in "$bench_pid" "$roll_pid" "${workers[@]}" "$gw_pid" "$redis_pid"; do
     [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
@@ -402,9 +416,17 @@ wait_port "$gw_port"
 n=0
 start_worker() {
   n=$((n + 1))
-  "$maple" worker --lease "$LEASE" --concurrency 16 >"$OUT/worker-$n.log" 2>&1 &
+  local extra=()
+  case "$WORKER_MOVE" in
+  hup | hup2) extra=(--metrics-addr "127.0.0.1:$(free_port)") ;;
+  fixed) extra=(--worker-id "w$n" --metrics-addr "127.0.0.1:$(free_port)") ;;
+  esac
+  "$maple" worker --lease "$LEASE" --concurrency 16 "${extra[@]}" >"$OUT/worker-$n.log" 2>&1 &
   workers+=($!)
 }
+# live_workers lists the pids of the workers running now, reloaded ones
+# (children of an old process, re-parented) included.
+live_workers() { pgrep -f "^$maple worker" || true; }
 for _ in $(seq "$WORKERS"); do start_worker; done
 sleep 1
 
@@ -420,11 +442,23 @@ fi
   --duration "${DURATION}s" --warmup 0 --json >"$OUT/bench.json" 2>"$OUT/bench.log" &
 bench_pid=$!
 
-kills=0 terms=0 i=0
+kills=0 terms=0 hups=0 i=0
 while kill -0 "$bench_pid" 2>/dev/null; do
   if [ "$KILL_EVERY" = 0 ]; then sleep 1; continue; fi
   sleep "$KILL_EVERY"
   kill -0 "$bench_pid" 2>/dev/null || break
+  if [ "$WORKER_MOVE" != kill ]; then
+    # A reload: the worker starts its own replacement, then drains.
+    mapfile -t live < <(live_workers)
+    [ ${#live[@]} -gt 0 ] || continue
+    victim=${live[$((RANDOM % ${#live[@]}))]}
+    kill -HUP "$victim" 2>/dev/null && hups=$((hups + 1))
+    if [ "$WORKER_MOVE" = hup2 ]; then
+      sleep 0.5
+      kill -HUP "$victim" 2>/dev/null || true
+    fi
+    continue
+  fi
   idx=$((RANDOM % ${#workers[@]}))
   victim=${workers[$idx]}
   start_worker # the replacement first: the farm never has fewer workers
@@ -453,7 +487,18 @@ if [ -z "$sent" ]; then
   log "bench produced no result; see $OUT/bench.log"
   exit 1
 fi
-printf 'chaos: %ss, %d SIGKILL + %d SIGTERM of %d workers (lease %s)\n' "$DURATION" "$kills" "$terms" "$WORKERS" "$LEASE"
+if [ "$WORKER_MOVE" = kill ]; then
+  printf 'chaos: %ss, %d SIGKILL + %d SIGTERM of %d workers (lease %s)\n' "$DURATION" "$kills" "$terms" "$WORKERS" "$LEASE"
+else
+  # The last reloaded workers may still be draining: let them exit.
+  for _ in $(seq 150); do
+    mapfile -t live < <(live_workers)
+    [ "${#live[@]}" -le "$WORKERS" ] && break
+    sleep 0.1
+  done
+  printf 'chaos: %ss, move %s: %d reloads of %d workers (lease %s); %d workers at the end\n' \
+    "$DURATION" "$WORKER_MOVE" "$hups" "$WORKERS" "$LEASE" "${#live[@]}"
+fi
 printf '  sent        %s\n  answered    %s\n  lost        %s\n  duplicated  %s\n' "$sent" "$answered" "$lost" "$dups"
 printf '  mismatched  %s\n  busy        %s\n  failed      %s\n  p99         %s ms\n  worst       %s ms\n' \
   "$mism" "$busy" "$failed" "$p99_ms" "$max_ms"
@@ -462,6 +507,10 @@ if [ "$GATEWAY_ROLLS" -gt 0 ]; then
 fi
 if [ "$lost" != 0 ] || [ "$mism" != 0 ]; then
   log "FAILED: lost or mismatched replies; logs in $OUT"
+  exit 1
+fi
+if [ "$WORKER_MOVE" != kill ] && [ "${#live[@]}" != "$WORKERS" ]; then
+  log "FAILED: ${#live[@]} workers at the end, want $WORKERS (a reload orphaned or lost a process); logs in $OUT"
   exit 1
 fi
 if [ "$roll_status" != 0 ]; then

@@ -242,9 +242,11 @@ func DecodeBundle(b []byte) ([]Envelope, error) {
 
 // StandaloneEnvelope returns an envelope of a bundle encoded on its own
 // (a dead letter is stored alone): raw itself, or d's envelope encoded
-// again when raw left out what it shared with the envelope before it.
+// again when raw left out what it shared with the envelope before it. An
+// envelope that could not be decoded (Kind 0) keeps its raw bytes, for
+// the operator to see.
 func StandaloneEnvelope(raw []byte, env *Envelope) []byte {
-	if len(raw) > 0 && raw[0] == envelopeInBundle {
+	if len(raw) > 0 && raw[0] == envelopeInBundle && env.Kind != 0 {
 		return AppendEnvelope(nil, env)
 	}
 	return raw
