@@ -20,7 +20,9 @@ func TestDeadLetterUnreadable(t *testing.T) {
 		index  int
 		why    string
 	}{
-		{"envelope of a bundle", []any{"b", bundle}, 1, "bad envelope: kind 0"},
+		// Its own bytes are kept (they cannot be read without the
+		// envelope before them).
+		{"envelope of a bundle", []any{"b", bundle}, 1, "bad envelope: an envelope of a bundle, without the one before it"},
 		{"bundle", []any{"b", "\xff\xff"}, 0, "bad envelope: version"},
 		{"lone envelope", []any{"e", "x"}, 0, "bad envelope: version"},
 		{"operator frame", []any{"cmd", "nine", "body", "hi"}, 0, "bad envelope: version"},

@@ -98,7 +98,10 @@ func DecodeEnvelope(b []byte) (Envelope, error) { return decodeEnvelopeAfter(b, 
 // where they are equal, which saves allocations.
 func decodeEnvelopeAfter(b []byte, prev *Envelope) (Envelope, error) {
 	var e Envelope
-	if len(b) < 2 || (b[0] != envelopeVersion && (b[0] != envelopeInBundle || prev == nil)) {
+	if len(b) >= 2 && b[0] == envelopeInBundle && prev == nil {
+		return e, fmt.Errorf("%w: an envelope of a bundle, without the one before it", ErrBadEnvelope)
+	}
+	if len(b) < 2 || (b[0] != envelopeVersion && b[0] != envelopeInBundle) {
 		return e, fmt.Errorf("%w: version", ErrBadEnvelope)
 	}
 	e.Kind = Kind(b[1])
