@@ -40,14 +40,30 @@ func (s *Server) admit(c *conn, frame []byte) bool {
 	return false
 }
 
+// kick closes c for a worker (a login elsewhere replaced its session, or
+// a handler's CloseClient). While the gateway drains, c instead stops
+// taking work at once and the drain closes it once every frame it took
+// was answered: a client that moved and logged in again on the new
+// gateway kicks its old connection here, and its requests still in flight
+// there must not run without their answers.
+func (s *Server) kick(c *conn) {
+	if !s.draining.Load() {
+		c.peer.close()
+		return
+	}
+	c.stopped.Store(true) // the drain's next round closes it once owed nothing
+}
+
 // drain runs when the gateway is told to stop. It stops accepting (a new
 // gateway on the same port with SO_REUSEPORT gets the new players), sends
 // each connection the move push, and keeps serving for DrainTimeout. Then,
 // per connection, it stops taking work (admit), and closes the connection
 // once every frame it took was answered (owed 0); connections still owed
-// answers CloseGrace later are closed anyway, each logged and counted.
+// answers CloseGrace later are closed anyway, each logged and counted. A
+// connection kicked meanwhile (kick) is closed the same way, at once.
 func (s *Server) drain(serveErr chan error) {
 	start := time.Now()
+	s.draining.Store(true)
 	if ta, ok := s.bound.(*net.TCPAddr); ok {
 		n, err := stopAccepting(ta.Port)
 		if err != nil {
@@ -86,7 +102,7 @@ func (s *Server) drain(serveErr chan error) {
 			if closed[c] {
 				continue
 			}
-			if !stop {
+			if !stop && !c.stopped.Load() {
 				open++
 				continue
 			}

@@ -444,3 +444,62 @@ func slogTo(w *storetest.Buffer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestDrainKickWaitsForAnswers: a worker's close (a kick: the client
+// moved and logged in on the new gateway) of a connection of a draining
+// gateway stops taking its work at once, but closes it only once the
+// frames it took were answered, before the drain time is over.
+func TestDrainKickWaitsForAnswers(t *testing.T) {
+	const drainTime = 3 * time.Second
+	gw, rdb, _, stop := stoppableGateway(t, Options{DrainTimeout: drainTime})
+	nc, id := dialConn(t, gw)
+	in, end := frames(nc)
+	ctx := t.Context()
+	if _, err := nc.Write(box.Append(nil, 7, 0, 1, []byte("500"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "frame 1 queued", func() bool { return len(queuedFrames(ctx, t, gw, rdb, id)) == 1 })
+	start := time.Now()
+	go stop()
+	if m := next(t, in, 2*time.Second, "the move push"); m.Cmd != box.CmdMove {
+		t.Fatalf("got cmd %d, want the move push", m.Cmd)
+	}
+	out := gw.keys.Outbound(gw.ID())
+	kick := store.AppendOut(nil, &store.Out{Kind: store.OutClose, Conn: id})
+	if err := lpushAll(ctx, rdb, out, [][]byte{kick}); err != nil {
+		t.Fatal(err)
+	}
+	c := gw.lookup(id)
+	waitFor(t, 5*time.Second, "the kick to stop taking work", func() bool { return c.stopped.Load() })
+	if _, err := nc.Write(box.Append(nil, 7, 0, 2, []byte("1"))); err != nil {
+		t.Fatal(err)
+	}
+	if b := next(t, in, 2*time.Second, "the answer to frame 2"); b.SN != 2 || b.Ret != box.RetMoved {
+		t.Fatalf("frame 2 after the kick: sn=%d ret=%d, want RetMoved", b.SN, b.Ret)
+	}
+	select {
+	case err := <-end:
+		t.Fatalf("kicked connection closed with frame 1 owed: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := lpushAll(ctx, rdb, out, [][]byte{outWriteAt(id, box.Append(nil, 7, 0, 1, []byte("500")))}); err != nil {
+		t.Fatal(err)
+	}
+	if b := next(t, in, 5*time.Second, "the answer to frame 1"); b.SN != 1 || b.Ret != 0 {
+		t.Fatalf("answer: sn=%d ret=%d, want sn 1 ret 0", b.SN, b.Ret)
+	}
+	select {
+	case err := <-end:
+		if !isClosedErr(err) {
+			t.Fatalf("connection ended with %v", err)
+		}
+		if d := time.Since(start); d >= drainTime {
+			t.Errorf("kicked connection closed %v after the stop: at the drain time (%v), not once answered", d, drainTime)
+		}
+	case <-time.After(drainTime):
+		t.Fatal("kicked connection not closed once answered")
+	}
+	if n := len(queuedFrames(ctx, t, gw, rdb, id)); n != 1 {
+		t.Errorf("%d frames queued, want 1", n)
+	}
+}

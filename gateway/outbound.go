@@ -175,7 +175,7 @@ func (s *Server) deliver(w *connWrites, raw []byte) {
 		}
 	case store.OutClose:
 		w.flushConn(c)
-		c.peer.close()
+		s.kick(c) // drain.go: while draining, once its frames are answered
 	case store.OutBind:
 		s.setUID(c, m.UID)
 	case store.OutUnbind:

@@ -279,6 +279,8 @@ type Server struct {
 	bound net.Addr
 
 	wsAddr net.Addr // the WebSocket listener's, if any (ws.go)
+
+	draining atomic.Bool // the drain has begun (drain.go)
 }
 
 // New checks opts and returns a gateway; Run starts it.
