@@ -31,14 +31,17 @@
 //
 // With Options.Follow set, a Conn follows the move by itself: on the move
 // push it holds new Requests, waits for a quiet moment (no Request waiting
-// for a reply on the old connection, or Follow.Wait), dials a new TCP
-// connection (the new gateway on the same port gets it), runs
-// Follow.OnMove on it (log in again there), and sends the held Requests
-// on it. Requests answered box.RetMoved, and Requests the old gateway
-// closed unanswered, are sent again on the new connection, so Request
-// returns their real answers. Without Follow nothing changes: the move
-// push arrives on Pushes, RetMoved answers are returned as they are, and
-// the Conn ends when the gateway closes it.
+// for a reply on the old connection, or Follow.Wait), closes the old
+// connection if it is quiet, dials a new TCP connection (the new gateway
+// on the same port gets it), runs Follow.OnMove on it (log in again
+// there), and sends the held Requests on it. Requests still waiting on
+// the old connection get their replies there; Requests answered
+// box.RetMoved, and Requests the old gateway closed unanswered, are sent
+// again on the new connection, so Request returns their real answers. A
+// connection that ends without the move push ends the Conn as before
+// (its unanswered Requests may have run). Without Follow nothing changes:
+// the move push arrives on Pushes, RetMoved answers are returned as they
+// are, and the Conn ends when the gateway closes it.
 package client
 
 import (
@@ -561,6 +564,14 @@ func (c *Conn) runMove(m *move) {
 	case <-c.done:
 	}
 	timer.Stop()
+	// A quiet old connection has no more use: close it first, so that
+	// the old gateway hands its close to the workers (the user's session
+	// is unbound) before OnMove logs in again.
+	c.mu.Lock()
+	if m.from.waiting == 0 {
+		m.from.nc.Close()
+	}
+	c.mu.Unlock()
 	timeout := f.Timeout
 	if timeout <= 0 {
 		timeout = DefaultFollowTimeout
