@@ -1,9 +1,11 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"strconv"
+	"strings"
 )
 
 // DefaultPrefix starts every key and channel name of a farm.
@@ -155,11 +157,19 @@ const MaxNameLen = 128
 // ErrNameTooLong reports a name over MaxNameLen.
 var ErrNameTooLong = fmt.Errorf("store: name longer than %d bytes", MaxNameLen)
 
-// CheckName returns an error naming what (like "user id") if name is
-// longer than MaxNameLen.
+// ErrNameBraces reports a name with a brace. A name sits inside its key's
+// hash tag ("{u:<uid>}"): a brace in it would end the tag early and move
+// the key to another name's slot ("x}{evil" would land in user x's).
+var ErrNameBraces = errors.New("store: name with { or }")
+
+// CheckName returns an error naming what (like "user id") if name cannot
+// go into a key: longer than MaxNameLen, or with a brace.
 func CheckName(what, name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("%w: %s of %d bytes", ErrNameTooLong, what, len(name))
+	}
+	if strings.ContainsAny(name, "{}") {
+		return fmt.Errorf("%w: %s %q", ErrNameBraces, what, name)
 	}
 	return nil
 }

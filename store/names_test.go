@@ -56,6 +56,15 @@ func TestLongNamesRefused(t *testing.T) {
 			t.Errorf("%s: error %q does not say how long the name was", name, err)
 		}
 	}
+	// A brace would end the key's hash tag early and move the key to
+	// another name's slot: "x}{evil" would land in user x's.
+	for _, bad := range []string{"x}{evil", "{a}", "a}"} {
+		for name, call := range calls {
+			if err := call(bad); !errors.Is(err, ErrNameBraces) || !strings.Contains(err.Error(), bad) {
+				t.Errorf("%s(%q): err %v, want ErrNameBraces naming it", name, bad, err)
+			}
+		}
+	}
 	if keys := m.Keys(); len(keys) != 0 {
 		t.Errorf("refused calls wrote keys %q", keys)
 	}
