@@ -28,7 +28,7 @@
 // sends what it held; requests answered Ret.MOVED or left unanswered by
 // the stopping gateway are sent again on the new connection, so they
 // resolve with their real replies. It emits 'move' ({ reason: 'push' |
-// 'moved' | 'closed' }) when a move starts.
+// 'moved' }: the move push, or a Ret.MOVED answer) when a move starts.
 
 /** The first field of every frame. */
 export const MAGIC = 0x7978aecf;
@@ -370,12 +370,15 @@ export class Client {
     }
   }
 
-  _failPending(err) {
-    for (const job of this._pending.values()) {
+  // Rejects the requests waiting for a reply on ws (all of them if ws is
+  // not given); those on a socket moved away from still wait there.
+  _failPending(err, ws) {
+    for (const [sn, job] of this._pending) {
+      if (ws !== undefined && job.ws !== ws) continue;
       clearTimeout(job.timer);
       job.reject(new MapleError(err.message, { code: err.code, cmd: job.cmd }));
+      this._pending.delete(sn);
     }
-    this._pending.clear();
   }
 
   _dial() {
@@ -570,7 +573,7 @@ export class Client {
       this._dial();
       return;
     }
-    this._failPending(new MapleError('maple: connection lost', { code: 'disconnected' }));
+    this._failPending(new MapleError('maple: connection lost', { code: 'disconnected' }), ws);
     this._emit('close', { code: ev && ev.code, reason: ev && ev.reason });
     this._scheduleRetry();
   }

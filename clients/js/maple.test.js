@@ -428,3 +428,33 @@ test('followMoves false: the move push is a push and Ret.MOVED a reply', async (
   assert.deepEqual(pushes, [CMD_MOVE]);
   assert.equal(FakeSocket.all.length, 1);
 });
+
+test('a login refused during a move is retried; requests owed on the old connection still resolve', async (t) => {
+  FakeSocket.reset();
+  let opens = 0;
+  const c = new Client('ws://x/ws', {
+    ...fast,
+    moveWait: 10,
+    onOpen: async () => {
+      if (++opens === 2) throw new Error('login refused: the old session is still bound');
+    },
+  });
+  t.after(() => c.close());
+  c.on('error', () => {});
+  FakeSocket.handler = (ws, f) => ws.reply(f, 'new ' + f.text());
+  await c.connect();
+  const old = FakeSocket.last();
+  const held = [];
+  old.onsend = (f) => held.push(f);
+  const slow = c.request(7, 'slow', { timeout: 5000 });
+  await until(() => held.length === 1, 'the slow request sent');
+  let moved = false;
+  c.on('move', () => (moved = true));
+  old.deliver(encode({ cmd: CMD_MOVE }));
+  await until(() => moved, 'the move push read');
+  const after = c.request(1, 'after', { timeout: 5000 });
+  assert.equal((await after).text(), 'new after');
+  assert.equal(opens, 3, 'the refused login was retried on a new connection');
+  old.reply(held[0], 'late');
+  assert.equal((await slow).text(), 'late');
+});
