@@ -46,6 +46,7 @@ func newApp() *cli.App {
 			gatewayCommand(),
 			workerCommand(),
 			clientCommand(),
+			loginTokenCommand(),
 			triggerCommand(),
 			deadCommand(),
 			statCommand(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -80,6 +81,8 @@ func workerFlags() []cli.Flag {
 			Usage: "worker name, a label: each process adds a random suffix to it, so a reload or a second process with the same name never shares its leases (default: random)"},
 		&cli.DurationFlag{Name: "gateway-timeout", Value: worker.DefaultGatewayTimeout, EnvVars: []string{"MAPLE_GATEWAY_TIMEOUT"},
 			Usage: "a gateway silent this long is dead: its players' sessions are removed"},
+		&cli.StringFlag{Name: "login-secret", EnvVars: []string{"MAPLE_LOGIN_SECRET"},
+			Usage: "the demo's cmd 2 takes login tokens signed with this secret (worker.SignLogin, maple login-token) instead of a bare user id; empty: open logins"},
 		&cli.StringFlag{Name: "login-mode", Value: string(store.Kick), EnvVars: []string{"MAPLE_LOGIN_MODE"},
 			Usage: "a second login of a user: kick (close the older connection) or refuse"},
 		&cli.Int64Flag{Name: "max-held-bytes", Value: worker.DefaultMaxHeldBytes, EnvVars: []string{"MAPLE_MAX_HELD_BYTES"},
@@ -183,7 +186,7 @@ func workerCommand() *cli.Command {
 			}
 			o := workerOptions(c, ro)
 			o.Logger = log
-			w, err := worker.New(farmApp(), o)
+			w, err := worker.New(farmApp(c, log), o)
 			if err != nil {
 				return err
 			}
@@ -237,7 +240,7 @@ func devCommand() *cli.Command {
 			}
 			wo := workerOptions(c, ro)
 			wo.Logger = log
-			w, err := worker.New(farmApp(), wo)
+			w, err := worker.New(farmApp(c, log), wo)
 			if err != nil {
 				return err
 			}
@@ -378,9 +381,16 @@ func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
 
 // farmApp is the app `maple worker` and `maple dev` run: the demo game
 // (PROTOCOL.md section 3, cmd 1-8) and tic-tac-toe (cmd 100 and up,
-// docs/tictactoe.md).
-func farmApp() *worker.App {
-	app := demo.New()
+// docs/tictactoe.md). With --login-secret, cmd 2 takes signed login
+// tokens; without, it says at start that anyone can log in as anyone.
+func farmApp(c *cli.Context, log *slog.Logger) *worker.App {
+	secret := c.String("login-secret")
+	if secret == "" {
+		log.Warn("open logins: cmd 2 binds any user id a client sends, without a credential (set --login-secret for signed login tokens)")
+	} else {
+		log.Info("signed logins: cmd 2 takes login tokens signed with --login-secret")
+	}
+	app := demo.NewWith(demo.Options{LoginSecret: []byte(secret)})
 	tictactoe.Register(app, tictactoe.Options{})
 	return app
 }

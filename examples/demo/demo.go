@@ -27,11 +27,33 @@ const (
 // MaxSleep is the longest cmd 7 sleeps.
 const MaxSleep = 10 * time.Second
 
-// New returns the demo app.
-func New() *worker.App {
+// Options configure the demo app.
+type Options struct {
+	// LoginSecret, if set, makes cmd 2 take a signed login token
+	// (worker.SignLogin) instead of a bare user id: a client logs in only
+	// as the user its account service vouched for. Without it anyone can
+	// log in as anyone, which is what the protocol's demo says.
+	LoginSecret []byte
+}
+
+// New returns the demo app, with open logins (PROTOCOL.md section 3).
+func New() *worker.App { return NewWith(Options{}) }
+
+// NewWith returns the demo app configured by o.
+func NewWith(o Options) *worker.App {
 	app := worker.NewApp()
 	app.Route(CmdEcho, echo)
-	app.Route(CmdLogin, login)
+	if len(o.LoginSecret) > 0 {
+		secret := o.LoginSecret
+		app.Route(CmdLogin, func(ctx context.Context, r *worker.Request) error {
+			if err := r.LoginWithToken(ctx, secret, string(r.Box.Body)); err != nil {
+				return err
+			}
+			return r.Reply(nil)
+		})
+	} else {
+		app.Route(CmdLogin, login)
+	}
 	app.Route(CmdCounter, counter)
 	app.Route(CmdWhoami, whoami)
 
