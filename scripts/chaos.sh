@@ -370,7 +370,7 @@ func run() error {
 	for _, k := range st.values {
 		ok += int64(k)
 	}
-	fmt.Printf("gateway rolls: %d rolls of a --reuseport gateway (--drain-timeout %s), %d clients one counter request at a time\n", len(done), *drain, *conns)
+	fmt.Printf("gateway rolls: %d of a --reuseport gateway (--drain-timeout %s), %d clients one counter request at a time\n", len(done), *drain, *conns)
 	for _, r := range done {
 		status := "exit 0"
 		if r.err != nil {
@@ -430,7 +430,9 @@ live_workers() { pgrep -f "^$maple worker" || true; }
 for _ in $(seq "$WORKERS"); do start_worker; done
 sleep 1
 
-log "load for ${DURATION}s: $CONNS conns x $DEPTH, killing a worker every ${KILL_EVERY}s"
+kill_what="killing a worker every ${KILL_EVERY}s"
+[ "$KILL_EVERY" = 0 ] && kill_what="no worker killed"
+log "load for ${DURATION}s: $CONNS conns x $DEPTH, $kill_what"
 if [ "$GATEWAY_ROLLS" -gt 0 ]; then
   roll_port=$(free_port)
   log "and $GATEWAY_ROLLS gateway rolls on port $roll_port: $ROLL_CONNS clients one request at a time"
