@@ -209,7 +209,6 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 				s.limit.Warn("queue bound", "frames queued and not finished at --queue-bound: frame answered -10002",
 					"conn", it.c.id, "queued", p.queued, "bound", s.opts.QueueBound)
 				it.c.inflight.Add(-1)
-				it.c.inflight.Add(-1)
 				it.c.owed.Add(-1)
 				it.c.peer.send(busyAnswer(it.cmd, it.sn))
 			}

@@ -35,6 +35,9 @@ func Gateway(s *gateway.Stats) stat.SampleFunc {
 				{Name: "frame_timeouts_total", Value: s.FrameTimeouts.Load(), Help: "Clients closed for a frame not complete within --frame-timeout."},
 				{Name: "partial_shed_total", Value: s.PartialShed.Load(), Help: "Clients closed because partial frames passed --partial-budget (the oldest first)."},
 				{Name: "oversize_out_total", Value: s.OversizeOut.Load(), Help: "Pushes and triggers not sent: larger than --max-frame."},
+				{Name: "moves_sent_total", Value: s.MovesSent.Load(), Help: "Connections told to move (cmd -1 push) by a draining gateway."},
+				{Name: "drain_refused_total", Value: s.DrainRefused.Load(), Help: "Frames answered -10003 (not run, reconnect): sent after a draining gateway stopped taking their connection's work."},
+				{Name: "drain_cut_off_total", Value: s.DrainCutOff.Load(), Help: "Connections a draining gateway closed with answers still owed when --close-grace ran out."},
 			},
 			Dists: []stat.Dist{
 				{Name: "request_duration_seconds", Snapshot: s.Latency.Snapshot(),
