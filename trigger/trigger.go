@@ -14,7 +14,9 @@ package trigger
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,9 +53,34 @@ type Message struct {
 // ErrMalformed is wrapped by every Parse error.
 var ErrMalformed = errors.New("trigger: malformed message")
 
-// Parse decodes and checks a message; the error says what is wrong.
+// Bounds of a trigger. Whoever may PUBLISH on the trigger channel may act
+// on every player (docs/security.md), and every gateway decodes every
+// message whole before it acts: Parse refuses a message past these before
+// any gateway acts on it, and Publish before it is sent.
+const (
+	// MaxMessage is the longest message Parse decodes, in bytes (8 MiB).
+	// It also bounds the body; the gateway refuses a frame larger than
+	// its --max-frame (1 MiB by default) in any case. A longer message
+	// would not reach the gateways anyway with Redis's default limit of a
+	// subscriber's output buffer (8 MiB for 60 s, 32 MiB at once: the
+	// subscription is cut).
+	MaxMessage = 8 << 20
+	// MaxUIDs is the most user ids one write_to_users or close_users
+	// names; each is at most store.MaxNameLen (128) bytes. Send several
+	// messages for more users.
+	MaxUIDs = 10000
+)
+
+// Parse decodes and checks a message; the error says what is wrong. A
+// message is refused if it is longer than MaxMessage, has an unknown op,
+// lacks what its op needs, names more than MaxUIDs users, or an empty
+// user id, or a user id or group name that cannot be a name of the farm
+// (store.CheckName: over store.MaxNameLen bytes, or with a brace).
 func Parse(data []byte) (Message, []byte, error) {
 	var m Message
+	if len(data) > MaxMessage {
+		return m, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(data), MaxMessage)
+	}
 	if err := json.Unmarshal(data, &m); err != nil {
 		return m, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
@@ -70,17 +97,20 @@ func Parse(data []byte) (Message, []byte, error) {
 	}
 	switch m.Op {
 	case OpWriteToUsers:
-		if len(m.UIDs) == 0 {
-			return m, nil, fmt.Errorf("%w: %s needs uids", ErrMalformed, m.Op)
+		if err := checkUIDs(m); err != nil {
+			return m, nil, err
 		}
 	case OpCloseUsers:
-		if len(m.UIDs) == 0 {
-			return m, nil, fmt.Errorf("%w: %s needs uids", ErrMalformed, m.Op)
+		if err := checkUIDs(m); err != nil {
+			return m, nil, err
 		}
 		return m, nil, nil
 	case OpWriteToGroup:
 		if m.Group == "" {
 			return m, nil, fmt.Errorf("%w: %s needs group", ErrMalformed, m.Op)
+		}
+		if err := store.CheckName("group name", m.Group); err != nil {
+			return m, nil, fmt.Errorf("%w: group: %v", ErrMalformed, err)
 		}
 	case OpBroadcast, OpWriteToWorker:
 	case "":
@@ -92,6 +122,25 @@ func Parse(data []byte) (Message, []byte, error) {
 		return m, nil, fmt.Errorf("%w: %s needs a non-zero cmd", ErrMalformed, m.Op)
 	}
 	return m, body, nil
+}
+
+// checkUIDs checks the user ids of write_to_users and close_users.
+func checkUIDs(m Message) error {
+	switch {
+	case len(m.UIDs) == 0:
+		return fmt.Errorf("%w: %s needs uids", ErrMalformed, m.Op)
+	case len(m.UIDs) > MaxUIDs:
+		return fmt.Errorf("%w: %s names %d uids, more than %d", ErrMalformed, m.Op, len(m.UIDs), MaxUIDs)
+	}
+	for i, uid := range m.UIDs {
+		if uid == "" {
+			return fmt.Errorf("%w: uids[%d] is empty", ErrMalformed, i)
+		}
+		if err := store.CheckName("user id", uid); err != nil {
+			return fmt.Errorf("%w: uids[%d]: %v", ErrMalformed, i, err)
+		}
+	}
+	return nil
 }
 
 // Publisher sends triggers from Go.
@@ -164,6 +213,26 @@ func (p *Publisher) WriteToWorker(ctx context.Context, cmd int32, body []byte) e
 		p.parts = n
 	}
 	return p.st.QueueSystem(ctx, p.parts, cmd, body)
+}
+
+// WriteToWorkerViaGateways queues a frame for the workers through the
+// gateways: it publishes a write_to_worker trigger, which every gateway
+// receives and one of them queues (the redis-cli way, docs/protocol.md
+// section 4). It needs nothing but PUBLISH on the trigger channel, where
+// WriteToWorker needs the farm's keys: an operator's Redis user may be
+// allowed only that (docs/security.md). It returns how many gateways
+// received the message: with none, nothing was queued. Unlike
+// WriteToWorker it is at most once (pub/sub; a gateway that fails between
+// taking the message and queueing it loses it). Each call carries a
+// random id, so that two identical calls within a few seconds are two
+// frames, not one.
+func (p *Publisher) WriteToWorkerViaGateways(ctx context.Context, cmd int32, body []byte) (int64, error) {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return 0, err
+	}
+	m := withBody(Message{Op: OpWriteToWorker, Cmd: cmd, ID: hex.EncodeToString(id[:])}, body)
+	return p.Publish(ctx, m)
 }
 
 // FarmExists reports whether anything of a farm is found under prefix ("" is
