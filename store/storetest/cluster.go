@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -27,6 +28,9 @@ type Cluster struct {
 	// Addrs are the seed addresses of every node (masters and replicas,
 	// dead ones included), in start order.
 	Addrs []string
+	// Certs are the nodes' certificates when the cluster speaks TLS
+	// (StartClusterOptions with Options.TLS), else nil.
+	Certs *Certs
 
 	tb    testing.TB
 	mu    sync.Mutex
@@ -44,18 +48,34 @@ const clusterNodeTimeout = 1000 * time.Millisecond
 // ports of outgoing connections or of listeners on port 0.
 func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 	tb.Helper()
+	return StartClusterOptions(tb, masters, replicasPerMaster, Options{})
+}
+
+// StartClusterOptions is StartCluster with options for every node. With
+// opts.TLS the nodes speak only TLS, to clients and to each other
+// (tls-cluster yes: the cluster bus and CLUSTER SLOTS use the TLS ports;
+// tls-replication yes), all with the same certificates.
+func StartClusterOptions(tb testing.TB, masters, replicasPerMaster int, opts Options) *Cluster {
+	tb.Helper()
 	if masters < 3 {
 		tb.Fatalf("storetest: a Redis Cluster needs at least 3 masters, not %d", masters)
 	}
+	opts = opts.withTLS(tb)
+	if opts.TLS {
+		opts.Args = append(append([]string{}, opts.Args...), "--tls-cluster", "yes")
+	}
 	cli := cliBinary(tb)
-	c := &Cluster{tb: tb, nodes: map[string]*Server{}}
+	c := &Cluster{tb: tb, nodes: map[string]*Server{}, Certs: opts.Certs}
 	n := masters * (1 + replicasPerMaster)
 	for i := 0; i < n; i++ {
-		s := startClusterNode(tb)
+		s := startClusterNode(tb, opts)
 		c.nodes[s.Addr] = s
 		c.Addrs = append(c.Addrs, s.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	if c.Certs != nil {
+		args = append(c.Certs.cliArgs(), args...)
+	}
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicasPerMaster), "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -70,15 +90,19 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 }
 
 // startClusterNode runs one cluster-enabled redis-server.
-func startClusterNode(tb testing.TB) *Server {
+func startClusterNode(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	s := &Server{Dir: tb.TempDir(), tb: tb}
+	s := &Server{Dir: tb.TempDir(), tb: tb, Certs: opts.Certs, clientAuth: opts.ClientAuth}
 	s.args = []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.Dir, "--daemonize", "no", "--logfile", "redis.log",
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 		"--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout.Milliseconds())),
 		// Replicas sync at once instead of waiting 5 s for more replicas.
 		"--repl-diskless-sync-delay", "0"}
+	if opts.AOF {
+		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
+	}
+	s.args = append(s.args, opts.Args...)
 	var err error
 	for try := 0; try < 10; try++ {
 		s.Port = clusterPort(tb)
@@ -124,8 +148,21 @@ func cliBinary(tb testing.TB) string {
 }
 
 // URL returns the farm's --redis setting for the cluster:
-// redis-cluster://host:port,host:port,...
-func (c *Cluster) URL() string { return "redis-cluster://" + strings.Join(c.Addrs, ",") }
+// redis-cluster://host:port,host:port,... (rediss-cluster:// with TLS).
+func (c *Cluster) URL() string {
+	if c.Certs != nil {
+		return "rediss-cluster://" + strings.Join(c.Addrs, ",")
+	}
+	return "redis-cluster://" + strings.Join(c.Addrs, ",")
+}
+
+// tlsConfig is the harness's client TLS configuration (nil: plaintext).
+func (c *Cluster) tlsConfig() *tls.Config {
+	if c.Certs == nil {
+		return nil
+	}
+	return c.Certs.ClientConfig()
+}
 
 // Node returns the process listening on addr.
 func (c *Cluster) Node(addr string) *Server {
@@ -150,7 +187,7 @@ func (c *Cluster) live() []string {
 // Client returns a client of the single node at addr, closed when the test
 // ends (for DBSIZE, SCAN, INFO on that node).
 func (c *Cluster) Client(addr string) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, TLSConfig: c.tlsConfig()})
 	c.tb.Cleanup(func() { rdb.Close() })
 	return rdb
 }
@@ -167,7 +204,7 @@ type Shard struct {
 func (c *Cluster) Shards() ([]Shard, error) {
 	var last error
 	for _, a := range c.live() {
-		sh, err := shardsFrom(a)
+		sh, err := shardsFrom(a, c.tlsConfig())
 		if err == nil {
 			return sh, nil
 		}
@@ -176,8 +213,8 @@ func (c *Cluster) Shards() ([]Shard, error) {
 	return nil, fmt.Errorf("no live node answers CLUSTER SLOTS: %v", last)
 }
 
-func shardsFrom(addr string) ([]Shard, error) {
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+func shardsFrom(addr string, tc *tls.Config) ([]Shard, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: tc})
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -272,7 +309,7 @@ func (c *Cluster) unhealthy() string {
 	defer cancel()
 	var first []Shard
 	for i, a := range live {
-		rdb := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, DialTimeout: time.Second})
+		rdb := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: c.tlsConfig()})
 		info, err := rdb.ClusterInfo(ctx).Result()
 		if err == nil && !strings.Contains(info, "cluster_state:ok") {
 			err = fmt.Errorf("cluster_state not ok")
@@ -288,7 +325,7 @@ func (c *Cluster) unhealthy() string {
 		if strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
 			return fmt.Sprintf("replica %s: link to master down", a)
 		}
-		sh, err := shardsFrom(a)
+		sh, err := shardsFrom(a, c.tlsConfig())
 		if err != nil {
 			return fmt.Sprintf("node %s: cluster slots: %v", a, err)
 		}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,9 +29,13 @@ type Sentinel struct {
 	Servers []*Server
 	// Addrs are the sentinels' addresses.
 	Addrs []string
+	// Certs are the certificates of every server and Sentinel when they
+	// speak TLS (StartSentinelOptions with Options.TLS), else nil.
+	Certs *Certs
 
-	tb        testing.TB
-	sentinels []*sentinelProc
+	tb         testing.TB
+	clientAuth string
+	sentinels  []*sentinelProc
 }
 
 type sentinelProc struct {
@@ -44,12 +49,26 @@ type sentinelProc struct {
 // knows the master, its replicas and the other Sentinels.
 func StartSentinel(tb testing.TB, replicas int) *Sentinel {
 	tb.Helper()
-	st := &Sentinel{tb: tb}
-	args := []string{"--repl-diskless-sync-delay", "0"}
-	master := Start(tb, Options{Args: args})
+	return StartSentinelOptions(tb, replicas, Options{})
+}
+
+// StartSentinelOptions is StartSentinel with options for the data nodes.
+// With opts.TLS the servers and the Sentinels all speak only TLS, with the
+// same certificates: clients, replicas (tls-replication yes) and the
+// Sentinels (tls-replication yes in their config: toward the servers and
+// each other) connect over TLS.
+func StartSentinelOptions(tb testing.TB, replicas int, opts Options) *Sentinel {
+	tb.Helper()
+	opts = opts.withTLS(tb)
+	st := &Sentinel{tb: tb, Certs: opts.Certs, clientAuth: opts.ClientAuth}
+	args := append([]string{"--repl-diskless-sync-delay", "0"}, opts.Args...)
+	o := opts
+	o.Args = args
+	master := Start(tb, o)
 	st.Servers = append(st.Servers, master)
 	for i := 0; i < replicas; i++ {
-		r := Start(tb, Options{Args: append(args, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))})
+		o.Args = append(append([]string{}, args...), "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+		r := Start(tb, o)
 		st.Servers = append(st.Servers, r)
 	}
 	for i := 0; i < 3; i++ {
@@ -70,17 +89,20 @@ func (st *Sentinel) startSentinel(masterPort int) *sentinelProc {
 	var lastErr error
 	for try := 0; try < 5; try++ {
 		port := freePort(tb)
-		conf := strings.Join([]string{
-			"port " + strconv.Itoa(port),
+		listen := []string{"port " + strconv.Itoa(port)}
+		if st.Certs != nil {
+			listen = st.Certs.confLines(strconv.Itoa(port), st.clientAuth)
+		}
+		conf := strings.Join(append(listen,
 			"bind 127.0.0.1",
 			"daemonize no",
 			"logfile sentinel.log",
-			"dir " + dir,
+			"dir "+dir,
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", SentinelMaster, masterPort),
-			"sentinel down-after-milliseconds " + SentinelMaster + " 1000",
-			"sentinel failover-timeout " + SentinelMaster + " 5000",
-			"sentinel parallel-syncs " + SentinelMaster + " 1",
-		}, "\n") + "\n"
+			"sentinel down-after-milliseconds "+SentinelMaster+" 1000",
+			"sentinel failover-timeout "+SentinelMaster+" 5000",
+			"sentinel parallel-syncs "+SentinelMaster+" 1",
+		), "\n") + "\n"
 		path := filepath.Join(dir, "sentinel.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			tb.Fatal(err)
@@ -93,7 +115,7 @@ func (st *Sentinel) startSentinel(masterPort int) *sentinelProc {
 		}
 		p := &sentinelProc{addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, cmd: cmd}
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if ping(p.addr) {
+			if pingTLS(p.addr, st.tlsConfig()) {
 				return p
 			}
 		}
@@ -128,9 +150,22 @@ func (st *Sentinel) stopSentinels() {
 }
 
 // URL returns the farm's --redis setting:
-// redis-sentinel://host:port,host:port,host:port/mymaster.
+// redis-sentinel://host:port,host:port,host:port/mymaster
+// (rediss-sentinel:// with TLS).
 func (st *Sentinel) URL() string {
-	return "redis-sentinel://" + strings.Join(st.Addrs, ",") + "/" + SentinelMaster
+	scheme := "redis-sentinel://"
+	if st.Certs != nil {
+		scheme = "rediss-sentinel://"
+	}
+	return scheme + strings.Join(st.Addrs, ",") + "/" + SentinelMaster
+}
+
+// tlsConfig is the harness's client TLS configuration (nil: plaintext).
+func (st *Sentinel) tlsConfig() *tls.Config {
+	if st.Certs == nil {
+		return nil
+	}
+	return st.Certs.ClientConfig()
 }
 
 // MasterAddr returns the master's address as the first answering Sentinel
@@ -138,7 +173,7 @@ func (st *Sentinel) URL() string {
 func (st *Sentinel) MasterAddr() string {
 	st.tb.Helper()
 	for _, a := range st.Addrs {
-		if m, err := sentinelMaster(a); err == nil {
+		if m, err := sentinelMaster(a, st.tlsConfig()); err == nil {
 			return m
 		}
 	}
@@ -146,8 +181,8 @@ func (st *Sentinel) MasterAddr() string {
 	return ""
 }
 
-func sentinelMaster(addr string) (string, error) {
-	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+func sentinelMaster(addr string, tc *tls.Config) (string, error) {
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: tc})
 	defer sc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -202,7 +237,7 @@ func (st *Sentinel) WaitHealthy(timeout time.Duration, want string) error {
 func (st *Sentinel) WaitFailover(timeout time.Duration, old string) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		m, err := sentinelMaster(st.Addrs[0])
+		m, err := sentinelMaster(st.Addrs[0], st.tlsConfig())
 		if err == nil && m != old {
 			if err := st.WaitHealthy(time.Until(deadline), m); err != nil {
 				return "", err
@@ -220,14 +255,14 @@ func (st *Sentinel) unhealthy(want string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, a := range st.Addrs {
-		m, err := sentinelMaster(a)
+		m, err := sentinelMaster(a, st.tlsConfig())
 		if err != nil {
 			return fmt.Sprintf("sentinel %s: %v", a, err)
 		}
 		if m != want {
 			return fmt.Sprintf("sentinel %s names master %s, want %s", a, m, want)
 		}
-		sc := redis.NewSentinelClient(&redis.Options{Addr: a, MaxRetries: -1, DialTimeout: time.Second})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: a, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: st.tlsConfig()})
 		others, err := sc.Sentinels(ctx, SentinelMaster).Result()
 		sc.Close()
 		if err != nil || len(others) < len(st.Addrs)-1 {
@@ -238,7 +273,7 @@ func (st *Sentinel) unhealthy(want string) string {
 		if s.Pid() == 0 {
 			continue
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
+		rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: st.tlsConfig()})
 		repl, err := rdb.Info(ctx, "replication").Result()
 		rdb.Close()
 		if err != nil {

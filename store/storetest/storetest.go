@@ -6,6 +6,7 @@ package storetest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -27,13 +28,31 @@ type Server struct {
 	Addr string // host:port
 	Dir  string // its working directory (AOF files live here)
 	Port int
-	args []string
-	cmd  *exec.Cmd
-	tb   testing.TB
+	// Certs are the certificates of a TLS server (Options.TLS), else nil.
+	Certs *Certs
+
+	clientAuth string
+	args       []string
+	cmd        *exec.Cmd
+	tb         testing.TB
 }
 
-// URL returns the redis:// URL of the server.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// URL returns the redis:// URL of the server (rediss:// for a TLS server).
+func (s *Server) URL() string {
+	if s.Certs != nil {
+		return "rediss://" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
+
+// TLSConfig returns a client TLS configuration for a TLS server (trusting
+// its CA, presenting the client certificate), or nil for a plaintext one.
+func (s *Server) TLSConfig() *tls.Config {
+	if s.Certs == nil {
+		return nil
+	}
+	return s.Certs.ClientConfig()
+}
 
 // Options tune a Server.
 type Options struct {
@@ -41,6 +60,30 @@ type Options struct {
 	AOF bool
 	// Args are extra redis-server arguments.
 	Args []string
+	// TLS starts a server that speaks only TLS: no plaintext port (--port
+	// 0), --tls-port on the free port, tls-replication yes, the
+	// certificates of Certs (NewCerts(tb) if nil). Its URL is rediss://.
+	TLS   bool
+	Certs *Certs
+	// ClientAuth is the server's --tls-auth-clients: "optional" when empty
+	// (a client certificate is checked if one is sent), "yes" (required)
+	// or "no".
+	ClientAuth string
+}
+
+// withTLS fills in the defaults of a TLS server's options.
+func (o Options) withTLS(tb testing.TB) Options {
+	if !o.TLS {
+		o.Certs, o.ClientAuth = nil, ""
+		return o
+	}
+	if o.Certs == nil {
+		o.Certs = NewCerts(tb)
+	}
+	if o.ClientAuth == "" {
+		o.ClientAuth = "optional"
+	}
+	return o
 }
 
 var prefixSeq atomic.Int64
@@ -69,7 +112,8 @@ func binary(tb testing.TB) string {
 // when the test ends.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	s := &Server{Dir: tb.TempDir(), tb: tb}
+	opts = opts.withTLS(tb)
+	s := &Server{Dir: tb.TempDir(), tb: tb, Certs: opts.Certs, clientAuth: opts.ClientAuth}
 	s.args = []string{"--bind", "127.0.0.1", "--save", "", "--dir", s.Dir, "--daemonize", "no", "--logfile", "redis.log"}
 	if opts.AOF {
 		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
@@ -94,6 +138,9 @@ func Start(tb testing.TB, opts Options) *Server {
 func (s *Server) start() error {
 	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
 	args := append([]string{"--port", strconv.Itoa(s.Port)}, s.args...)
+	if s.Certs != nil {
+		args = append(s.Certs.serverArgs(strconv.Itoa(s.Port), s.clientAuth), s.args...)
+	}
 	s.cmd = exec.Command(binary(s.tb), args...)
 	s.cmd.Dir = s.Dir
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -102,7 +149,7 @@ func (s *Server) start() error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if ping(s.Addr) {
+		if pingTLS(s.Addr, s.TLSConfig()) {
 			return nil
 		}
 		if s.cmd.ProcessState != nil {
