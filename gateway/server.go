@@ -342,6 +342,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cancel()
 	if err != nil {
+		if redis.HasErrorPrefix(err, "NOPERM") { // the Redis user's ACL refused a command, key or channel
+			err = fmt.Errorf("redis user lacks permission: %w; see docs/security.md", err)
+		}
 		return fmt.Errorf("gateway: redis %v: %w", ro.Addrs, err)
 	}
 	s.parts = parts

@@ -350,6 +350,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	cancel()
 	if err != nil {
+		if redis.HasErrorPrefix(err, "NOPERM") { // the Redis user's ACL refused a command, key or channel
+			err = fmt.Errorf("redis user lacks permission: %w; see docs/security.md", err)
+		}
 		return fmt.Errorf("worker: redis %v: %w", ro.Addrs, err)
 	}
 	w.parts = parts
