@@ -39,7 +39,7 @@ func deadCommand() *cli.Command {
 			"worker could read, is copied to its partition's dead-letter stream (<prefix>:{p<N>}:dead).\n" +
 			"Both subcommands first check that a farm runs under --prefix on this Redis and\n" +
 			"refuse otherwise, unless --force.",
-		Subcommands: withFlags([]cli.Flag{redisFlag, prefixFlag, force}, []*cli.Command{
+		Subcommands: withFlags(append(redisFlags(), prefixFlag, force), []*cli.Command{
 			{
 				Name: "list",
 				Usage: "list dead letters: <partition>/<id>, kind, cmd, sn, connection, user, deliveries, reason, body; " +

@@ -131,7 +131,7 @@ func workerOptions(c *cli.Context, ro *redis.UniversalOptions) worker.Options {
 }
 
 func commonFlags(extra ...[]cli.Flag) []cli.Flag {
-	fs := []cli.Flag{redisFlag, prefixFlag, partitionsFlag}
+	fs := append(redisFlags(), prefixFlag, partitionsFlag)
 	for _, e := range extra {
 		fs = append(fs, e...)
 	}

@@ -120,14 +120,13 @@ func statCommand() *cli.Command {
 		Name:        "stat",
 		Usage:       "show every gateway and worker of the farm, live: counters, rates, latency, queue depths",
 		Description: statHelp,
-		Flags: []cli.Flag{
-			redisFlag, prefixFlag,
+		Flags: append(redisFlags(), prefixFlag,
 			&cli.BoolFlag{Name: "once", Usage: "print one snapshot (two reads 1s apart, for the rates) and exit"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON, one object per snapshot and line"},
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between refreshes"},
-		},
+		),
 		Action: func(c *cli.Context) error {
-			rdb, err := store.Connect(c.Context, c.String("redis"), nil)
+			rdb, err := connectRedis(c)
 			if err != nil {
 				return err
 			}

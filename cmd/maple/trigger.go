@@ -85,7 +85,7 @@ func triggerCommand() *cli.Command {
 			"every gateway acts on its own connections; pub/sub is at most once. write_to_worker\n" +
 			"queues straight onto a partition stream, once. Every subcommand first checks that\n" +
 			"a farm runs under --prefix on this Redis and refuses otherwise, unless --force.",
-		Subcommands: withFlags([]cli.Flag{redisFlag, prefixFlag, forceFlag}, []*cli.Command{
+		Subcommands: withFlags(append(redisFlags(), prefixFlag, forceFlag), []*cli.Command{
 			{
 				Name: trigger.OpWriteToUsers, Usage: "push a frame (sn 0) to users, wherever they are connected",
 				Flags: append([]cli.Flag{uidsFlag}, frameFlags...),
@@ -177,7 +177,7 @@ func parseBody(c *cli.Context) ([]byte, error) {
 // openFarm connects to --redis and, unless --force, makes sure a farm runs
 // under --prefix there (checkFarm). Nothing is written before.
 func openFarm(c *cli.Context) (redis.UniversalClient, error) {
-	rdb, err := store.Connect(c.Context, c.String("redis"), nil)
+	rdb, err := connectRedis(c)
 	if err != nil {
 		return nil, err
 	}
