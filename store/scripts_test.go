@@ -882,7 +882,7 @@ func TestIncrCounter(t *testing.T) {
 		{"a", 0, -4},
 		{"b", 0, 0},
 		{"b", 1 << 40, 1 << 40},
-		{"with space and {brace}", 3, 3},
+		{"with space and: colon", 3, 3},
 	}
 	eachBackend(t, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
@@ -897,6 +897,11 @@ func TestIncrCounter(t *testing.T) {
 			if n, err := s.Counter(ctx, tt.name); err != nil || n != tt.want {
 				t.Errorf("Counter(%q) = %d, %v; want %d", tt.name, n, err, tt.want)
 			}
+		}
+		// A brace would move the counter into another name's slot
+		// (TestLongNamesRefused has the rest).
+		if _, err := s.IncrCounter(ctx, "with {brace}", 1); !errors.Is(err, ErrNameBraces) {
+			t.Errorf("IncrCounter with a brace: %v, want ErrNameBraces", err)
 		}
 	})
 }
