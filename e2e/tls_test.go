@@ -138,15 +138,33 @@ func TestTLSCluster(t *testing.T) {
 // TestTLSSentinel: a master, a replica and three Sentinels, all speaking
 // only TLS, client certificates required: the farm finds the master
 // through the Sentinels and serves over rediss-sentinel:// (TLS to the
-// Sentinels and to the master alike).
+// Sentinels and to the master alike), also after the master is killed
+// and the replica promoted.
 func TestTLSSentinel(t *testing.T) {
 	start := time.Now()
 	s := storetest.StartSentinelOptions(t, 1, storetest.Options{TLS: true, ClientAuth: "yes"})
 	t.Logf("TLS Sentinel setup up in %v", time.Since(start).Round(time.Millisecond))
-	farmServesOverTLS(t, parseTLS(t, s.URL(), tlsOptions(s.Certs)))
+	ro := parseTLS(t, s.URL(), tlsOptions(s.Certs))
+	farmServesOverTLS(t, ro)
+
+	// A failover: the Sentinels agree over TLS (they have no plaintext
+	// port), and the farm follows them to the new master over TLS.
+	f := newFarm(t, ro)
+	gw := f.gateway(nil)
+	f.worker(nil, nil)
+	echoClients(t, gw.Addr().String(), 10, 10, 30*time.Second, nil)
+	old := s.KillMaster()
+	killed := time.Now()
+	m, err := s.WaitFailover(20*time.Second, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoClients(t, gw.Addr().String(), 10, 10, 30*time.Second, nil)
+	t.Logf("master %s killed; %s promoted and the farm answering again %v later",
+		old, m, time.Since(killed).Round(time.Millisecond))
 
 	other := storetest.NewCerts(t)
-	_, err := store.ConnectTLS(context.Background(), s.URL(), store.TLSOptions{CA: other.CA}, func(o *redis.UniversalOptions) {
+	_, err = store.ConnectTLS(context.Background(), s.URL(), store.TLSOptions{CA: other.CA}, func(o *redis.UniversalOptions) {
 		o.DialerRetries, o.MaxRetries = 1, -1
 	})
 	if err == nil || !strings.Contains(err.Error(), "not signed by a CA this process trusts") || strings.Contains(err.Error(), "\n") {
