@@ -20,6 +20,12 @@ func (s *Server) runTriggers(ctx context.Context) {
 	log := s.log.With("duty", "triggers")
 	sub := s.rdb.Subscribe(ctx, s.keys.TriggerChannel())
 	defer sub.Close()
+	// A Redis user whose ACL lacks the channel is refused here, and only
+	// here: say so once, or the gateway would miss every trigger quietly.
+	if _, err := sub.ReceiveTimeout(ctx, 5*time.Second); redis.HasErrorPrefix(err, "NOPERM") {
+		log.Error("redis user lacks permission to subscribe: triggers will not reach this gateway; see docs/security.md",
+			"channel", s.keys.TriggerChannel(), "err", err)
+	}
 	ch := sub.Channel(redis.WithChannelSize(redisChannelSize))
 	for {
 		select {
