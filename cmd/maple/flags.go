@@ -117,7 +117,8 @@ func connectRedis(c *cli.Context) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return store.ConnectOptions(c.Context, c.String("redis"), o)
+	rdb, err := store.ConnectOptions(c.Context, c.String("redis"), o)
+	return rdb, permissionError(err)
 }
 
 // newLogger builds the process's logger from --log-level and --log-format.
@@ -167,10 +168,24 @@ func redisOptions(c *cli.Context) (*redis.UniversalOptions, error) {
 	}
 	rdb, err := store.ConnectOptions(c.Context, c.String("redis"), o)
 	if err != nil {
-		return nil, err
+		return nil, permissionError(err)
 	}
 	rdb.Close()
 	return o, nil
 }
+
+// permissionError turns a refusal by the Redis user's ACL (a NOPERM reply:
+// the command, key or channel is not the user's) into one line saying so in
+// Redis's words; other errors pass unchanged.
+func permissionError(err error) error {
+	var re redis.Error
+	if !noPermission(err) || !errors.As(err, &re) {
+		return err
+	}
+	return fmt.Errorf("redis user lacks permission: %w; see docs/security.md", re)
+}
+
+// noPermission reports whether Redis refused a command for the user's ACL.
+func noPermission(err error) bool { return redis.HasErrorPrefix(err, "NOPERM") }
 
 var stderr io.Writer = os.Stderr

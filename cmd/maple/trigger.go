@@ -45,14 +45,17 @@ func triggerCommand() *cli.Command {
 				return err
 			}
 			m.ID = c.String("id")
-			rdb, err := openFarm(c)
+			rdb, known, err := openTriggers(c)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
 			n, err := trigger.NewPublisher(rdb, c.String("prefix")).Publish(c.Context, m)
 			if err != nil {
-				return err
+				return permissionError(err)
+			}
+			if n == 0 && !known {
+				return fmt.Errorf("%s: %w", m.Op, noGateway(c))
 			}
 			fmt.Fprintf(c.App.Writer, "%s: published to %d gateways\n", m.Op, n)
 			return nil
@@ -84,7 +87,10 @@ func triggerCommand() *cli.Command {
 		Description: "Pushes and closes are published on <prefix>:trigger (docs/protocol.md section 4):\n" +
 			"every gateway acts on its own connections; pub/sub is at most once. write_to_worker\n" +
 			"queues straight onto a partition stream, once. Every subcommand first checks that\n" +
-			"a farm runs under --prefix on this Redis and refuses otherwise, unless --force.",
+			"a farm runs under --prefix on this Redis and refuses otherwise, unless --force.\n" +
+			"With a Redis user that may only PUBLISH on the trigger channel (the operator role of\n" +
+			"docs/security.md) it cannot check: it publishes and fails if no gateway received the\n" +
+			"message, and write_to_worker asks the gateways to queue the frame (at most once).",
 		Subcommands: withFlags(append(redisFlags(), prefixFlag, forceFlag), []*cli.Command{
 			{
 				Name: trigger.OpWriteToUsers, Usage: "push a frame (sn 0) to users, wherever they are connected",
@@ -130,15 +136,34 @@ func triggerCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					rdb, err := openFarm(c)
+					rdb, known, err := openTriggers(c)
 					if err != nil {
 						return err
 					}
 					defer rdb.Close()
-					if err := trigger.NewPublisher(rdb, c.String("prefix")).WriteToWorker(c.Context, cmd, body); err != nil {
-						return err
+					pub := trigger.NewPublisher(rdb, c.String("prefix"))
+					if known {
+						err := pub.WriteToWorker(c.Context, cmd, body)
+						if err == nil {
+							fmt.Fprintln(c.App.Writer, "write_to_worker: queued")
+							return nil
+						}
+						if !noPermission(err) {
+							return err
+						}
 					}
-					fmt.Fprintln(c.App.Writer, "write_to_worker: queued")
+					// This user may not add to the farm's queues (an
+					// operator's, allowed only PUBLISH on the trigger
+					// channel): the gateways queue it.
+					n, err := pub.WriteToWorkerViaGateways(c.Context, cmd, body)
+					if err != nil {
+						return permissionError(err)
+					}
+					if n == 0 {
+						return fmt.Errorf("write_to_worker: not queued: %w", noGateway(c))
+					}
+					fmt.Fprintf(c.App.Writer, "write_to_worker: published to %d gateways, one of which queues it "+
+						"(this Redis user may not write the farm's queues)\n", n)
 					return nil
 				},
 			},
@@ -183,9 +208,48 @@ func openFarm(c *cli.Context) (redis.UniversalClient, error) {
 	}
 	if err := checkFarm(c.Context, rdb, c.String("redis"), c.String("prefix"), c.Bool("force")); err != nil {
 		rdb.Close()
-		return nil, err
+		return nil, permissionError(err)
 	}
 	return rdb, nil
+}
+
+// openTriggers is openFarm for `maple trigger`, which an operator's Redis
+// user may run with nothing but PUBLISH on the trigger channel
+// (docs/security.md). Such a user may not PING: the refusal (NOPERM) shows
+// that the server answered and took the user's password, so the client is
+// kept. Nor may it look for the farm (checkFarm's EXISTS): known is then
+// false, and the caller counts the gateways that receive what it
+// publishes instead (noGateway). Publishing writes no key, so a mistyped
+// --prefix costs nothing.
+func openTriggers(c *cli.Context) (rdb redis.UniversalClient, known bool, err error) {
+	o, err := parseRedis(c)
+	if err != nil {
+		return nil, false, err
+	}
+	rdb, err = store.ConnectOptions(c.Context, c.String("redis"), o)
+	if noPermission(err) {
+		rdb, err = store.NewClient(o), nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	err = checkFarm(c.Context, rdb, c.String("redis"), c.String("prefix"), c.Bool("force"))
+	if noPermission(err) {
+		return rdb, false, nil
+	}
+	if err != nil {
+		rdb.Close()
+		return nil, false, err
+	}
+	return rdb, true, nil
+}
+
+// noGateway is the error of a trigger that no gateway received from a
+// user that may not check for the farm first.
+func noGateway(c *cli.Context) error {
+	return fmt.Errorf("no gateway received it on %s: this Redis user may not look for a farm under --prefix %q "+
+		"(docs/security.md), and no gateway listens there; check --prefix and --redis (--force publishes anyway)",
+		store.NewKeys(c.String("prefix")).TriggerChannel(), store.NewKeys(c.String("prefix")).Prefix)
 }
 
 // checkFarm refuses a prefix with nothing of a farm behind it (no registry
