@@ -1,0 +1,1 @@
+"""Tests of the Python client: python3 -m unittest discover -s clients/python"""
