@@ -454,6 +454,7 @@ class Client:
         self._closed.set()
         self._push_ready.set()
         if self._moving is not None:
+            self._moving.quiet.set()
             self._moving.ready.set()
         for link in list(self._links):
             link.shut()
