@@ -148,8 +148,17 @@ func TestWorkerReloadOnHUP(t *testing.T) {
 	if !exited || err != nil {
 		t.Fatalf("old worker after SIGHUP: exited=%v err=%v, want exit 0", exited, err)
 	}
-	// The replacement runs on: it was started by the old process, so find it
-	// through the registry and make sure it serves.
+	// The replacement runs on: it was started by the old process.
+	checkAfterReload(t, pf, l, "hup")
+	// Stop the replacement (not our child): SIGTERM every live worker pid.
+	stopWorkersByRegistry(t, pf)
+}
+
+// checkAfterReload checks a load across a worker reload: requests are
+// still answered after it, none twice, and the counter route ran once per
+// increment the clients saw. It stops the load.
+func checkAfterReload(t *testing.T, pf *procFarm, l *load, counter string) {
+	t.Helper()
 	time.Sleep(time.Second)
 	before := l.answered.Load()
 	time.Sleep(time.Second)
@@ -160,11 +169,9 @@ func TestWorkerReloadOnHUP(t *testing.T) {
 	if d := l.duplicates(); d != 0 {
 		t.Errorf("%d duplicate replies across a reload, want 0", d)
 	}
-	if got, want := pf.counter(t, "hup"), l.increments.Load(); got != want {
+	if got, want := pf.counter(t, counter), l.increments.Load(); got != want {
 		t.Errorf("counter = %d, want %d", got, want)
 	}
-	// Stop the replacement (not our child): SIGTERM every live worker pid.
-	stopWorkersByRegistry(t, pf)
 }
 
 // stopWorkersByRegistry terminates worker processes this test did not
@@ -286,18 +293,7 @@ func TestWorkerReloadWithMetricsAndSecondHUP(t *testing.T) {
 	if err := scrape(); err != nil {
 		t.Errorf("metrics after the reload (served by the replacement): %v", err)
 	}
-	before := l.answered.Load()
-	time.Sleep(time.Second)
-	if l.answered.Load() == before {
-		t.Fatal("no requests answered after the reload")
-	}
-	report(t, l.finish(t))
-	if d := l.duplicates(); d != 0 {
-		t.Errorf("%d duplicate replies across a reload, want 0", d)
-	}
-	if got, want := pf.counter(t, "hup2"), l.increments.Load(); got != want {
-		t.Errorf("counter = %d, want %d", got, want)
-	}
+	checkAfterReload(t, pf, l, "hup2")
 	out, _ := execCommand("pgrep", "-f", mapleBin+" worker")
 	if n := len(strings.Fields(out)); n != 1 {
 		t.Errorf("%d worker processes after the reload, want the one replacement", n)
@@ -363,19 +359,7 @@ func TestWorkerReloadFixedIDs(t *testing.T) {
 	if !exited || err != nil {
 		t.Fatalf("old wA after SIGHUP: exited=%v err=%v, want exit 0", exited, err)
 	}
-	time.Sleep(time.Second)
-	before := l.answered.Load()
-	time.Sleep(time.Second)
-	if l.answered.Load() == before {
-		t.Fatal("no requests answered after the reload")
-	}
-	report(t, l.finish(t))
-	if d := l.duplicates(); d != 0 {
-		t.Errorf("%d duplicate replies across a reload with fixed ids, want 0", d)
-	}
-	if got, want := pf.counter(t, "fixed"), l.increments.Load(); got != want {
-		t.Errorf("counter = %d, want %d", got, want)
-	}
+	checkAfterReload(t, pf, l, "fixed")
 	// Every worker registered is a distinct process under its name.
 	ids, err := pf.rdb.ZRange(context.Background(), pf.keys().Workers(), 0, -1).Result()
 	if err != nil {
