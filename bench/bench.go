@@ -1,5 +1,5 @@
 // Package bench is maple's load generator: it drives a gateway, or anything
-// else that speaks Box frames (PROTOCOL.md section 1), with pipelined
+// else that speaks Box frames (docs/protocol.md section 1), with pipelined
 // requests and measures what comes back: throughput, latency percentiles,
 // and the correctness of every reply.
 //

@@ -1,5 +1,5 @@
 // Package box is the frame codec of the maple wire protocol: the 24-byte
-// big-endian "Box" header followed by a body (PROTOCOL.md section 1).
+// big-endian "Box" header followed by a body (docs/protocol.md section 1).
 //
 // It is the only place that knows the frame layout. Split cuts frames out of
 // a byte stream without copying, so the gateway's event loop can parse
@@ -23,7 +23,7 @@ const HeaderLen = 24
 // DefaultMaxFrame is the default largest packet_len a gateway accepts (1 MiB).
 const DefaultMaxFrame = 1 << 20
 
-// Result codes carried in the ret field (PROTOCOL.md section 2).
+// Result codes carried in the ret field (docs/protocol.md section 2).
 const (
 	RetOK            int32 = 0
 	RetNoRoute       int32 = -10000 // unknown cmd

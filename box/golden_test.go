@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite testdata/box/*.golden and *.bin
 // testdataDir is the module's shared testdata/box, seen from this package.
 const testdataDir = "../testdata/box"
 
-// goldenFrames are the demo game's frames (PROTOCOL.md section 3). The wire
+// goldenFrames are the demo game's frames (docs/protocol.md section 3). The wire
 // is a contract: a change to any of these dumps is a breaking change.
 var goldenFrames = []struct {
 	name string

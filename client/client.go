@@ -1,4 +1,4 @@
-// Package client is the Go client of the maple wire protocol (PROTOCOL.md
+// Package client is the Go client of the maple wire protocol (docs/protocol.md
 // section 1): bots, tests, `maple client` and `maple bench` use it to talk to
 // a gateway.
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/maple-farm/maple/trigger"
 )
 
-// runTriggers applies operator triggers (PROTOCOL.md section 4) to this
+// runTriggers applies operator triggers (docs/protocol.md section 4) to this
 // gateway's connections. go-redis resubscribes after a reconnect; what was
 // published in between is lost (pub/sub is at most once).
 func (s *Server) runTriggers(ctx context.Context) {

@@ -139,7 +139,7 @@ func (k Keys) StatPattern() string { return k.Prefix + ":stat:*" }
 func (k Keys) TriggerOnce(digest string) string { return k.Prefix + ":trigger:once:" + digest }
 
 // TriggerChannel is the pub/sub channel gateways listen to for operator
-// triggers (PROTOCOL.md section 4).
+// triggers (docs/protocol.md section 4).
 func (k Keys) TriggerChannel() string { return k.Prefix + ":trigger" }
 
 // PartitionOf maps a connection id to its partition. All events of one

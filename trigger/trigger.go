@@ -1,7 +1,7 @@
 // Package trigger lets operators and other systems act on players from
 // outside the farm: push to users, a group or everyone, close users, or
 // queue a frame for the workers. Messages are JSON on the pub/sub channel
-// "<prefix>:trigger" (PROTOCOL.md section 4), so redis-cli can send them as
+// "<prefix>:trigger" (docs/protocol.md section 4), so redis-cli can send them as
 // well as this package:
 //
 //	PUBLISH maple:trigger '{"op":"write_to_users","uids":["42"],"cmd":100,"body":"hello"}'

@@ -111,7 +111,7 @@ func (e *Error) Error() string {
 	return "worker: " + e.Msg
 }
 
-// Errors with a wire code (PROTOCOL.md section 2).
+// Errors with a wire code (docs/protocol.md section 2).
 var (
 	ErrNoRoute       = &Error{Ret: box.RetNoRoute, Msg: "no route for cmd"}
 	ErrLoginRequired = &Error{Ret: box.RetLoginRequired, Msg: "login required"}

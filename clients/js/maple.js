@@ -2,7 +2,7 @@
 // browsers (H5 games) and anything else with a WebSocket class. No
 // dependencies; one ES module.
 //
-// The wire (PROTOCOL.md section 1): each binary WebSocket message carries
+// The wire (docs/protocol.md section 1): each binary WebSocket message carries
 // exactly one "Box" frame, a 24-byte big-endian header and a body.
 //
 //   import { Client } from './maple.js';
@@ -18,7 +18,7 @@
 //   console.log(reply.ret, reply.text());
 //
 // Gateway rolls (docs/operations.md, "What a client sees during a gateway
-// roll"; farm additions beyond PROTOCOL.md): a gateway that is stopping
+// roll"; farm additions beyond docs/protocol.md): a gateway that is stopping
 // pushes CMD_MOVE (sn 0) to each connection, later answers frames it no
 // longer takes Ret.MOVED (not run), and closes each connection once it
 // answered every frame it took; a request it gave no answer never ran. The
@@ -38,7 +38,7 @@ export const HEADER_LEN = 24;
 export const DEFAULT_MAX_FRAME = 1 << 20;
 
 /**
- * Result codes (PROTOCOL.md section 2). MOVED is a farm addition (the Go
+ * Result codes (docs/protocol.md section 2). MOVED is a farm addition (the Go
  * side's box.RetMoved): a stopping gateway did not take the frame, which
  * never ran; send it again on a new connection (the client does).
  */

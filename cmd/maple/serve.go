@@ -380,7 +380,7 @@ func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
 }
 
 // farmApp is the app `maple worker` and `maple dev` run: the demo game
-// (PROTOCOL.md section 3, cmd 1-8) and tic-tac-toe (cmd 100 and up,
+// (docs/protocol.md section 3, cmd 1-8) and tic-tac-toe (cmd 100 and up,
 // docs/tictactoe.md). With --login-secret, cmd 2 takes signed login
 // tokens; without, it says at start that anyone can log in as anyone.
 func farmApp(c *cli.Context, log *slog.Logger) *worker.App {

@@ -1,4 +1,4 @@
-// Package demo is the demo game of PROTOCOL.md section 3, the app that
+// Package demo is the demo game of docs/protocol.md section 3, the app that
 // `maple dev` and `maple worker` run. Outside test suites rely on its
 // routes.
 package demo
@@ -12,7 +12,7 @@ import (
 	"github.com/maple-farm/maple/worker"
 )
 
-// The demo game's routes (PROTOCOL.md section 3).
+// The demo game's routes (docs/protocol.md section 3).
 const (
 	CmdEcho    int32 = 1
 	CmdLogin   int32 = 2
@@ -36,7 +36,7 @@ type Options struct {
 	LoginSecret []byte
 }
 
-// New returns the demo app, with open logins (PROTOCOL.md section 3).
+// New returns the demo app, with open logins (docs/protocol.md section 3).
 func New() *worker.App { return NewWith(Options{}) }
 
 // NewWith returns the demo app configured by o.
