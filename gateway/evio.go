@@ -48,6 +48,8 @@ type evioTransport struct {
 	mu        sync.Mutex
 	peers     map[*evioPeer]struct{}
 	lastSweep time.Time
+	rewake    rewaker
+	progress  map[uintptr]*atomic.Uint64 // per evio loop, under mu
 }
 
 // evioPeer is a connection's state shared between the loop goroutine and
@@ -62,12 +64,15 @@ type evioPeer struct {
 	mu       sync.Mutex
 	pending  []byte // output not yet handed to evio
 	woken    bool   // a Wake is on its way; send need not Wake again
+	wakeSeq  uint64 // counts the Wakes started, to tell a stuck one (rewake.go)
 	closing  time.Time
 	kill     error // set: shut the socket down at the next wake
 	lastIn   atomic.Int64
 	unsent   int       // evio's unsent bytes after our last wake: written by the loop under mu, read by the sweep (loop 0)
 	stallAt  time.Time // loop only: when output stopped making progress
 	shutdown bool      // loop only
+	// progress counts what its loop goroutine did (rewake.go).
+	progress *atomic.Uint64
 }
 
 func (p *evioPeer) remoteAddr() string { return p.addr }
@@ -84,11 +89,10 @@ func (p *evioPeer) send(b []byte) {
 	} else {
 		p.pending = append(p.pending, b...)
 	}
-	wake := !p.woken
-	p.woken = true
+	wake := p.startWakeLocked()
 	p.mu.Unlock()
-	if wake {
-		p.c.Wake()
+	if wake != 0 {
+		p.t.wakeUp(p, wake)
 	}
 }
 
@@ -97,11 +101,10 @@ func (p *evioPeer) close() {
 	if p.closing.IsZero() {
 		p.closing = time.Now()
 	}
-	wake := !p.woken
-	p.woken = true
+	wake := p.startWakeLocked()
 	p.mu.Unlock()
-	if wake {
-		p.c.Wake()
+	if wake != 0 {
+		p.t.wakeUp(p, wake)
 	}
 }
 
@@ -111,11 +114,10 @@ func (p *evioPeer) abort(reason error) {
 	if p.kill == nil {
 		p.kill = reason
 	}
-	wake := !p.woken
-	p.woken = true
+	wake := p.startWakeLocked()
 	p.mu.Unlock()
-	if wake {
-		p.c.Wake()
+	if wake != 0 {
+		p.t.wakeUp(p, wake)
 	}
 }
 
@@ -129,7 +131,7 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		return evio.None
 	}
 	ev.Opened = func(c evio.Conn) ([]byte, evio.Options, evio.Action) {
-		p := &evioPeer{t: t, c: c, fd: connFD(c), addr: c.RemoteAddr().String()}
+		p := &evioPeer{t: t, c: c, fd: connFD(c), addr: c.RemoteAddr().String(), progress: t.loopProgress(c)}
 		p.lastIn.Store(time.Now().UnixNano())
 		core, err := t.ev.opened(p)
 		if err != nil {
@@ -170,6 +172,7 @@ func (t *evioTransport) serve(ctx context.Context) error {
 			return p.wake()
 		}
 		p.lastIn.Store(time.Now().UnixNano())
+		p.progress.Add(1)
 		if err := t.ev.data(p.core, in); err != nil {
 			p.mu.Lock()
 			p.kill = err
@@ -200,6 +203,7 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 	out := p.pending
 	p.pending = nil
 	p.woken = false
+	p.progress.Add(1)
 	kill := p.kill
 	closing := p.closing
 	p.mu.Unlock()

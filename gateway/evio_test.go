@@ -129,6 +129,10 @@ func TestEvioFieldsPinned(t *testing.T) {
 			t.Errorf("EVIO CHANGED: %v.%s is %v, want %v; unsentOutput/shutdownSocket in evio.go depend on it", st, want.name, f.Type, want.typ)
 		}
 	}
+	// rewake.go tells loops apart by the conn's loop pointer.
+	if f, ok := st.FieldByName("loop"); !ok || f.Type.Kind() != reflect.Pointer {
+		t.Errorf("EVIO CHANGED: %v has no pointer field loop; loopProgress in rewake.go depends on it", st)
+	}
 	if r.panicked != nil {
 		t.Fatalf("EVIO CHANGED: reading conn.out / conn.fd panicked: %v", r.panicked)
 	}

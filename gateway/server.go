@@ -244,6 +244,7 @@ type Stats struct {
 	MovesSent    atomic.Int64 // connections sent the move push (box.CmdMove)
 	DrainRefused atomic.Int64 // frames answered box.RetMoved: sent after the drain stopped taking their connection's work
 	DrainCutOff  atomic.Int64 // connections closed with answers still owed when CloseGrace ran out
+	Rewakes      atomic.Int64 // evio wakes lost in its loop and made again (rewake.go)
 	// Latency is the time from a frame read to its reply handed to the
 	// socket: Redis both ways, queueing and the handler.
 	Latency stat.Histogram
@@ -362,6 +363,7 @@ func (s *Server) Run(ctx context.Context) error {
 		stall: s.opts.WriteStall, idle: s.opts.IdleTimeout,
 		ev: s, log: s.log, addr: s.addr,
 	}
+	t.rewake.count = &s.Stats.Rewakes
 
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()
