@@ -365,30 +365,11 @@ func TestDrainRunsNothingUnanswered(t *testing.T) {
 func queuedSNs(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Client, id string) map[uint32]bool {
 	t.Helper()
 	sns := map[uint32]bool{}
-	for p := range gw.parts {
-		msgs, err := rdb.XRange(ctx, gw.keys.Inbound(p), "-", "+").Result()
-		if err != nil {
-			t.Fatalf("XRANGE partition %d: %v", p, err)
+	for _, b := range queuedBoxes(ctx, t, gw, rdb, id) {
+		if sns[b.SN] {
+			t.Errorf("connection %s: sn %d queued twice", id, b.SN)
 		}
-		for _, m := range msgs {
-			raw, _ := m.Values["b"].(string)
-			envs, err := store.DecodeBundle([]byte(raw))
-			if err != nil {
-				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
-			}
-			for _, e := range envs {
-				if e.Conn == id && e.Kind == store.KindFrame {
-					h, err := box.ParseHeader(e.Frame)
-					if err != nil {
-						t.Fatalf("queued frame: %v", err)
-					}
-					if sns[h.SN] {
-						t.Errorf("connection %s: sn %d queued twice", id, h.SN)
-					}
-					sns[h.SN] = true
-				}
-			}
-		}
+		sns[b.SN] = true
 	}
 	return sns
 }

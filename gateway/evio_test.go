@@ -765,6 +765,17 @@ func lpushAll(ctx context.Context, rdb *redis.Client, key string, msgs [][]byte)
 func queuedFrames(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Client, id string) [][]byte {
 	t.Helper()
 	var bodies [][]byte
+	for _, b := range queuedBoxes(ctx, t, gw, rdb, id) {
+		bodies = append(bodies, b.Body)
+	}
+	return bodies
+}
+
+// queuedBoxes returns the frames of connection id in its partition
+// stream, in order.
+func queuedBoxes(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Client, id string) []box.Box {
+	t.Helper()
+	var frames []box.Box
 	for p := range gw.parts {
 		msgs, err := rdb.XRange(ctx, gw.keys.Inbound(p), "-", "+").Result()
 		if err != nil {
@@ -782,12 +793,12 @@ func queuedFrames(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Clie
 					if err != nil {
 						t.Fatalf("queued frame: %v", err)
 					}
-					bodies = append(bodies, b.Body)
+					frames = append(frames, b)
 				}
 			}
 		}
 	}
-	return bodies
+	return frames
 }
 
 // expectNoMore checks that nothing follows the expected frames.

@@ -343,9 +343,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cancel()
 	if err != nil {
-		if redis.HasErrorPrefix(err, "NOPERM") { // the Redis user's ACL refused a command, key or channel
-			err = fmt.Errorf("redis user lacks permission: %w; see docs/security.md", err)
-		}
+		err = store.PermissionError(err) // the Redis user's ACL refused a command, key or channel
 		return fmt.Errorf("gateway: redis %v: %w", ro.Addrs, err)
 	}
 	s.parts = parts

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/trigger"
 )
 
@@ -22,7 +23,7 @@ func (s *Server) runTriggers(ctx context.Context) {
 	defer sub.Close()
 	// A Redis user whose ACL lacks the channel is refused here, and only
 	// here: say so once, or the gateway would miss every trigger quietly.
-	if _, err := sub.ReceiveTimeout(ctx, 5*time.Second); redis.HasErrorPrefix(err, "NOPERM") {
+	if _, err := sub.ReceiveTimeout(ctx, 5*time.Second); store.IsNoPermission(err) {
 		log.Error("redis user lacks permission to subscribe: triggers will not reach this gateway; see docs/security.md",
 			"channel", s.keys.TriggerChannel(), "err", err)
 	}

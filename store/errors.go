@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -41,4 +42,18 @@ func IsTransient(err error) bool {
 func IsRefused(err error) bool {
 	var re redis.Error
 	return err != nil && errors.As(err, &re) && !IsTransient(err)
+}
+
+// IsNoPermission reports whether Redis refused a command, key or channel
+// because the user's ACL does not allow it (a NOPERM reply).
+func IsNoPermission(err error) bool { return redis.HasErrorPrefix(err, "NOPERM") }
+
+// PermissionError says in one line that the Redis user lacks a permission,
+// in Redis's words, when err is a NOPERM refusal; other errors pass
+// unchanged.
+func PermissionError(err error) error {
+	if !IsNoPermission(err) {
+		return err
+	}
+	return fmt.Errorf("redis user lacks permission: %w; see docs/security.md", err)
 }

@@ -350,9 +350,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	cancel()
 	if err != nil {
-		if redis.HasErrorPrefix(err, "NOPERM") { // the Redis user's ACL refused a command, key or channel
-			err = fmt.Errorf("redis user lacks permission: %w; see docs/security.md", err)
-		}
+		err = store.PermissionError(err) // the Redis user's ACL refused a command, key or channel
 		return fmt.Errorf("worker: redis %v: %w", ro.Addrs, err)
 	}
 	w.parts = parts
@@ -1217,7 +1215,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 	ctx := w.deadlines.get(w.opts.HandlerTimeout)
 	start := time.Now()
 	err := w.serve(ctx, r)
-	for backoff := 50 * time.Millisecond; err != nil && !r.replied && isTransient(err) && ctx.Err() == nil; {
+	for backoff := 50 * time.Millisecond; err != nil && !r.replied && store.IsTransient(err) && ctx.Err() == nil; {
 		// Redis was unreachable: run the handler again once it is back
 		// rather than failing the player's request.
 		w.Stats.RedisErrs.Add(1)
@@ -1371,7 +1369,7 @@ func (w *Worker) deadLetter(d store.Delivery, reason string) outcome {
 			w.Stats.DeadLetters.Add(1)
 			return finished
 		}
-		if !isTransient(err) || ctx.Err() != nil {
+		if !store.IsTransient(err) || ctx.Err() != nil {
 			w.Stats.RedisErrs.Add(1)
 			w.log.Error("dead letter failed; the entry stays pending", "id", d.ID, "err", err)
 			return kept

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -433,14 +432,13 @@ func (wr *writer) exec(ctx context.Context, steps []step) error {
 	retry, noscript := false, false
 	for _, c := range cmds {
 		e := c.Err()
-		var re redis.Error
 		switch {
 		case e == nil:
 		case store.IsNoScript(e):
 			// Redis restarted with an empty script cache: only trims run
 			// scripts here, and the next batch's trim runs again.
 			noscript = true
-		case !errors.As(e, &re) || isTransient(e):
+		case !store.IsRefused(e):
 			retry = true // the network or a failover: send the pipeline again
 		default:
 			wr.w.Stats.RefusedWrites.Add(1)
@@ -455,6 +453,3 @@ func (wr *writer) exec(ctx context.Context, steps []step) error {
 	}
 	return nil
 }
-
-// isTransient: store.IsTransient, the farm's one notion of a retryable error.
-func isTransient(err error) bool { return store.IsTransient(err) }

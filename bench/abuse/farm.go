@@ -217,11 +217,12 @@ func StartRedis(ctx context.Context, bin, dir string) (*Redis, error) {
 			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if err = waitUntil(ctx, 10*time.Second, p, func() bool { return redisPing(addr) }); err == nil {
-			r := &Redis{Proc: p, Addr: addr, URL: "redis://" + addr + "/0"}
-			r.rdb = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-			return r, nil
+		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+		up := func() bool { return rdb.Ping(ctx).Err() == nil }
+		if err = waitUntil(ctx, 10*time.Second, p, up); err == nil {
+			return &Redis{Proc: p, Addr: addr, URL: "redis://" + addr + "/0", rdb: rdb}, nil
 		}
+		rdb.Close()
 		p.Kill()
 		last = fmt.Errorf("redis-server on port %d: %w; log: %s", port, err, p.LogTail(400))
 	}
@@ -472,18 +473,4 @@ func waitUntil(ctx context.Context, d time.Duration, p *Proc, ok func() bool) er
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-func redisPing(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
 }

@@ -179,13 +179,10 @@ func redisOptions(c *cli.Context) (*redis.UniversalOptions, error) {
 // Redis's words; other errors pass unchanged.
 func permissionError(err error) error {
 	var re redis.Error
-	if !noPermission(err) || !errors.As(err, &re) {
+	if !store.IsNoPermission(err) || !errors.As(err, &re) {
 		return err
 	}
-	return fmt.Errorf("redis user lacks permission: %w; see docs/security.md", re)
+	return store.PermissionError(re)
 }
-
-// noPermission reports whether Redis refused a command for the user's ACL.
-func noPermission(err error) bool { return redis.HasErrorPrefix(err, "NOPERM") }
 
 var stderr io.Writer = os.Stderr

@@ -148,7 +148,7 @@ func triggerCommand() *cli.Command {
 							fmt.Fprintln(c.App.Writer, "write_to_worker: queued")
 							return nil
 						}
-						if !noPermission(err) {
+						if !store.IsNoPermission(err) {
 							return err
 						}
 					}
@@ -227,14 +227,14 @@ func openTriggers(c *cli.Context) (rdb redis.UniversalClient, known bool, err er
 		return nil, false, err
 	}
 	rdb, err = store.ConnectOptions(c.Context, c.String("redis"), o)
-	if noPermission(err) {
+	if store.IsNoPermission(err) {
 		rdb, err = store.NewClient(o), nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	err = checkFarm(c.Context, rdb, c.String("redis"), c.String("prefix"), c.Bool("force"))
-	if noPermission(err) {
+	if store.IsNoPermission(err) {
 		return rdb, false, nil
 	}
 	if err != nil {

@@ -244,6 +244,12 @@ func ping(addr string) bool {
 	if err != nil {
 		return false
 	}
+	return pingOn(c)
+}
+
+// pingOn sends PING on c, a fresh connection to a server, and closes it;
+// true if the server answered PONG.
+func pingOn(c net.Conn) bool {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
