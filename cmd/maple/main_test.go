@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,7 +26,7 @@ func TestHelpGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden := filepath.Join("testdata", "help.golden")
-	if updateGolden() {
+	if *update {
 		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -72,8 +73,7 @@ func TestDev(t *testing.T) {
 	defer cancel()
 	var out storetest.Buffer
 	app := newApp()
-	app.Writer = &out
-	stderr = &bytes.Buffer{}
+	app.Writer, app.ErrWriter = &out, &bytes.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunContext(ctx, []string{"maple", "dev", "--listen", "127.0.0.1:0", "--log-level", "error"})
@@ -115,6 +115,8 @@ func TestDev(t *testing.T) {
 		t.Fatal("dev did not stop within 20s of its context ending")
 	}
 }
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 func itoa(n int) string { return strconvItoa(n) }
 

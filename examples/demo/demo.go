@@ -42,6 +42,12 @@ func New() *worker.App { return NewWith(Options{}) }
 // NewWith returns the demo app configured by o.
 func NewWith(o Options) *worker.App {
 	app := worker.NewApp()
+	Register(app, o)
+	return app
+}
+
+// Register adds the demo game's routes to app.
+func Register(app *worker.App, o Options) {
 	app.Route(CmdEcho, echo)
 	if len(o.LoginSecret) > 0 {
 		secret := o.LoginSecret
@@ -67,7 +73,6 @@ func NewWith(o Options) *worker.App {
 	app.Route(CmdPanic, func(ctx context.Context, r *worker.Request) error {
 		panic("demo: cmd 8 panics on purpose")
 	})
-	return app
 }
 
 func echo(ctx context.Context, r *worker.Request) error {

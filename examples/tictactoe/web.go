@@ -1,13 +1,11 @@
 package tictactoe
 
 import (
-	"bytes"
 	"embed"
 	"io/fs"
 	"net/http"
-	"time"
 
-	mapleclient "github.com/maple-farm/maple/clients/js"
+	"github.com/maple-farm/maple/farm"
 )
 
 //go:embed web
@@ -22,23 +20,5 @@ func Web() http.Handler {
 	if err != nil {
 		panic(err) // the embedded directory exists
 	}
-	return WebFS(root)
-}
-
-// WebFS serves the files of root, and /maple.js from clients/js unless
-// root has its own (maple gateway --web-root DIR).
-func WebFS(root fs.FS) http.Handler {
-	files := http.FileServerFS(root)
-	started := time.Now()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		if r.URL.Path == "/maple.js" {
-			if _, err := fs.Stat(root, "maple.js"); err != nil {
-				w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-				http.ServeContent(w, r, "maple.js", started, bytes.NewReader(mapleclient.Source))
-				return
-			}
-		}
-		files.ServeHTTP(w, r)
-	})
+	return farm.WebFS(root)
 }

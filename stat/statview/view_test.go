@@ -1,4 +1,4 @@
-package main
+package statview
 
 import (
 	"bytes"
@@ -325,7 +325,7 @@ func TestStatJSON(t *testing.T) {
 	}
 }
 
-// TestStatOnceJSON runs `maple stat --once --json` against reporters on
+// TestStatOnceJSON runs the viewer of `maple stat --once --json` against reporters on
 // miniredis.
 func TestStatOnceJSON(t *testing.T) {
 	if testing.Short() {
@@ -362,12 +362,9 @@ func TestStatOnceJSON(t *testing.T) {
 	}
 	time.Sleep(150 * time.Millisecond)
 
-	app := newApp()
 	var out bytes.Buffer
-	app.Writer = &out
 	start := time.Now()
-	err := app.RunContext(t.Context(), []string{"maple", "stat", "--once", "--json", "--redis", "redis://" + m.Addr(), "--prefix", "t"})
-	if err != nil {
+	if err := Run(t.Context(), rdb, Options{Prefix: "t", Out: &out, JSON: true, Once: true}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < time.Second || d > 4*time.Second {

@@ -1,4 +1,4 @@
-package main
+package farm
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -104,7 +103,7 @@ func parseRedis(c *cli.Context) (*redis.UniversalOptions, error) {
 		if log, ok := c.App.Metadata[loggerKey].(*slog.Logger); ok {
 			log.Warn(msg)
 		} else {
-			fmt.Fprintln(stderr, "maple: warning:", msg)
+			fmt.Fprintln(c.App.ErrWriter, c.App.Name+": warning:", msg)
 		}
 	}
 	return o, nil
@@ -184,5 +183,3 @@ func permissionError(err error) error {
 	}
 	return store.PermissionError(re)
 }
-
-var stderr io.Writer = os.Stderr

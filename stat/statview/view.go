@@ -1,147 +1,48 @@
-package main
-
-// `maple stat` shows the whole farm live, from the hashes the stat
-// reporters of gateways and workers write to Redis every second. This file
-// also starts those reporters, and the metrics server, for the gateway,
-// worker and dev commands (startObserving).
+// Package statview is the viewer of `maple stat`: it reads the reports
+// that every gateway and worker of a farm writes to Redis every second
+// (package stat) and prints the whole farm as a table, live or once, or as
+// JSON lines, with per-second rates and latency quantiles computed from
+// successive reports.
+package statview
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
-	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/urfave/cli/v2"
 
-	"github.com/maple-farm/maple/gateway"
-	"github.com/maple-farm/maple/metrics"
 	"github.com/maple-farm/maple/stat"
-	"github.com/maple-farm/maple/store"
-	"github.com/maple-farm/maple/worker"
 )
 
-// processStart is when this process started, for the reports' uptime.
-var processStart = time.Now()
-
-var metricsAddrFlag = &cli.StringFlag{
-	Name: "metrics-addr", EnvVars: []string{"MAPLE_METRICS_ADDR"},
-	Usage: "serve Prometheus metrics at http://<addr>/metrics and pprof at /debug/pprof/ (like :9100; empty: off)",
+// Options say what Run shows and where.
+type Options struct {
+	Prefix   string        // the farm's key prefix ("" means "maple")
+	Out      io.Writer     // where the table or JSON goes
+	JSON     bool          // one JSON object per snapshot and line instead of a table
+	Once     bool          // one snapshot (two reads 1 s apart, for the rates), then return
+	Interval time.Duration // time between snapshots when live (at least 100 ms)
 }
 
-// observeFlags are the flags of the commands that run a gateway or a worker.
-func observeFlags() []cli.Flag { return []cli.Flag{metricsAddrFlag} }
-
-// observed is a gateway or worker whose counters are reported.
-type observed struct {
-	kind   string
-	id     string
-	sample stat.SampleFunc
-	queues bool // report the partition queue lengths too
-}
-
-func gatewayObserved(gw *gateway.Server) observed {
-	return observed{kind: stat.KindGateway, id: gw.ID(), sample: metrics.Gateway(&gw.Stats)}
-}
-
-// workerObserved reports the queue lengths too: one process of the farm is
-// enough, and where there are workers there is work to watch.
-func workerObserved(w *worker.Worker) observed {
-	return observed{kind: stat.KindWorker, id: w.ID(), sample: metrics.Worker(&w.Stats), queues: true}
-}
-
-// startObserving starts a stat reporter for each part of the process and,
-// with --metrics-addr, the metrics server. Call stop once the gateway and
-// worker have returned, so their drain is still visible; stop deletes the
-// stat hashes and closes the server.
-func startObserving(c *cli.Context, ro *redis.UniversalOptions, log *slog.Logger, parts ...observed) (stop func(), err error) {
-	// Reports are best effort: their own small client, no retries, and
-	// deadlines that hold, so a slow Redis never piles reports up.
-	o := *ro
-	o.PoolSize = 2
-	o.MaxRetries = -1
-	o.ContextTimeoutEnabled = true
-	rdb := store.NewClient(&o)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var srv *metrics.Server
-	stop = func() {
-		cancel()
-		wg.Wait()
-		rdb.Close()
-		if srv != nil {
-			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = srv.Shutdown(sctx)
-			scancel()
-		}
+// Run prints the farm's reports until ctx ends, or once (Options.Once). A
+// live table on a terminal redraws in place.
+func Run(ctx context.Context, rdb redis.UniversalClient, o Options) error {
+	s := &statRunner{
+		rdb: rdb, prefix: o.Prefix, out: o.Out, json: o.JSON,
+		interval: max(o.Interval, 100*time.Millisecond), rates: newRateTracker(),
 	}
-	srcs := make([]metrics.Source, 0, len(parts))
-	for _, p := range parts {
-		r, err := stat.NewReporter(stat.ReporterOptions{
-			Redis: rdb, Prefix: c.String("prefix"), Kind: p.kind, ID: p.id, Sample: p.sample,
-			Version: version, Started: processStart, Queues: p.queues, Partitions: c.Int("partitions"),
-			Logger: log,
-		})
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = r.Run(ctx) }()
-		srcs = append(srcs, metrics.Source{Kind: p.kind, Sample: p.sample})
+	if o.Once {
+		return s.once(ctx)
 	}
-	if addr := c.String("metrics-addr"); addr != "" {
-		h, err := metrics.NewHandler(srcs...)
-		var ln net.Listener
-		if err == nil {
-			// A reload hands the port to the replacement (reload.go).
-			ln, err = listenOrInherit("metrics", addr)
-		}
-		if err != nil {
-			stop()
-			return nil, fmt.Errorf("metrics: %w", err)
-		}
-		srv = metrics.Serve(ln, h, log)
-	}
-	return stop, nil
-}
-
-func statCommand() *cli.Command {
-	return &cli.Command{
-		Name:        "stat",
-		Usage:       "show every gateway and worker of the farm, live: counters, rates, latency, queue depths",
-		Description: statHelp,
-		Flags: append(redisFlags(), prefixFlag,
-			&cli.BoolFlag{Name: "once", Usage: "print one snapshot (two reads 1s apart, for the rates) and exit"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON, one object per snapshot and line"},
-			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "time between refreshes"},
-		),
-		Action: func(c *cli.Context) error {
-			rdb, err := connectRedis(c)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			s := &statRunner{
-				rdb: rdb, prefix: c.String("prefix"), out: c.App.Writer, json: c.Bool("json"),
-				interval: max(c.Duration("interval"), 100*time.Millisecond), rates: newRateTracker(),
-			}
-			if c.Bool("once") {
-				return s.once(c.Context)
-			}
-			s.clear = statIsTTY(c.App.Writer)
-			return s.live(c.Context)
-		},
-	}
+	s.clear = statIsTTY(o.Out)
+	return s.live(ctx)
 }
 
 // statRunner reads the farm's reports and prints them.
@@ -588,8 +489,9 @@ var statLegend = []string{
 	"limits:  clients that ran into a limit since start, by limit (docs/operations.md, Limits and abuse)",
 }
 
-// statHelp is the description of `maple stat --help`.
-const statHelp = `Every gateway and worker reports its counters to Redis every second
+// Help explains the table and its columns: the description of
+// `maple stat --help`.
+const Help = `Every gateway and worker reports its counters to Redis every second
 (stat hashes that expire when it stops); maple stat reads them and prints
 one row per process, totals, and what waits in the partition queues.
 

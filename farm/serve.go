@@ -1,10 +1,9 @@
-package main
+package farm
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,8 +16,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/examples/demo"
-	"github.com/maple-farm/maple/examples/tictactoe"
 	"github.com/maple-farm/maple/gateway"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
@@ -81,8 +78,6 @@ func workerFlags() []cli.Flag {
 			Usage: "worker name, a label: each process adds a random suffix to it, so a reload or a second process with the same name never shares its leases (default: random)"},
 		&cli.DurationFlag{Name: "gateway-timeout", Value: worker.DefaultGatewayTimeout, EnvVars: []string{"MAPLE_GATEWAY_TIMEOUT"},
 			Usage: "a gateway silent this long is dead: its players' sessions are removed"},
-		&cli.StringFlag{Name: "login-secret", EnvVars: []string{"MAPLE_LOGIN_SECRET"},
-			Usage: "the demo's cmd 2 takes login tokens signed with this secret (worker.SignLogin, maple login-token) instead of a bare user id; empty: open logins"},
 		&cli.StringFlag{Name: "login-mode", Value: string(store.Kick), EnvVars: []string{"MAPLE_LOGIN_MODE"},
 			Usage: "a second login of a user: kick (close the older connection) or refuse"},
 		&cli.Int64Flag{Name: "max-held-bytes", Value: worker.DefaultMaxHeldBytes, EnvVars: []string{"MAPLE_MAX_HELD_BYTES"},
@@ -138,13 +133,13 @@ func commonFlags(extra ...[]cli.Flag) []cli.Flag {
 	return append(fs, logFlags()...)
 }
 
-func gatewayCommand() *cli.Command {
+func (g *game) gatewayCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "hold player connections and move their frames through Redis",
-		Flags: commonFlags(gatewayFlags(), wsFlags(""), observeFlags()), // observeFlags: stat.go
+		Flags: commonFlags(gatewayFlags(), g.wsFlags(""), observeFlags()), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
-			log, err := newLogger(c, stderr)
+			log, err := newLogger(c, c.App.ErrWriter)
 			if err != nil {
 				return err
 			}
@@ -154,13 +149,13 @@ func gatewayCommand() *cli.Command {
 			}
 			o := gatewayOptions(c, ro)
 			o.Logger = log
-			wsOptions(c, &o, false)
+			g.wsOptions(c, &o, false)
 			gw, err := gateway.New(o)
 			if err != nil {
 				return err
 			}
 			// Stat reports and metrics (stat.go): until the gateway has drained.
-			stopObserving, err := startObserving(c, ro, log, gatewayObserved(gw))
+			stopObserving, err := g.startObserving(c, ro, log, gatewayObserved(gw))
 			if err != nil {
 				return err
 			}
@@ -170,13 +165,13 @@ func gatewayCommand() *cli.Command {
 	}
 }
 
-func workerCommand() *cli.Command {
+func (g *game) workerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "worker",
-		Usage: "run the demo games' handlers (demo and tictactoe) on frames from Redis",
-		Flags: commonFlags(workerFlags(), workerSharedFlags(), observeFlags()), // observeFlags: stat.go
+		Usage: "run the game's handlers on frames from Redis",
+		Flags: commonFlags(workerFlags(), workerSharedFlags(), observeFlags(), g.flags), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
-			log, err := newLogger(c, stderr)
+			log, err := newLogger(c, c.App.ErrWriter)
 			if err != nil {
 				return err
 			}
@@ -186,12 +181,16 @@ func workerCommand() *cli.Command {
 			}
 			o := workerOptions(c, ro)
 			o.Logger = log
-			w, err := worker.New(farmApp(c, log), o)
+			app, err := g.setup(c, log)
+			if err != nil {
+				return err
+			}
+			w, err := worker.New(app, o)
 			if err != nil {
 				return err
 			}
 			// Stat reports and metrics (stat.go): until the worker has drained.
-			stopObserving, err := startObserving(c, ro, log, workerObserved(w))
+			stopObserving, err := g.startObserving(c, ro, log, workerObserved(w))
 			if err != nil {
 				return err
 			}
@@ -209,17 +208,17 @@ func workerCommand() *cli.Command {
 	}
 }
 
-func devCommand() *cli.Command {
+func (g *game) devCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "dev",
-		Usage: "run a whole farm in one process: embedded Redis, a gateway (TCP and WebSocket, with the tic-tac-toe page) and the demo worker",
-		Flags: append(append(gatewayFlags(), wsFlags(DefaultDevWSListen)...), append([]cli.Flag{
+		Usage: "run a whole farm in one process: embedded Redis, a gateway (TCP and WebSocket, with the game's page) and a worker",
+		Flags: append(append(gatewayFlags(), g.wsFlags(DefaultDevWSListen)...), append([]cli.Flag{
 			&cli.StringFlag{Name: "redis-listen", Value: "127.0.0.1:0", EnvVars: []string{"MAPLE_REDIS_LISTEN"},
 				Usage: "address of the embedded Redis (miniredis), for redis-cli"},
 			prefixFlag, partitionsFlag,
-		}, append(workerFlags(), append(observeFlags(), logFlags()...)...)...)...), // observeFlags: stat.go
+		}, append(workerFlags(), append(observeFlags(), append(g.flags, logFlags()...)...)...)...)...), // observeFlags: stat.go
 		Action: func(c *cli.Context) error {
-			log, err := newLogger(c, stderr)
+			log, err := newLogger(c, c.App.ErrWriter)
 			if err != nil {
 				return err
 			}
@@ -233,20 +232,24 @@ func devCommand() *cli.Command {
 
 			go_ := gatewayOptions(c, ro)
 			go_.Logger = log
-			wsOptions(c, &go_, true)
+			g.wsOptions(c, &go_, true)
 			gw, err := gateway.New(go_)
 			if err != nil {
 				return err
 			}
 			wo := workerOptions(c, ro)
 			wo.Logger = log
-			w, err := worker.New(farmApp(c, log), wo)
+			app, err := g.setup(c, log)
+			if err != nil {
+				return err
+			}
+			w, err := worker.New(app, wo)
 			if err != nil {
 				return err
 			}
 			// Stat reports and metrics (stat.go): until both have drained,
 			// before the embedded Redis closes.
-			stopObserving, err := startObserving(c, ro, log, gatewayObserved(gw), workerObserved(w))
+			stopObserving, err := g.startObserving(c, ro, log, gatewayObserved(gw), workerObserved(w))
 			if err != nil {
 				return err
 			}
@@ -261,11 +264,11 @@ func devCommand() *cli.Command {
 			select {
 			case <-gw.Ready():
 				addr := dialable(gw.Addr())
-				fmt.Fprintf(c.App.Writer, "maple dev: gateway on %s, embedded redis on %s\n", addr, mr.Addr())
-				fmt.Fprintf(c.App.Writer, "try:  go run ./cmd/maple client --addr %s --cmd 1 --body hi\n", addr)
+				fmt.Fprintf(c.App.Writer, "%s dev: gateway on %s, embedded redis on %s\n", c.App.Name, addr, mr.Addr())
+				fmt.Fprintf(c.App.Writer, "try:  %s client --addr %s --cmd 1 --body hi\n", g.runHint(), addr)
 				fmt.Fprintf(c.App.Writer, "      redis-cli -p %s PUBLISH maple:trigger '{\"op\":\"broadcast\",\"cmd\":100,\"body\":\"hello\"}'\n", port(mr.Addr()))
 				if a := gw.WSAddr(); a != nil && go_.Web != nil {
-					fmt.Fprintf(c.App.Writer, "play:  open http://%s/ in two browser tabs (tic-tac-toe)\n", dialable(a))
+					fmt.Fprintf(c.App.Writer, "play:  open http://%s/\n", dialable(a))
 				}
 			case err := <-errs:
 				cancel()
@@ -314,7 +317,7 @@ func port(addr string) string {
 // tic-tac-toe page.
 const DefaultDevWSListen = ":28080"
 
-func wsFlags(listen string) []cli.Flag {
+func (g *game) wsFlags(listen string) []cli.Flag {
 	fs := []cli.Flag{
 		&cli.StringFlag{Name: "ws-listen", Value: listen, EnvVars: []string{"MAPLE_WS_LISTEN"},
 			Usage: "HTTP address for WebSocket players (one Box frame per binary message); empty: none"},
@@ -329,16 +332,16 @@ func wsFlags(listen string) []cli.Flag {
 		&cli.StringFlag{Name: "web-root", EnvVars: []string{"MAPLE_WEB_ROOT"},
 			Usage: "serve this directory's files on the WebSocket listener (a game's page; /maple.js is the JavaScript client unless the directory has one)"},
 	}
-	if listen == "" { // maple gateway: the demo page only on request
+	if listen == "" && g.web != nil { // gateway: the game's page only on request
 		fs = append(fs, &cli.BoolFlag{Name: "web-demo", EnvVars: []string{"MAPLE_WEB_DEMO"},
-			Usage: "serve the tic-tac-toe page on the WebSocket listener (maple dev always does, unless --web-root)"})
+			Usage: "serve the game's page on the WebSocket listener (dev always does, unless --web-root)"})
 	}
 	return fs
 }
 
 // wsOptions sets the WebSocket options of o from the flags; demoPage
-// serves the tic-tac-toe page when no --web-root is given.
-func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
+// serves the game's page (Web) when no --web-root is given.
+func (g *game) wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
 	o.WSListen = c.String("ws-listen")
 	if demoPage && !c.IsSet("ws-listen") && o.WSListen == DefaultDevWSListen {
 		// maple dev on its default port: if that is taken (another dev
@@ -360,9 +363,9 @@ func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
 	var web http.Handler
 	switch {
 	case c.String("web-root") != "":
-		web = tictactoe.WebFS(os.DirFS(c.String("web-root")))
-	case demoPage || c.Bool("web-demo"):
-		web = tictactoe.Web()
+		web = WebFS(os.DirFS(c.String("web-root")))
+	case g.web != nil && (demoPage || c.Bool("web-demo")):
+		web = g.web
 	}
 	if web != nil && o.WSPath != gateway.DefaultWSPath {
 		// Tell the page where the endpoint is.
@@ -377,20 +380,4 @@ func wsOptions(c *cli.Context, o *gateway.Options, demoPage bool) {
 		})
 	}
 	o.Web = web
-}
-
-// farmApp is the app `maple worker` and `maple dev` run: the demo game
-// (docs/protocol.md section 3, cmd 1-8) and tic-tac-toe (cmd 100 and up,
-// docs/tictactoe.md). With --login-secret, cmd 2 takes signed login
-// tokens; without, it says at start that anyone can log in as anyone.
-func farmApp(c *cli.Context, log *slog.Logger) *worker.App {
-	secret := c.String("login-secret")
-	if secret == "" {
-		log.Warn("open logins: cmd 2 binds any user id a client sends, without a credential (set --login-secret for signed login tokens)")
-	} else {
-		log.Info("signed logins: cmd 2 takes login tokens signed with --login-secret")
-	}
-	app := demo.NewWith(demo.Options{LoginSecret: []byte(secret)})
-	tictactoe.Register(app, tictactoe.Options{})
-	return app
 }

@@ -1,4 +1,4 @@
-package main
+package farm
 
 import (
 	"encoding/json"
@@ -52,7 +52,7 @@ func benchCommand() *cli.Command {
 			if o.Warmup == 0 {
 				o.Warmup = -1
 			}
-			tty := isTerminal(stderr)
+			tty := isTerminal(c.App.ErrWriter)
 			o.Progress = func(p bench.Progress) {
 				line := fmt.Sprintf("%-6s %5.1fs  sent %d  answered %d  %.0f replies/s  in flight %d",
 					p.Phase, p.Elapsed.Seconds(), p.Sent, p.Answered, p.RepliesPerSec, p.InFlight)
@@ -61,14 +61,14 @@ func benchCommand() *cli.Command {
 						p.Busy, p.Failed, p.Mismatches, p.ConnErrors)
 				}
 				if tty {
-					fmt.Fprintf(stderr, "\r\033[K%s", line)
+					fmt.Fprintf(c.App.ErrWriter, "\r\033[K%s", line)
 				} else {
-					fmt.Fprintln(stderr, line)
+					fmt.Fprintln(c.App.ErrWriter, line)
 				}
 			}
 			res, err := bench.Run(c.Context, o)
 			if tty {
-				fmt.Fprint(stderr, "\r\033[K")
+				fmt.Fprint(c.App.ErrWriter, "\r\033[K")
 			}
 			if err != nil && res.Sent == 0 {
 				return err
@@ -160,7 +160,7 @@ func refserverCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stderr, "maple refserver: echo on %s\n", ln.Addr())
+			fmt.Fprintf(c.App.ErrWriter, "%s refserver: echo on %s\n", c.App.Name, ln.Addr())
 			return bench.ServeReference(c.Context, ln)
 		},
 	}
