@@ -1,0 +1,177 @@
+package queue
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestPlanWithinBudget: every pipeline a batch is cut into stays within
+// the budget, and the steps keep their order.
+func TestPlanWithinBudget(t *testing.T) {
+	q := New(nil, "")
+	var b Batch
+	for i := range 300 {
+		b.Out("gw"+strconv.Itoa(i%3), make([]byte, 100+i))
+	}
+	for i := range 500 {
+		b.Mark("gw1", "gw1-"+strconv.Itoa(i), 1)
+	}
+	for i := range 400 {
+		b.Ack(i%4, strconv.Itoa(1_000_000+i)+"-0")
+		b.Finished("gw1", 1)
+	}
+	o := CommitOptions{Budget: 5000, ReadsBatches: func(gw string) bool { return gw == "gw1" }}
+	pipes := q.plan(&b, &o)
+	if len(pipes) < 2 {
+		t.Fatalf("%d pipelines, want the batch split", len(pipes))
+	}
+	for i, p := range pipes {
+		size := 0
+		for _, s := range p {
+			size += s.size
+		}
+		if size > o.Budget {
+			t.Errorf("pipeline %d: %d bytes, over the budget of %d", i, size, o.Budget)
+		}
+	}
+	// cut keeps every item once, in order, within the limit.
+	sizes := []int{3, 4, 9, 1, 1, 1, 12, 2}
+	var runs []string
+	cut(len(sizes), 8, func(i int) int { return sizes[i] }, func(lo, hi int) { runs = append(runs, fmt.Sprint(sizes[lo:hi])) })
+	if got, want := fmt.Sprint(runs), "[[3 4] [9] [1 1 1] [12] [2]]"; got != want {
+		t.Errorf("cut = %s, want %s", got, want)
+	}
+}
+
+// TestCommitOrder: whatever order a batch was gathered in, Commit sends
+// outbound messages, then handled marks, then frame counts, then
+// acknowledgements, then the clean-up; split over several pipelines by a
+// small budget, the order holds across them. Everything arrives.
+func TestCommitOrder(t *testing.T) {
+	for _, budget := range []int{0, 600} {
+		t.Run(fmt.Sprint("budget ", budget), func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, s *Broker) {
+				ctx := testCtx(t)
+				if err := s.EnsureGroups(ctx, 2); err != nil {
+					t.Fatal(err)
+				}
+				if err := LoadScripts(ctx, s.rdb); err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for range 3 {
+					id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
+					if err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, id)
+				}
+				if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 3 {
+					t.Fatalf("read %d, %v", len(ds), err)
+				}
+				s.rdb.Set(ctx, s.Keys.Queued("gw1"), 5, 0)
+				s.rdb.HSet(ctx, s.Keys.Handled("gw1"), "gw1-old", 7)
+				s.rdb.HSet(ctx, s.Keys.Tries(1, ids[0]), "0", 2)
+
+				var b Batch
+				// Gathered out of order: acknowledgements first.
+				for _, id := range ids {
+					b.Ack(1, id)
+				}
+				b.Finished("gw1", 3)
+				b.ForgetHandled("gw1", "gw1-old")
+				b.ClearTries(1, ids[0])
+				b.Trim(1)
+				for i := range 6 {
+					b.Mark("gw1", "gw1-"+strconv.Itoa(i%3), uint64(i+1))
+					b.Out("gw1", []byte(fmt.Sprintf("reply %d %s", i, strings.Repeat("x", 100))))
+				}
+				rec := &cmdRecorder{}
+				s.rdb.AddHook(rec)
+				sent := 0
+				err := s.Commit(ctx, &b, CommitOptions{Budget: budget, Sent: func() { sent++ },
+					Retry:   func(err error, _ time.Duration) { t.Errorf("retry after %v", err) },
+					Refused: func(cmd string, err error) { t.Errorf("%s refused: %v", cmd, err) }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var order []string
+				for _, trip := range rec.take() {
+					for _, c := range trip {
+						name, _, _ := strings.Cut(c, " ")
+						if len(order) == 0 || order[len(order)-1] != name {
+							order = append(order, name)
+						}
+					}
+				}
+				if want := "[lpush hset decrby xack hdel del evalsha]"; fmt.Sprint(order) != want {
+					t.Errorf("commands in order %v, want %s", order, want)
+				}
+				if budget > 0 && sent < 2 {
+					t.Errorf("%d pipelines, want the batch split by a budget of %d", sent, budget)
+				}
+				msgs, _ := s.rdb.LRange(ctx, s.Keys.Outbound("gw1"), 0, -1).Result()
+				slices.Reverse(msgs) // LPUSH: the first is last
+				if len(msgs) != 6 || !strings.HasPrefix(msgs[0], "reply 0") || !strings.HasPrefix(msgs[5], "reply 5") {
+					t.Errorf("outbound list %.40q, want the 6 replies in order", msgs)
+				}
+				marks, _ := s.rdb.HGetAll(ctx, s.Keys.Handled("gw1")).Result()
+				if want := "map[gw1-0:4 gw1-1:5 gw1-2:6]"; fmt.Sprint(marks) != want {
+					t.Errorf("handled marks %v, want %s (the last of each connection, the old one forgotten)", marks, want)
+				}
+				if n, _ := s.Queued(ctx, "gw1"); n != 2 {
+					t.Errorf("frame count %d, want 2", n)
+				}
+				if p := pendingOf(t, ctx, s, 1); len(p) != 0 {
+					t.Errorf("%d entries pending, want all acknowledged", len(p))
+				}
+				if n, _ := s.rdb.Exists(ctx, s.Keys.Tries(1, ids[0])).Result(); n != 0 {
+					t.Error("start counts not cleared")
+				}
+				if n, _ := s.rdb.XLen(ctx, s.Keys.Inbound(1)).Result(); n != 1 {
+					t.Errorf("%d entries left in the stream, want it trimmed up to the last delivered", n)
+				}
+				// A Batch is reused: Reset leaves nothing to send.
+				b.Reset()
+				if err := s.Commit(ctx, &b, CommitOptions{Sent: func() { t.Error("an empty batch sent a pipeline") }}); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// TestCommitRefused: a command Redis refuses for its content is reported,
+// not sent again, and the rest of the batch goes on.
+func TestCommitRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Broker) {
+		ctx := testCtx(t)
+		s.rdb.Set(ctx, s.Keys.Outbound("gwbad"), "not a list", 0)
+		var b Batch
+		b.Out("gwbad", []byte("m1"))
+		b.Out("gwok", []byte("m2"))
+		b.Mark("gwok", "gwok-1", 3)
+		var refused []string
+		err := s.Commit(ctx, &b, CommitOptions{
+			Retry:   func(err error, _ time.Duration) { t.Fatalf("retry after %v", err) },
+			Refused: func(cmd string, err error) { refused = append(refused, cmd) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(refused) != "[lpush]" {
+			t.Errorf("refused %v, want [lpush]", refused)
+		}
+		if msgs, _ := s.rdb.LRange(ctx, s.Keys.Outbound("gwok"), 0, -1).Result(); fmt.Sprint(msgs) != "[m2]" {
+			t.Errorf("other gateway's list %v, want [m2]", msgs)
+		}
+		if v, _ := s.rdb.HGet(ctx, s.Keys.Handled("gwok"), "gwok-1").Result(); v != "3" {
+			t.Errorf("mark %q, want 3", v)
+		}
+	})
+}

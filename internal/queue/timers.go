@@ -1,0 +1,98 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/maple-farm/maple/box"
+	"github.com/redis/go-redis/v9"
+)
+
+// scriptTimerAdd (lua/timer_add.lua) schedules an envelope.
+var scriptTimerAdd = loadScript("timer_add")
+
+// ScheduleAfter queues a frame (cmd, body) for the workers after d. It
+// returns the timer's id, for CancelTimer. The timer lives in Redis: it
+// fires once, on some live worker, whatever happens to the worker that
+// scheduled it.
+func (q *Broker) ScheduleAfter(ctx context.Context, parts int, d time.Duration, cmd int32, body []byte) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	rnd := hex.EncodeToString(b[:])
+	p := PartitionOf(rnd, parts)
+	id := strconv.Itoa(p) + "." + rnd
+	env := Envelope{Kind: KindSystem, Frame: box.Append(nil, cmd, 0, 0, body)}
+	due := time.Now().Add(d).UnixMilli()
+	err := scriptTimerAdd.Run(ctx, q.rdb, []string{q.Keys.Timers(p), q.Keys.TimerData(p)},
+		id, due, AppendEnvelope(nil, &env)).Err()
+	if err != nil {
+		return "", fmt.Errorf("store: schedule timer: %w", err)
+	}
+	return id, nil
+}
+
+// scriptTimerCancel (lua/timer_cancel.lua) drops a pending timer.
+var scriptTimerCancel = loadScript("timer_cancel")
+
+// CancelTimer drops a timer that has not fired. It reports whether the
+// timer was still pending.
+func (q *Broker) CancelTimer(ctx context.Context, id string) (bool, error) {
+	ps, _, ok := strings.Cut(id, ".")
+	p, err := strconv.Atoi(ps)
+	if !ok || err != nil {
+		return false, fmt.Errorf("store: bad timer id %q", id)
+	}
+	n, err := scriptTimerCancel.Run(ctx, q.rdb, []string{q.Keys.Timers(p), q.Keys.TimerData(p)}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("store: cancel timer %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// MoveDueTimers puts up to max timers of partition p that fell due into the
+// partition's stream. It returns how many moved.
+func (q *Broker) MoveDueTimers(ctx context.Context, p int, now time.Time, max int) (int, error) {
+	n, err := q.MoveDueTimersOf(ctx, []int{p}, now, max)
+	if err != nil {
+		return 0, err
+	}
+	return n[0], nil
+}
+
+// scriptTimerDue (lua/timer_due.lua) moves due timers into the stream.
+var scriptTimerDue = loadScript("timer_due")
+
+// MoveDueTimersOf is MoveDueTimers for each of parts, in one pipeline; it
+// returns how many moved per partition, in the order of parts.
+func (q *Broker) MoveDueTimersOf(ctx context.Context, parts []int, now time.Time, max int) ([]int, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(parts))
+		for i, p := range parts {
+			cmds[i] = scriptTimerDue.EvalSha(ctx, pipe, []string{q.Keys.Timers(p), q.Keys.TimerData(p), q.Keys.Inbound(p)},
+				now.UnixMilli(), max)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && IsNoScript(err) && attempt == 0 {
+			// Redis restarted with an empty script cache.
+			if err := LoadScripts(ctx, q.rdb); err != nil {
+				return nil, fmt.Errorf("store: due timers: %w", err)
+			}
+			continue
+		}
+		n := make([]int, len(parts))
+		for i, c := range cmds {
+			v, err := c.Int()
+			if err != nil {
+				return nil, fmt.Errorf("store: due timers of partition %d: %w", parts[i], err)
+			}
+			n[i] = v
+		}
+		return n, nil
+	}
+}
