@@ -17,6 +17,7 @@ import (
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
 	"github.com/maple-farm/maple/examples/tictactoe"
+	"github.com/maple-farm/maple/internal/keys"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/maple-farm/maple/worker"
@@ -279,7 +280,7 @@ func TestACLRoles(t *testing.T) {
 			t.Errorf("%s: Redis refused %v", what, r)
 		}
 	}
-	keys := store.NewKeys("")
+	keys := keys.New("")
 	var alice, bob *client.Conn
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -31,6 +31,8 @@ import (
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
 	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
@@ -262,7 +264,7 @@ func TestCluster(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		prefix := storetest.Prefix(t)
-		k := store.NewKeys(prefix)
+		k := keys.New(prefix)
 		on := map[string]int{}
 		const n = 12
 		for i := 0; i < n; i++ {
@@ -405,8 +407,9 @@ func newSlotChecker(t *testing.T, anyNode string) *slotChecker {
 		t.Fatalf("COMMAND: %v", err)
 	}
 	k.info = info
-	files, _ := filepath.Glob("../store/lua/*.lua")
-	for _, f := range files {
+	files, _ := filepath.Glob("../internal/queue/lua/*.lua")
+	games, _ := filepath.Glob("../examples/tictactoe/lua/*.lua")
+	for _, f := range append(files, games...) {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -415,7 +418,7 @@ func newSlotChecker(t *testing.T, anyNode string) *slotChecker {
 		k.scripts[hex.EncodeToString(sum[:])] = strings.TrimSuffix(filepath.Base(f), ".lua")
 	}
 	if len(k.scripts) == 0 {
-		t.Fatal("no scripts found in ../store/lua")
+		t.Fatal("no scripts found in ../internal/queue/lua")
 	}
 	return k
 }
@@ -826,7 +829,7 @@ func TestClusterSlotSafety(t *testing.T) {
 				continue
 			}
 			if name == "dead_requeue" || strings.HasPrefix(name, "ttt_") {
-				t.Logf("script %s not run here (store tests check its keys)", name)
+				t.Logf("script %s not run here (its package's tests check its keys)", name)
 				continue
 			}
 			t.Errorf("the run never called script %s: the check did not cover it", name)
@@ -869,9 +872,9 @@ func TestClusterSlotSafety(t *testing.T) {
 	f.worker(timerApp(), nil)
 
 	// A gateway that died without a word: any worker reaps it.
-	st := store.New(mine, f.prefix)
+	st := queue.New(mine, f.prefix)
 	dead := "deadgw"
-	if _, err := st.BindUser(ctx, "ghost", store.Session{Gateway: dead, Conn: dead + "-1"}, store.Kick); err != nil {
+	if _, err := store.New(mine, f.prefix).BindUser(ctx, "ghost", store.Session{Gateway: dead, Conn: dead + "-1"}, store.Kick); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Heartbeat(ctx, f.keys().Gateways(), dead, time.Now().Add(-time.Minute)); err != nil {
@@ -936,7 +939,7 @@ func TestClusterSlotSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the dead gateway reaped", func() bool {
-		_, err := st.SessionOf(ctx, "ghost")
+		_, err := store.New(mine, f.prefix).SessionOf(ctx, "ghost")
 		return errors.Is(err, store.ErrNotFound)
 	})
 	if _, err := x.pub.CloseUsers(ctx, []string{"alice"}); err != nil {
@@ -944,7 +947,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	}
 	expectClosed(t, a)
 	waitFor(t, "alice's session removed", func() bool {
-		_, err := st.SessionOf(ctx, "alice")
+		_, err := store.New(mine, f.prefix).SessionOf(ctx, "alice")
 		return errors.Is(err, store.ErrNotFound)
 	})
 	time.Sleep(500 * time.Millisecond) // a few trims, timer ticks and periods
@@ -954,12 +957,12 @@ func TestClusterSlotSafety(t *testing.T) {
 }
 
 // dumpQueues logs, for a failed test, what waits in each partition.
-func dumpQueues(t *testing.T, rdb redis.UniversalClient, k store.Keys) {
+func dumpQueues(t *testing.T, rdb redis.UniversalClient, k keys.Keys) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for p := 0; p < store.DefaultPartitions; p++ {
+	for p := 0; p < queue.DefaultPartitions; p++ {
 		n, _ := rdb.XLen(ctx, k.Inbound(p)).Result()
-		pend, _ := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k.Inbound(p), Group: store.ConsumerGroup, Start: "-", End: "+", Count: 100}).Result()
+		pend, _ := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k.Inbound(p), Group: keys.ConsumerGroup, Start: "-", End: "+", Count: 100}).Result()
 		timers, _ := rdb.ZCard(ctx, k.Timers(p)).Result()
 		owner, _ := rdb.Get(ctx, k.Owner(p)).Result()
 		groups, _ := rdb.XInfoGroups(ctx, k.Inbound(p)).Result()
@@ -969,7 +972,7 @@ func dumpQueues(t *testing.T, rdb redis.UniversalClient, k store.Keys) {
 			what := "?"
 			if len(msgs) == 1 {
 				if e, ok := msgs[0].Values["e"].(string); ok {
-					env, err := store.DecodeEnvelope([]byte(e))
+					env, err := queue.DecodeEnvelope([]byte(e))
 					what = fmt.Sprintf("kind %d conn %s seq %d frame %d bytes %v", env.Kind, env.Conn, env.Seq, len(env.Frame), err)
 				}
 			}
@@ -1216,12 +1219,12 @@ func runFailover(t *testing.T, fc failoverCase) {
 
 // stuckEntries counts the entries of the farm's partitions delivered to a
 // worker and not acknowledged for longer than idle.
-func stuckEntries(t *testing.T, rdb redis.UniversalClient, k store.Keys, idle time.Duration) int {
+func stuckEntries(t *testing.T, rdb redis.UniversalClient, k keys.Keys, idle time.Duration) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n := 0
-	for p := 0; p < store.DefaultPartitions; p++ {
-		pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k.Inbound(p), Group: store.ConsumerGroup,
+	for p := 0; p < queue.DefaultPartitions; p++ {
+		pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k.Inbound(p), Group: keys.ConsumerGroup,
 			Start: "-", End: "+", Count: 1000, Idle: idle}).Result()
 		if err != nil {
 			t.Logf("XPENDING on partition %d: %v", p, err)
@@ -1257,12 +1260,12 @@ func TestClusterFailover(t *testing.T) {
 			ch := f.keys().TriggerChannel()
 			victim = c.MasterOf(ch)
 			n := 0
-			for p := 0; p < store.DefaultPartitions; p++ {
+			for p := 0; p < queue.DefaultPartitions; p++ {
 				if c.MasterOf(f.keys().Inbound(p)) == victim {
 					n++
 				}
 			}
-			t.Logf("victim %s serves the trigger channel %s and %d of %d partitions", victim, ch, n, store.DefaultPartitions)
+			t.Logf("victim %s serves the trigger channel %s and %d of %d partitions", victim, ch, n, queue.DefaultPartitions)
 			if n == 0 {
 				t.Fatalf("victim %s serves no partition", victim)
 			}

@@ -18,6 +18,8 @@ import (
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 )
@@ -219,7 +221,7 @@ func TestDeadGatewaySessions(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	waitFor(t, "dead gateway's session removed", func() bool {
-		n, _ := rdb.Exists(ctx, store.NewKeys(f.prefix).Session("dora")).Result()
+		n, _ := rdb.Exists(ctx, keys.New(f.prefix).Session("dora")).Result()
 		return n == 0
 	})
 	t.Logf("session removed %v after SIGKILL", time.Since(killed).Round(100*time.Millisecond))
@@ -376,8 +378,8 @@ func TestWorkerReloadFixedIDs(t *testing.T) {
 		live[id] = true
 	}
 	waitFor(t, "no entries pending under gone workers", func() bool {
-		for p := 0; p < store.DefaultPartitions; p++ {
-			pend, err := pf.rdb.XPending(context.Background(), pf.keys().Inbound(p), store.ConsumerGroup).Result()
+		for p := 0; p < queue.DefaultPartitions; p++ {
+			pend, err := pf.rdb.XPending(context.Background(), pf.keys().Inbound(p), keys.ConsumerGroup).Result()
 			if err != nil {
 				return false
 			}

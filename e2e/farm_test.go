@@ -15,7 +15,7 @@ import (
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
 	"github.com/maple-farm/maple/gateway"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/keys"
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/maple-farm/maple/worker"
 )
@@ -54,7 +54,7 @@ type farm struct {
 	prefix string
 }
 
-func (f *farm) keys() store.Keys { return store.NewKeys(f.prefix) }
+func (f *farm) keys() keys.Keys { return keys.New(f.prefix) }
 
 func newFarm(t *testing.T, ro *redis.UniversalOptions) *farm {
 	return &farm{t: t, ro: ro, prefix: storetest.Prefix(t)}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 )
@@ -63,7 +65,7 @@ func TestOperatorTools(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	keys := store.NewKeys(prefix)
+	keys := keys.New(prefix)
 	maple := func(args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, mapleBin, args...)
 		cmd.Env = append(os.Environ(), "MAPLE_REDIS="+srv.URL())
@@ -160,12 +162,12 @@ func TestOperatorTools(t *testing.T) {
 		// acknowledged (trimming keeps at least the last delivered one).
 		time.Sleep(2500 * time.Millisecond) // a second with no request
 		var streamed int64
-		for p := range store.DefaultPartitions {
+		for p := range queue.DefaultPartitions {
 			n, _ := rdb.XLen(ctx, keys.Inbound(p)).Result()
 			streamed += n
 		}
 		v := stat()
-		if q := v.Queues; q == nil || len(q.Lengths) != store.DefaultPartitions || q.Total != 0 || q.PendingTotal != 0 {
+		if q := v.Queues; q == nil || len(q.Lengths) != queue.DefaultPartitions || q.Total != 0 || q.PendingTotal != 0 {
 			t.Errorf("queues at idle = %+v, want 16 partitions, nothing waiting or read and not acked", v.Queues)
 		}
 		if streamed == 0 {

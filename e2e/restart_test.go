@@ -178,7 +178,7 @@ func TestPerConnectionOrder(t *testing.T) {
 	}
 	_ = ids
 	// What the handlers observed, in the order they ran.
-	seen, err := pf.rdb.LRange(ctx, pf.prefix+":order", 0, -1).Result()
+	seen, err := pf.rdb.LRange(ctx, pf.prefix+":{test:order}:list", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

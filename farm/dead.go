@@ -13,16 +13,16 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 )
 
 func deadCommand() *cli.Command {
-	open := func(c *cli.Context) (*store.Store, int, func(), error) {
+	open := func(c *cli.Context) (*queue.Broker, int, func(), error) {
 		rdb, err := openFarm(c)
 		if err != nil {
 			return nil, 0, nil, err
 		}
-		st := store.New(rdb, c.String("prefix"))
+		st := queue.New(rdb, c.String("prefix"))
 		n, err := farmPartitions(c.Context, st)
 		if err != nil {
 			rdb.Close()
@@ -133,7 +133,7 @@ func deadCommand() *cli.Command {
 						switch {
 						case err == nil:
 							n++
-						case errors.Is(err, store.ErrUnreadable) || errors.Is(err, store.ErrNotFound):
+						case errors.Is(err, queue.ErrUnreadable) || errors.Is(err, queue.ErrNotFound):
 							failed = append(failed, err)
 						default:
 							fmt.Fprintf(c.App.Writer, "re-queued %d of %d\n", n, len(named))
@@ -161,11 +161,11 @@ func deadCommand() *cli.Command {
 // farmPartitions returns the farm's partition count, or the default when
 // none is set (only with --force: checkFarm refuses a prefix without a
 // farm). Unlike store.Store.Partitions it never sets it.
-func farmPartitions(ctx context.Context, st *store.Store) (int, error) {
+func farmPartitions(ctx context.Context, st *queue.Broker) (int, error) {
 	key := st.Keys.PartitionCount()
 	v, err := st.Client().Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
-		return store.DefaultPartitions, nil
+		return queue.DefaultPartitions, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", key, err)
@@ -177,7 +177,7 @@ func farmPartitions(ctx context.Context, st *store.Store) (int, error) {
 	return n, nil
 }
 
-func printDead(c *cli.Context, d store.DeadLetter) {
+func printDead(c *cli.Context, d queue.DeadLetter) {
 	id := fmt.Sprintf("%d/%s", d.Part, d.ID)
 	if d.Unreadable != "" {
 		if c.Bool("json") {
@@ -228,8 +228,8 @@ func printDead(c *cli.Context, d store.DeadLetter) {
 }
 
 // hasFrame reports whether envelopes of kind k carry a frame.
-func hasFrame(k store.Kind) bool {
-	return k == store.KindFrame || k == store.KindSystem || k == store.KindJob
+func hasFrame(k queue.Kind) bool {
+	return k == queue.KindFrame || k == queue.KindSystem || k == queue.KindJob
 }
 
 func truncate(b []byte, n int) []byte {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -52,7 +53,7 @@ var (
 		Usage: "prefix of every Redis key and channel of the farm",
 	}
 	partitionsFlag = &cli.IntFlag{
-		Name: "partitions", Value: store.DefaultPartitions, EnvVars: []string{"MAPLE_PARTITIONS"},
+		Name: "partitions", Value: queue.DefaultPartitions, EnvVars: []string{"MAPLE_PARTITIONS"},
 		Usage: "number of inbound queues; fixed by the farm's first process, later ones read it from Redis",
 	}
 	logLevelFlag = &cli.StringFlag{

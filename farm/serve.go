@@ -17,6 +17,7 @@ import (
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
 )
@@ -43,7 +44,7 @@ func gatewayFlags() []cli.Flag {
 			Usage: "close a client whose frame is not complete this long after its first byte (-1s: never)"},
 		&cli.IntFlag{Name: "partial-budget", Value: gateway.DefaultPartialBudget, EnvVars: []string{"MAPLE_PARTIAL_BUDGET"},
 			Usage: "bytes of frames not yet complete, all connections together; past it the connections with the oldest are closed"},
-		&cli.IntFlag{Name: "write-budget", Value: store.DefaultWriteBudget, EnvVars: []string{"MAPLE_WRITE_BUDGET"},
+		&cli.IntFlag{Name: "write-budget", Value: queue.DefaultWriteBudget, EnvVars: []string{"MAPLE_WRITE_BUDGET"},
 			Usage: "most bytes of one Redis stream entry, list element or pipeline; bigger batches are split"},
 		&cli.IntFlag{Name: "backlog", Value: gateway.DefaultBacklog, EnvVars: []string{"MAPLE_BACKLOG"},
 			Usage: "frames held while Redis is slow or away; past it frames get -10002"},

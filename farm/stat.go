@@ -16,10 +16,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/maple-farm/maple/gateway"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/metrics"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/stat/statview"
-	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
 )
 
@@ -63,7 +63,7 @@ func (g *game) startObserving(c *cli.Context, ro *redis.UniversalOptions, log *s
 	o.PoolSize = 2
 	o.MaxRetries = -1
 	o.ContextTimeoutEnabled = true
-	rdb := store.NewClient(&o)
+	rdb := queue.NewClient(&o)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var srv *metrics.Server

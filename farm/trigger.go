@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/trigger"
 )
@@ -228,7 +230,7 @@ func openTriggers(c *cli.Context) (rdb redis.UniversalClient, known bool, err er
 	}
 	rdb, err = store.ConnectOptions(c.Context, c.String("redis"), o)
 	if store.IsNoPermission(err) {
-		rdb, err = store.NewClient(o), nil
+		rdb, err = queue.NewClient(o), nil
 	}
 	if err != nil {
 		return nil, false, err
@@ -249,7 +251,7 @@ func openTriggers(c *cli.Context) (rdb redis.UniversalClient, known bool, err er
 func noGateway(c *cli.Context) error {
 	return fmt.Errorf("no gateway received it on %s: this Redis user may not look for a farm under --prefix %q "+
 		"(docs/security.md), and no gateway listens there; check --prefix and --redis (--force publishes anyway)",
-		store.NewKeys(c.String("prefix")).TriggerChannel(), store.NewKeys(c.String("prefix")).Prefix)
+		keys.New(c.String("prefix")).TriggerChannel(), keys.New(c.String("prefix")).Prefix)
 }
 
 // checkFarm refuses a prefix with nothing of a farm behind it (no registry
@@ -264,7 +266,7 @@ func checkFarm(ctx context.Context, rdb redis.UniversalClient, rawURL, prefix st
 	if err != nil || ok {
 		return err
 	}
-	k := store.NewKeys(prefix)
+	k := keys.New(prefix)
 	where := "this Redis"
 	if u, err := url.Parse(rawURL); err == nil && u.Host != "" {
 		where = u.Redacted()

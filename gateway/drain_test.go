@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 )
 
@@ -396,12 +396,12 @@ func fakeWorker(ctx context.Context, gw *Server, rdb *redis.Client) {
 			for _, m := range msgs {
 				last[p] = m.ID
 				raw, _ := m.Values["b"].(string)
-				envs, err := store.DecodeBundle([]byte(raw))
+				envs, err := queue.DecodeBundle([]byte(raw))
 				if err != nil {
 					continue
 				}
 				for _, e := range envs {
-					if e.Kind != store.KindFrame {
+					if e.Kind != queue.KindFrame {
 						continue
 					}
 					h, _ := box.ParseHeader(e.Frame)
@@ -446,7 +446,7 @@ func TestDrainKickWaitsForAnswers(t *testing.T) {
 		t.Fatalf("got cmd %d, want the move push", m.Cmd)
 	}
 	out := gw.keys.Outbound(gw.ID())
-	kick := store.AppendOut(nil, &store.Out{Kind: store.OutClose, Conn: id})
+	kick := queue.AppendOut(nil, &queue.Out{Kind: queue.OutClose, Conn: id})
 	if err := lpushAll(ctx, rdb, out, [][]byte{kick}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/tidwall/evio"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 )
 
@@ -746,7 +746,7 @@ func pushFrame(seq uint64) []byte {
 }
 
 func outWrite(conn string, frames []byte) []byte {
-	return store.AppendOut(nil, &store.Out{Kind: store.OutWrite, Conn: conn, Frames: frames})
+	return queue.AppendOut(nil, &queue.Out{Kind: queue.OutWrite, Conn: conn, Frames: frames})
 }
 
 // lpushAll LPUSHes msgs in order, in one pipeline, as workers do.
@@ -783,12 +783,12 @@ func queuedBoxes(ctx context.Context, t *testing.T, gw *Server, rdb *redis.Clien
 		}
 		for _, m := range msgs {
 			raw, _ := m.Values["b"].(string) // a gateway's bundle of envelopes
-			envs, err := store.DecodeBundle([]byte(raw))
+			envs, err := queue.DecodeBundle([]byte(raw))
 			if err != nil {
 				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
 			}
 			for _, e := range envs {
-				if e.Conn == id && e.Kind == store.KindFrame {
+				if e.Conn == id && e.Kind == queue.KindFrame {
 					b, err := box.Decode(e.Frame)
 					if err != nil {
 						t.Fatalf("queued frame: %v", err)

@@ -17,7 +17,8 @@ import (
 //     long before, which no worker can still need.
 //   - A cleanly stopped gateway is not reaped (it is not stale, it is
 //     gone): once the workers finished what it queued, it forgets itself
-//     with the reaper's own store.ReapGateway.
+//     the reaper's way, queue.Broker.ForgetGateway, the one owner of
+//     forgetting a gateway.
 
 // forgetWait bounds how long a stopping gateway waits for workers to
 // finish its last envelopes before it forgets itself.
@@ -68,7 +69,7 @@ func (s *Server) forgetMarks(ctx context.Context, now time.Time) {
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
 		pipe := s.rdb.Pipeline()
-		s.st.ForgetHandled(ctx, pipe, s.opts.ID, ids[:n]...)
+		s.q.ForgetHandled(ctx, pipe, s.opts.ID, ids[:n]...)
 		if _, err := pipe.Exec(ctx); err != nil {
 			s.log.Debug("forgetting old handled marks failed", "err", err)
 			return
@@ -86,13 +87,13 @@ func (s *Server) forgetSelf(wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait+2*time.Second)
 	defer cancel()
 	deadline := time.Now().Add(wait)
-	if live, err := s.st.Alive(ctx, s.keys.Workers(), time.Now(), 10*time.Second); err != nil || len(live) == 0 {
+	if live, err := s.q.Alive(ctx, s.keys.Workers(), time.Now(), 10*time.Second); err != nil || len(live) == 0 {
 		// No worker to finish them: the reaper forgets this gateway later.
 		s.log.Info("no live worker: leaving this gateway's keys to the reaper", "err", err)
 		return
 	}
 	for {
-		n, err := s.st.Queued(ctx, s.opts.ID)
+		n, err := s.q.Queued(ctx, s.opts.ID)
 		if err == nil && n == 0 {
 			break
 		}
@@ -102,7 +103,7 @@ func (s *Server) forgetSelf(wait time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := s.st.ReapGateway(ctx, s.opts.ID); err != nil {
+	if _, err := s.q.ForgetGateway(ctx, s.opts.ID); err != nil {
 		s.log.Warn("could not forget this gateway in Redis; the reaper will", "err", err)
 	}
 }

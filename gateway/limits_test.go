@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 )
 
 // These tests check the limits one client meets (docs/operations.md,
@@ -288,7 +288,7 @@ func TestPushesWithinWriteBudget(t *testing.T) {
 
 // outWriteAt is a worker's reply: an OutWrite with the request's time.
 func outWriteAt(conn string, frames []byte) []byte {
-	return store.AppendOut(nil, &store.Out{Kind: store.OutWrite, Conn: conn, At: time.Now().UnixNano(), Frames: frames})
+	return queue.AppendOut(nil, &queue.Out{Kind: queue.OutWrite, Conn: conn, At: time.Now().UnixNano(), Frames: frames})
 }
 
 // TestQueueBoundLeavesOneFrame: at the queue bound a connection's bulk is

@@ -6,7 +6,8 @@ import (
 	"unsafe"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/internal/retry"
 )
 
 // outBatch is how many messages one non-blocking pop takes.
@@ -18,11 +19,11 @@ const outBatch = 512
 // empty.
 func (s *Server) runOutbound(ctx context.Context) {
 	log := s.log.With("duty", "outbound")
-	backoff := 10 * time.Millisecond
+	backoff := retry.New(10*time.Millisecond, time.Second)
 	var acked int64 // last batch received; acknowledged by the next take
 	w := &connWrites{at: make(map[*conn]int)}
 	for ctx.Err() == nil {
-		batch, msgs, err := s.st.TakeOut(ctx, s.opts.ID, acked, outBatch)
+		batch, msgs, err := s.q.TakeOut(ctx, s.opts.ID, acked, outBatch)
 		if err == nil {
 			acked = batch
 			for _, m := range msgs {
@@ -30,14 +31,14 @@ func (s *Server) runOutbound(ctx context.Context) {
 			}
 			w.flush()
 			if len(msgs) > 0 {
-				backoff = 10 * time.Millisecond
+				backoff.Reset()
 				continue
 			}
 			// Nothing waiting: block until a message comes, and take it
 			// in the same round trip.
 			var m string
 			var ok bool
-			m, ok, err = s.st.WaitOut(ctx, s.block, s.opts.ID, time.Second)
+			m, ok, err = s.q.WaitOut(ctx, s.block, s.opts.ID, time.Second)
 			if err == nil {
 				if ok {
 					s.deliver(w, readOnly(m))
@@ -51,12 +52,8 @@ func (s *Server) runOutbound(ctx context.Context) {
 			return
 		}
 		s.Stats.RedisErrs.Add(1)
-		log.Error("redis pop failed, retrying", "err", err, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, time.Second)
+		log.Error("redis pop failed, retrying", "err", err, "backoff", backoff.Delay())
+		backoff.Wait(ctx)
 	}
 }
 
@@ -138,23 +135,23 @@ func (w *connWrites) flush() {
 
 // deliver carries out one outbound message; writes wait in w.
 func (s *Server) deliver(w *connWrites, raw []byte) {
-	m, err := store.DecodeOut(raw)
+	m, err := queue.DecodeOut(raw)
 	if err != nil {
 		s.limit.Error("bad outbound message", "bad outbound message", "err", err)
 		return
 	}
 	switch m.Kind {
-	case store.OutBatch:
+	case queue.OutBatch:
 		for rest := m.Frames; len(rest) > 0; {
 			var b []byte
-			if b, rest, err = store.CutBundle(rest); err != nil {
+			if b, rest, err = queue.CutBundle(rest); err != nil {
 				s.limit.Error("bad outbound message", "bad outbound batch", "err", err)
 				return
 			}
 			s.deliver(w, b)
 		}
 		return
-	case store.OutBroadcast:
+	case queue.OutBroadcast:
 		s.mu.RLock()
 		for _, c := range s.conns {
 			s.writeLater(w, c, m.Frames, false)
@@ -167,18 +164,18 @@ func (s *Server) deliver(w *connWrites, raw []byte) {
 		return // gone meanwhile: its close event is on its way to the workers
 	}
 	switch m.Kind {
-	case store.OutWrite:
+	case queue.OutWrite:
 		reply := m.At > 0
 		s.writeLater(w, c, m.Frames, reply)
 		if reply {
 			s.Stats.Latency.Observe(time.Duration(time.Now().UnixNano() - m.At))
 		}
-	case store.OutClose:
+	case queue.OutClose:
 		w.flushConn(c)
 		s.kick(c) // drain.go: while draining, once its frames are answered
-	case store.OutBind:
+	case queue.OutBind:
 		s.setUID(c, m.UID)
-	case store.OutUnbind:
+	case queue.OutUnbind:
 		s.setUID(c, "")
 	}
 }

@@ -7,7 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/internal/retry"
 )
 
 // pushItem is one envelope on its way to Redis.
@@ -15,7 +16,7 @@ type pushItem struct {
 	c     *conn
 	env   []byte
 	frame bool // a client frame (refusable), not an open/close event
-	kind  store.Kind
+	kind  queue.Kind
 	// always: queued even at the queue bound (events, and a connection's
 	// only frame in flight).
 	always bool
@@ -152,7 +153,7 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 	s := p.s
 	// Group by partition, keeping each connection's order.
 	clear(p.byPart)
-	var batches []store.PartBatch
+	var batches []queue.PartBatch
 	var owners [][]*pushItem
 	for i := range items {
 		it := &items[i]
@@ -160,17 +161,17 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 		if !ok {
 			j = len(batches)
 			p.byPart[it.c.part] = j
-			batches = append(batches, store.PartBatch{Part: it.c.part, Bundle: p.bundles[it.c.part]})
+			batches = append(batches, queue.PartBatch{Part: it.c.part, Bundle: p.bundles[it.c.part]})
 			owners = append(owners, nil)
 		}
 		batches[j].Envelopes = append(batches[j].Envelopes, it.env)
 		batches[j].Always = append(batches[j].Always, it.always)
 		owners[j] = append(owners[j], it)
 	}
-	backoff := 10 * time.Millisecond
+	backoff := retry.New(10*time.Millisecond, time.Second)
 	for len(batches) > 0 {
 		s.Stats.Pipelines.Add(1)
-		err := s.st.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &p.queued)
+		err := s.q.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &p.queued)
 		// Answer what Redis refused; it is not sent again.
 		kept := 0
 		for j, b := range batches {
@@ -190,12 +191,8 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 			return false
 		}
 		s.Stats.RedisErrs.Add(1)
-		p.log.Error("redis push failed, retrying", "n", len(items), "err", err, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, time.Second)
+		p.log.Error("redis push failed, retrying", "n", len(items), "err", err, "backoff", backoff.Delay())
+		backoff.Wait(ctx)
 	}
 	for j, b := range batches {
 		if cap(b.Bundle) <= 1<<20 {
@@ -221,7 +218,7 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 // queued), and puts its close events back in the queue: a worker must
 // learn that a connection ended. Open events are dropped (logged): the
 // frames after them are answered or run as usual.
-func (p *pusher) refused(b store.PartBatch, owners []*pushItem) {
+func (p *pusher) refused(b queue.PartBatch, owners []*pushItem) {
 	s := p.s
 	var closes []pushItem
 	frames, opens := 0, 0
@@ -234,7 +231,7 @@ func (p *pusher) refused(b store.PartBatch, owners []*pushItem) {
 			it.c.inflight.Add(-1)
 			it.c.owed.Add(-1)
 			it.c.peer.send(busyAnswer(it.cmd, it.sn))
-		case it.kind == store.KindClose:
+		case it.kind == queue.KindClose:
 			closes = append(closes, *it)
 		default:
 			opens++
@@ -242,5 +239,5 @@ func (p *pusher) refused(b store.PartBatch, owners []*pushItem) {
 	}
 	s.queue.requeue(closes)
 	s.limit.Error("redis refused", "redis refused an entry: its frames answered -10002", "partition", b.Part,
-		"frames", frames, "closes_retried", len(closes), "opens_dropped", opens, "bytes", store.BundleSize(b.Envelopes), "err", b.Refused)
+		"frames", frames, "closes_retried", len(closes), "opens_dropped", opens, "bytes", queue.BundleSize(b.Envelopes), "err", b.Refused)
 }

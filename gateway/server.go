@@ -18,6 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/ratelog"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
@@ -86,7 +88,7 @@ type Options struct {
 	// partial frames are closed. 0 means DefaultPartialBudget.
 	PartialBudget int
 	// WriteBudget is the most bytes of one stream entry or pipeline; 0
-	// means store.DefaultWriteBudget.
+	// means 8 MiB, as worker.DefaultWriteBudget.
 	WriteBudget int
 	// WriteStall closes a client whose queued output has not moved this long.
 	WriteStall time.Duration
@@ -171,7 +173,7 @@ func (o Options) withDefaults() Options {
 		o.PartialBudget = DefaultPartialBudget
 	}
 	if o.WriteBudget <= 0 {
-		o.WriteBudget = store.DefaultWriteBudget
+		o.WriteBudget = queue.DefaultWriteBudget
 	}
 	// One frame's envelope must fit in an entry.
 	o.WriteBudget = max(o.WriteBudget, o.MaxFrame+64<<10)
@@ -255,10 +257,11 @@ type Stats struct {
 type Server struct {
 	opts  Options
 	log   *slog.Logger
-	keys  store.Keys
+	keys  keys.Keys
 	rdb   redis.UniversalClient // pipelines
 	block redis.UniversalClient // the blocking pop of the outbound list
-	st    *store.Store
+	st    *store.Store          // group members, for triggers
+	q     *queue.Broker         // the queues
 	parts int
 
 	Stats Stats
@@ -298,7 +301,7 @@ func New(opts Options) (*Server, error) {
 		opts:  o,
 		log:   log,
 		limit: ratelog.New(log, ratelog.DefaultBurst, ratelog.DefaultEvery),
-		keys:  store.NewKeys(o.Prefix),
+		keys:  keys.New(o.Prefix),
 		conns: make(map[string]*conn),
 		byUID: make(map[string][]*conn),
 		perIP: make(map[string]int),
@@ -322,24 +325,20 @@ func (s *Server) Addr() net.Addr { return s.bound }
 // every connection, queues their close events and returns.
 func (s *Server) Run(ctx context.Context) error {
 	ro := *s.opts.Redis
-	s.rdb = store.NewClient(&ro)
+	s.rdb = queue.NewClient(&ro)
 	defer s.rdb.Close()
-	bo := ro
-	bo.PoolSize = 2
-	bo.ReadTimeout = -1 // BLMOVE sets its own deadline
-	// No silent retries: a BLMOVE whose reply was lost must surface as an
-	// error, so that the next take asks for the transit batch again; a
-	// retry would take another message and lose the first.
-	bo.MaxRetries = -1
-	s.block = store.NewClient(&bo)
+	// BLMOVE's own client: a BLMOVE whose reply was lost surfaces as an
+	// error, so that the next take asks for the transit batch again.
+	s.block = queue.NewBlockingClient(&ro, 2)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)
+	s.q = queue.New(s.rdb, s.opts.Prefix)
 	s.partials.init(s.opts.PartialBudget)
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	parts, err := s.st.Partitions(cctx, s.opts.Partitions)
+	parts, err := s.q.Partitions(cctx, s.opts.Partitions)
 	if err == nil {
-		err = store.LoadScripts(cctx, s.rdb)
+		err = queue.LoadScripts(cctx, s.rdb)
 	}
 	cancel()
 	if err != nil {
@@ -422,7 +421,7 @@ func (s *Server) runHeartbeat(ctx context.Context) {
 	lastForget := time.Now()
 	for {
 		now := time.Now()
-		if err := s.st.Heartbeat(ctx, s.keys.Gateways(), s.opts.ID, now); err != nil && ctx.Err() == nil {
+		if err := s.q.Heartbeat(ctx, s.keys.Gateways(), s.opts.ID, now); err != nil && ctx.Err() == nil {
 			s.log.Debug("heartbeat failed", "err", err)
 		}
 		if now.Sub(lastForget) > time.Minute {
@@ -462,12 +461,12 @@ func (s *Server) opened(p peer) (*conn, error) {
 	}
 	s.perIP[ip]++
 	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
-	c := &conn{id: id, addr: addr, ip: ip, peer: p, part: store.PartitionOf(id, s.parts)}
+	c := &conn{id: id, addr: addr, ip: ip, peer: p, part: queue.PartitionOf(id, s.parts)}
 	s.conns[id] = c
 	s.mu.Unlock()
 	s.Stats.Conns.Add(1)
 	s.Stats.Accepted.Add(1)
-	s.enqueue(c, store.KindOpen, nil)
+	s.enqueue(c, queue.KindOpen, nil)
 	s.log.Debug("opened", "conn", id, "addr", c.addr)
 	return c, nil
 }
@@ -558,7 +557,7 @@ func (s *Server) closed(c *conn, err error) {
 		s.Stats.IdleClosed.Add(1)
 		s.log.Debug("idle client closed", "conn", c.id, "addr", c.addr)
 	}
-	s.enqueue(c, store.KindClose, nil)
+	s.enqueue(c, queue.KindClose, nil)
 	s.log.Debug("closed", "conn", c.id, "addr", c.addr, "err", err)
 }
 
@@ -566,23 +565,23 @@ func (s *Server) closed(c *conn, err error) {
 // full. A connection's only frame in flight is queued even at the queue
 // bound: the bound stops bulk, not a player waiting for one answer.
 func (s *Server) enqueueFrame(c *conn, frame []byte) bool {
-	return s.enqueueItem(c, store.KindFrame, frame, c.inflight.Load() == 0)
+	return s.enqueueItem(c, queue.KindFrame, frame, c.inflight.Load() == 0)
 }
 
 // enqueue hands an open or close event of c to the pusher; they always go
 // through.
-func (s *Server) enqueue(c *conn, kind store.Kind, frame []byte) bool {
+func (s *Server) enqueue(c *conn, kind queue.Kind, frame []byte) bool {
 	return s.enqueueItem(c, kind, frame, true)
 }
 
 // enqueueItem hands an event of c to the pusher; past the backlog frames
 // are refused. always: the queue bound does not apply.
-func (s *Server) enqueueItem(c *conn, kind store.Kind, frame []byte, always bool) bool {
+func (s *Server) enqueueItem(c *conn, kind queue.Kind, frame []byte, always bool) bool {
 	c.seq++
-	e := store.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
-	enc := store.AppendEnvelope(make([]byte, 0, store.EnvelopeSize(&e)), &e)
+	e := queue.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
+	enc := queue.AppendEnvelope(make([]byte, 0, queue.EnvelopeSize(&e)), &e)
 	it := pushItem{c: c, env: enc, kind: kind, always: always}
-	if kind == store.KindFrame {
+	if kind == queue.KindFrame {
 		h, _ := box.ParseHeader(frame)
 		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true
 	}

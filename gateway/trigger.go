@@ -85,7 +85,7 @@ func (s *Server) applyTrigger(ctx context.Context, log *slog.Logger, payload []b
 			return
 		}
 		if won {
-			if err := s.st.QueueSystem(ctx, s.parts, m.Cmd, body); err != nil {
+			if err := s.q.QueueSystem(ctx, s.parts, m.Cmd, body); err != nil {
 				log.Error("trigger: write_to_worker failed", "err", err)
 			}
 		}

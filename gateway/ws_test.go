@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 )
 
@@ -112,13 +112,13 @@ func wsWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // wsPush queues outbound messages for connection id, as workers do.
-func wsPush(t *testing.T, gw *Server, rdb *redis.Client, msgs ...*store.Out) {
+func wsPush(t *testing.T, gw *Server, rdb *redis.Client, msgs ...*queue.Out) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, m := range msgs {
-			p.LPush(ctx, gw.keys.Outbound(gw.ID()), store.AppendOut(nil, m))
+			p.LPush(ctx, gw.keys.Outbound(gw.ID()), queue.AppendOut(nil, m))
 		}
 		return nil
 	})
@@ -189,13 +189,13 @@ func TestWSOneFramePerMessage(t *testing.T) {
 	wsWaitFor(t, 10*time.Second, "5 frames in", func() bool { return gw.Stats.FramesIn.Load() == 5 })
 
 	const total = 2000
-	var msgs []*store.Out
+	var msgs []*queue.Out
 	for i := uint64(0); i < total; i += 4 {
 		var frames []byte
 		for j := i; j < i+4; j++ {
 			frames = append(frames, seqFrame(j)...)
 		}
-		msgs = append(msgs, &store.Out{Kind: store.OutWrite, Conn: id, Frames: frames})
+		msgs = append(msgs, &queue.Out{Kind: queue.OutWrite, Conn: id, Frames: frames})
 	}
 	wsPush(t, gw, rdb, msgs...)
 	for i := range uint64(total) {
@@ -209,8 +209,8 @@ func TestWSOneFramePerMessage(t *testing.T) {
 	}
 
 	// A close from the farm comes after the output queued before it.
-	wsPush(t, gw, rdb, &store.Out{Kind: store.OutWrite, Conn: id, Frames: seqFrame(total)},
-		&store.Out{Kind: store.OutClose, Conn: id})
+	wsPush(t, gw, rdb, &queue.Out{Kind: queue.OutWrite, Conn: id, Frames: seqFrame(total)},
+		&queue.Out{Kind: queue.OutClose, Conn: id})
 	if b := readFrame(t, c); binary.BigEndian.Uint64(b.Body) != total {
 		t.Fatalf("last frame before the close: seq %d", binary.BigEndian.Uint64(b.Body))
 	}
@@ -255,7 +255,7 @@ func TestWSBadMessagesClose(t *testing.T) {
 			expectClose(t, c, tt.code)
 			wsWaitFor(t, 5*time.Second, "the bad frame counted", func() bool { return gw.Stats.BadFrames.Load() == before+1 })
 			// The good connection still gets its output.
-			wsPush(t, gw, rdb, &store.Out{Kind: store.OutWrite, Conn: goodID, Frames: seqFrame(uint64(i))})
+			wsPush(t, gw, rdb, &queue.Out{Kind: queue.OutWrite, Conn: goodID, Frames: seqFrame(uint64(i))})
 			if b := readFrame(t, good); binary.BigEndian.Uint64(b.Body) != uint64(i) {
 				t.Fatalf("good connection got seq %d, want %d", binary.BigEndian.Uint64(b.Body), i)
 			}
@@ -273,9 +273,9 @@ func TestWSSlowClientClosed(t *testing.T) {
 	c, id := dialWS(t, gw, nil)
 	_ = c // never read
 	big := box.Append(nil, 100, 0, 0, make([]byte, 32<<10))
-	var msgs []*store.Out
+	var msgs []*queue.Out
 	for range 200 { // 6.4 MiB: far past the socket buffers and OutBuffer
-		msgs = append(msgs, &store.Out{Kind: store.OutWrite, Conn: id, Frames: big})
+		msgs = append(msgs, &queue.Out{Kind: queue.OutWrite, Conn: id, Frames: big})
 	}
 	wsPush(t, gw, rdb, msgs...)
 	wsWaitFor(t, 15*time.Second, "the slow client to be closed", func() bool {

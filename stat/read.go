@@ -10,9 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/maple-farm/maple/internal/keys"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/maple-farm/maple/store"
 )
 
 // Report is one process's stat hash, as a Reporter wrote it.
@@ -86,7 +85,7 @@ func (r Report) Dist(name string) (s Snapshot, ok bool) {
 //
 // On Redis Cluster it scans every master, since SCAN sees one node only.
 func Read(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]Report, error) {
-	keys := store.NewKeys(prefix)
+	keys := keys.New(prefix)
 	var names []string
 	var err error
 	if cc, ok := rdb.(*redis.ClusterClient); ok {

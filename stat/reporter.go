@@ -13,7 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 )
 
 // Kinds of process that report.
@@ -81,7 +82,7 @@ type ReporterOptions struct {
 	// Prefix starts every key name; "" means store.DefaultPrefix.
 	Prefix string
 	// Kind is KindGateway or KindWorker; ID the process's gateway or
-	// worker id. Both are required: the hash is store.Keys.Stat(Kind, ID).
+	// worker id. Both are required: the hash is <prefix>:stat:<Kind>:<ID>.
 	Kind string
 	ID   string
 	// Sample reads the counters (required).
@@ -95,8 +96,8 @@ type ReporterOptions struct {
 	// One process of the farm is enough; workers do it.
 	Queues bool
 	// Partitions is the count a new farm gets if this process's report is
-	// the first thing to touch it (as Store.Partitions); 0 means
-	// store.DefaultPartitions. Pass the value the process itself uses.
+	// the first thing to touch it, as gateways and workers set it; 0
+	// means the default, 16. Pass the value the process itself uses.
 	Partitions int
 	// Interval is the time between reports; 0 means DefaultInterval.
 	Interval time.Duration
@@ -108,7 +109,7 @@ type ReporterOptions struct {
 }
 
 // Reporter writes a process's counters to Redis every Interval, as the hash
-// store.Keys.Stat(kind, id), for `maple stat`. The hash expires TTL after
+// <prefix>:stat:<kind>:<id>, for `maple stat`. The hash expires TTL after
 // the last report, so a process that died disappears on its own; one that
 // stops cleanly deletes it.
 //
@@ -120,7 +121,7 @@ type ReporterOptions struct {
 type Reporter struct {
 	opts  ReporterOptions
 	log   *slog.Logger
-	st    *store.Store
+	st    *queue.Broker
 	key   string
 	host  string
 	pid   string
@@ -155,7 +156,7 @@ func NewReporter(opts ReporterOptions) (*Reporter, error) {
 	if err != nil {
 		host = "?"
 	}
-	st := store.New(o.Redis, o.Prefix)
+	st := queue.New(o.Redis, o.Prefix)
 	idKey := "id" // log keys of the style note: gw, worker
 	switch o.Kind {
 	case KindGateway:
@@ -294,7 +295,7 @@ func (r *Reporter) queues(ctx context.Context) ([]Queue, error) {
 		}
 		var g *redis.XInfoGroup
 		for j := range gs {
-			if gs[j].Name == store.ConsumerGroup {
+			if gs[j].Name == keys.ConsumerGroup {
 				g = &gs[j]
 			}
 		}
@@ -307,7 +308,7 @@ func (r *Reporter) queues(ctx context.Context) ([]Queue, error) {
 			qs[i].Waiting = g.Lag
 		default:
 			count[i] = nil
-			after = append(after, store.NextID(g.LastDeliveredID))
+			after = append(after, queue.NextID(g.LastDeliveredID))
 		}
 		if g != nil {
 			qs[i].Pending = g.Pending

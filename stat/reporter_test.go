@@ -11,7 +11,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 )
 
@@ -73,7 +74,7 @@ func TestReporterWritesAndExpires(t *testing.T) {
 			Prefix: prefix, Kind: KindGateway, ID: "gw1", Version: "v1.2.3", Started: started,
 			Sample: fakeSample(&h, 42), Interval: 100 * time.Millisecond, TTL: 400 * time.Millisecond,
 		})
-		if want := store.NewKeys(prefix).Stat(KindGateway, "gw1"); r.Key() != want {
+		if want := keys.New(prefix).Stat(KindGateway, "gw1"); r.Key() != want {
 			t.Fatalf("Key() = %q, want %q", r.Key(), want)
 		}
 		ctx := t.Context()
@@ -187,11 +188,11 @@ func TestReporterRunKeepsReportingAndDeletesOnStop(t *testing.T) {
 func TestReporterQueues(t *testing.T) {
 	servers(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
 		ctx := t.Context()
-		keys := store.NewKeys(prefix)
+		ks := keys.New(prefix)
 		add := func(p, n int) {
 			t.Helper()
 			for range n {
-				if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: keys.Inbound(p), Values: []string{"e", "x"}}).Err(); err != nil {
+				if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: ks.Inbound(p), Values: []string{"e", "x"}}).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -200,28 +201,28 @@ func TestReporterQueues(t *testing.T) {
 		// of them.
 		read := func(p int, n int64, acked int) {
 			t.Helper()
-			if err := rdb.XGroupCreateMkStream(ctx, keys.Inbound(p), store.ConsumerGroup, "0").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			if err := rdb.XGroupCreateMkStream(ctx, ks.Inbound(p), keys.ConsumerGroup, "0").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 				t.Fatal(err)
 			}
-			got, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: store.ConsumerGroup, Consumer: "w",
-				Streams: []string{keys.Inbound(p), ">"}, Count: n, Block: -1}).Result()
+			got, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: keys.ConsumerGroup, Consumer: "w",
+				Streams: []string{ks.Inbound(p), ">"}, Count: n, Block: -1}).Result()
 			if err != nil || len(got) != 1 || int64(len(got[0].Messages)) != n {
 				t.Fatalf("XREADGROUP: %v, %v", got, err)
 			}
 			for _, m := range got[0].Messages[:acked] {
-				if err := rdb.XAck(ctx, keys.Inbound(p), store.ConsumerGroup, m.ID).Err(); err != nil {
+				if err := rdb.XAck(ctx, ks.Inbound(p), keys.ConsumerGroup, m.ID).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		add(2, 3) // no worker ever read: all 3 wait
 		add(5, 1)
-		rdb.Set(ctx, keys.PartitionCount(), 8, 0)
+		rdb.Set(ctx, ks.PartitionCount(), 8, 0)
 		add(6, 6)
 		read(6, 4, 3) // 2 wait, 1 is being handled, 3 are done but untrimmed
 		add(7, 2)
 		read(7, 2, 2) // idle: all done, none trimmed yet
-		if err := store.New(rdb, prefix).EnsureGroups(ctx, 8); err != nil {
+		if err := queue.New(rdb, prefix).EnsureGroups(ctx, 8); err != nil {
 			t.Fatal(err)
 		}
 		add(3, 1) // a group, nothing read yet
@@ -262,7 +263,7 @@ func TestReporterQueuesCounted(t *testing.T) {
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{m.Addr()}})
 	defer rdb.Close()
 	ctx := t.Context()
-	st := store.New(rdb, "t")
+	st := queue.New(rdb, "t")
 	if _, err := st.Partitions(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -276,12 +277,12 @@ func TestReporterQueuesCounted(t *testing.T) {
 		// One read and acknowledged: the group's last delivered entry
 		// moves, and Redis's lag (miniredis: the stream's length) is no
 		// longer the answer.
-		got, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: store.ConsumerGroup, Consumer: "w",
+		got, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: keys.ConsumerGroup, Consumer: "w",
 			Streams: []string{st.Keys.Inbound(p), ">"}, Count: 1, Block: -1}).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		rdb.XAck(ctx, st.Keys.Inbound(p), store.ConsumerGroup, got[0].Messages[0].ID)
+		rdb.XAck(ctx, st.Keys.Inbound(p), keys.ConsumerGroup, got[0].Messages[0].ID)
 	}
 	r := newTestReporter(t, rdb, ReporterOptions{Prefix: "t", Kind: KindWorker, ID: "w1", Queues: true})
 	if err := r.report(ctx, time.Now()); err != nil {
@@ -314,7 +315,7 @@ func TestRead(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		keys := store.NewKeys(prefix)
+		keys := keys.New(prefix)
 		// Keys that match the pattern but are no report are skipped.
 		rdb.Set(ctx, keys.Stat("junk", "string"), "x", time.Minute)
 		rdb.HSet(ctx, keys.Stat("junk", "hash"), "no", "kind")

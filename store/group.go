@@ -2,10 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Group names and user ids are at most MaxNameLen bytes: the functions
@@ -20,8 +17,8 @@ func (s *Store) JoinGroup(ctx context.Context, group, uid string) error {
 		return err
 	}
 	pipe := s.rdb.Pipeline()
-	pipe.SAdd(ctx, s.Keys.Group(group), uid)
-	pipe.SAdd(ctx, s.Keys.UserGroups(uid), group)
+	pipe.SAdd(ctx, s.keys.Group(group), uid)
+	pipe.SAdd(ctx, s.keys.UserGroups(uid), group)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store: join group %q: %w", group, err)
 	}
@@ -34,8 +31,8 @@ func (s *Store) LeaveGroup(ctx context.Context, group, uid string) error {
 		return err
 	}
 	pipe := s.rdb.Pipeline()
-	pipe.SRem(ctx, s.Keys.Group(group), uid)
-	pipe.SRem(ctx, s.Keys.UserGroups(uid), group)
+	pipe.SRem(ctx, s.keys.Group(group), uid)
+	pipe.SRem(ctx, s.keys.UserGroups(uid), group)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store: leave group %q: %w", group, err)
 	}
@@ -55,11 +52,23 @@ func (s *Store) Members(ctx context.Context, group string) ([]string, error) {
 	if err := CheckName("group name", group); err != nil {
 		return nil, err
 	}
-	m, err := s.rdb.SMembers(ctx, s.Keys.Group(group)).Result()
+	m, err := s.rdb.SMembers(ctx, s.keys.Group(group)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: members of %q: %w", group, err)
 	}
 	return m, nil
+}
+
+// IsMember reports whether uid is in a group.
+func (s *Store) IsMember(ctx context.Context, group, uid string) (bool, error) {
+	if err := checkGroupUser(group, uid); err != nil {
+		return false, err
+	}
+	in, err := s.rdb.SIsMember(ctx, s.keys.Group(group), uid).Result()
+	if err != nil {
+		return false, fmt.Errorf("store: members of %q: %w", group, err)
+	}
+	return in, nil
 }
 
 // GroupsOf returns the groups uid is in.
@@ -67,66 +76,9 @@ func (s *Store) GroupsOf(ctx context.Context, uid string) ([]string, error) {
 	if err := CheckName("user id", uid); err != nil {
 		return nil, err
 	}
-	g, err := s.rdb.SMembers(ctx, s.Keys.UserGroups(uid)).Result()
+	g, err := s.rdb.SMembers(ctx, s.keys.UserGroups(uid)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: groups of %q: %w", uid, err)
 	}
 	return g, nil
-}
-
-// UserGet returns one field of a user's hash, or ErrNotFound.
-func (s *Store) UserGet(ctx context.Context, uid, field string) (string, error) {
-	if err := CheckName("user id", uid); err != nil {
-		return "", err
-	}
-	v, err := s.rdb.HGet(ctx, s.Keys.User(uid), field).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("store: user %q field %q: %w", uid, field, err)
-	}
-	return v, nil
-}
-
-// UserGetAll returns a user's whole hash.
-func (s *Store) UserGetAll(ctx context.Context, uid string) (map[string]string, error) {
-	if err := CheckName("user id", uid); err != nil {
-		return nil, err
-	}
-	m, err := s.rdb.HGetAll(ctx, s.Keys.User(uid)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("store: user %q: %w", uid, err)
-	}
-	return m, nil
-}
-
-// UserSet sets fields of a user's hash.
-func (s *Store) UserSet(ctx context.Context, uid string, fields map[string]any) error {
-	if err := CheckName("user id", uid); err != nil {
-		return err
-	}
-	if err := s.rdb.HSet(ctx, s.Keys.User(uid), fields).Err(); err != nil {
-		return fmt.Errorf("store: set user %q: %w", uid, err)
-	}
-	return nil
-}
-
-// UserIncr adds delta to a numeric field of a user's hash.
-func (s *Store) UserIncr(ctx context.Context, uid, field string, delta int64) (int64, error) {
-	if err := CheckName("user id", uid); err != nil {
-		return 0, err
-	}
-	n, err := s.rdb.HIncrBy(ctx, s.Keys.User(uid), field, delta).Result()
-	if err != nil {
-		return 0, fmt.Errorf("store: incr user %q field %q: %w", uid, field, err)
-	}
-	return n, nil
-}
-
-// Eval runs a game's own Lua script (EVALSHA, falling back to EVAL). On
-// Redis Cluster all keys must share a hash tag; Keys.User and friends give
-// tags per user, group and counter.
-func (s *Store) Eval(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return script.Run(ctx, s.rdb, keys, args...)
 }

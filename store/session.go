@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -30,56 +30,35 @@ const (
 // ErrLoggedInElsewhere is returned by BindUser in Refuse mode.
 var ErrLoggedInElsewhere = errors.New("store: user is logged in on another connection")
 
-// BindUser binds uid to a connection atomically. In Kick mode it returns
-// the session it replaced (zero if none, or if it was this connection). A
-// uid over MaxNameLen is refused (ErrNameTooLong).
+// BindUser binds uid to a connection, farm-wide and atomically. In Kick
+// mode (the default) it returns the session it replaced (zero if none, or
+// if it was this connection), which the caller closes; in Refuse mode an
+// existing session of another connection is kept and the call fails with
+// ErrLoggedInElsewhere. A uid over MaxNameLen or with a brace is refused
+// (CheckName). worker.Request.Login calls it and tells the gateways.
 func (s *Store) BindUser(ctx context.Context, uid string, to Session, mode LoginMode) (old Session, err error) {
 	// The uid is stored in the session and the gateway's user set, and
 	// the gateway copies it into every envelope of the connection.
 	if err := CheckName("user id", uid); err != nil {
 		return old, err
 	}
-	if mode == "" {
-		mode = Kick
+	o, bound, err := s.q.BindUser(ctx, uid, queue.Session(to), mode == Refuse)
+	old = Session(o)
+	if err == nil && !bound {
+		err = ErrLoggedInElsewhere
 	}
-	res, err := scriptSessionBind.Run(ctx, s.rdb, []string{s.Keys.Session(uid)},
-		to.Gateway, to.Conn, string(mode), time.Now().UnixMilli()).Slice()
-	if err != nil {
-		return old, fmt.Errorf("store: bind user %q: %w", uid, err)
-	}
-	if len(res) != 3 {
-		return old, fmt.Errorf("store: bind user %q: unexpected reply %v", uid, res)
-	}
-	old.Gateway, _ = res[1].(string)
-	old.Conn, _ = res[2].(string)
-	if n, _ := res[0].(int64); n == 0 {
-		return old, ErrLoggedInElsewhere
-	}
-	if to.Gateway != "" {
-		s.rdb.SAdd(ctx, s.Keys.GatewayUsers(to.Gateway), uid)
-	}
-	if old.Gateway != "" && old.Gateway != to.Gateway {
-		s.rdb.SRem(ctx, s.Keys.GatewayUsers(old.Gateway), uid)
-	}
-	return old, nil
+	return old, err
 }
 
-// UnbindUser removes uid's binding if it still names conn. It reports
-// whether it did.
+// UnbindUser removes uid's binding if it still names connection at.Conn
+// (a newer login elsewhere is left alone). It reports whether it did.
 func (s *Store) UnbindUser(ctx context.Context, uid string, at Session) (bool, error) {
-	n, err := scriptSessionUnbnd.Run(ctx, s.rdb, []string{s.Keys.Session(uid)}, at.Conn, at.Gateway).Int()
-	if err != nil {
-		return false, fmt.Errorf("store: unbind user %q: %w", uid, err)
-	}
-	if n == 1 && at.Gateway != "" {
-		s.rdb.SRem(ctx, s.Keys.GatewayUsers(at.Gateway), uid)
-	}
-	return n == 1, nil
+	return s.q.UnbindUser(ctx, uid, queue.Session(at))
 }
 
 // SessionOf returns where uid is connected, or ErrNotFound.
 func (s *Store) SessionOf(ctx context.Context, uid string) (Session, error) {
-	m, err := s.rdb.HMGet(ctx, s.Keys.Session(uid), "gw", "conn").Result()
+	m, err := s.rdb.HMGet(ctx, s.keys.Session(uid), "gw", "conn").Result()
 	if err != nil {
 		return Session{}, fmt.Errorf("store: session of %q: %w", uid, err)
 	}
@@ -97,7 +76,7 @@ func (s *Store) Sessions(ctx context.Context, uids []string) (map[string]Session
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(uids))
 	for i, uid := range uids {
-		cmds[i] = pipe.HMGet(ctx, s.Keys.Session(uid), "gw", "conn")
+		cmds[i] = pipe.HMGet(ctx, s.keys.Session(uid), "gw", "conn")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("store: sessions: %w", err)
@@ -115,42 +94,4 @@ func (s *Store) Sessions(ctx context.Context, uids []string) (map[string]Session
 		}
 	}
 	return out, nil
-}
-
-// ReapGateway removes what a dead gateway left: its users' sessions (where
-// they still point at it), its user set, its outbound list, its frame
-// count and its connections' handled marks, and its registry entry. It
-// returns the number of sessions removed.
-func (s *Store) ReapGateway(ctx context.Context, gw string) (int, error) {
-	uids, err := s.rdb.SMembers(ctx, s.Keys.GatewayUsers(gw)).Result()
-	if err != nil {
-		return 0, fmt.Errorf("store: reap gateway %s: %w", gw, err)
-	}
-	n := 0
-	for _, uid := range uids {
-		ok, err := scriptSessionUnbnd.Run(ctx, s.rdb, []string{s.Keys.Session(uid)}, "", gw).Int()
-		if err != nil {
-			return n, fmt.Errorf("store: reap gateway %s: %w", gw, err)
-		}
-		n += ok
-	}
-	pipe := s.rdb.Pipeline()
-	pipe.Del(ctx, s.Keys.GatewayUsers(gw))
-	// UNLINK: the handled marks and the outbound list of a big gateway
-	// hold a field or element per connection; Redis frees them in the
-	// background instead of blocking on them.
-	pipe.Unlink(ctx, s.Keys.Outbound(gw), s.Keys.OutboundTransit(gw), s.Keys.OutboundBatch(gw),
-		s.Keys.Queued(gw), s.Keys.Handled(gw))
-	pipe.ZRem(ctx, s.Keys.Gateways(), gw)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return n, fmt.Errorf("store: reap gateway %s: %w", gw, err)
-	}
-	return n, nil
-}
-
-// Stale returns the ids in a registry whose last heartbeat is older than
-// now-ttl: processes that died without saying so.
-func (s *Store) Stale(ctx context.Context, registry string, now time.Time, ttl time.Duration) ([]string, error) {
-	max := fmt.Sprintf("(%d", now.Add(-ttl).UnixMilli())
-	return s.rdb.ZRangeByScore(ctx, registry, &redis.ZRangeBy{Min: "-inf", Max: max}).Result()
 }

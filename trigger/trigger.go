@@ -24,6 +24,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -146,15 +148,15 @@ func checkUIDs(m Message) error {
 // Publisher sends triggers from Go.
 type Publisher struct {
 	rdb   redis.UniversalClient
-	keys  store.Keys
-	st    *store.Store
+	keys  keys.Keys
+	st    *queue.Broker
 	parts int
 }
 
 // NewPublisher returns a Publisher for the farm with the given key prefix
 // ("" is the default).
 func NewPublisher(rdb redis.UniversalClient, prefix string) *Publisher {
-	return &Publisher{rdb: rdb, keys: store.NewKeys(prefix), st: store.New(rdb, prefix)}
+	return &Publisher{rdb: rdb, keys: keys.New(prefix), st: queue.New(rdb, prefix)}
 }
 
 // Publish sends m and returns how many gateways received it.
@@ -242,7 +244,7 @@ func (p *Publisher) WriteToWorkerViaGateways(ctx context.Context, cmd int32, bod
 // --prefix does not create a partition count and queues that no process
 // will ever read. It only reads.
 func FarmExists(ctx context.Context, rdb redis.UniversalClient, prefix string) (bool, error) {
-	k := store.NewKeys(prefix)
+	k := keys.New(prefix)
 	keys := []string{k.Gateways(), k.Workers(), k.PartitionCount()}
 	cmds := make([]*redis.IntCmd, len(keys))
 	// One EXISTS per key: on Redis Cluster they live in different slots.

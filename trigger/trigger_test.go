@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 )
@@ -38,16 +40,16 @@ func TestFarmExists(t *testing.T) {
 			if n, _ := rdb.DBSize(ctx).Result(); n != 0 {
 				t.Fatalf("FarmExists wrote %d keys", n)
 			}
-			if _, err := store.New(rdb, "").Partitions(ctx, 0); err != nil {
+			if _, err := queue.New(rdb, "").Partitions(ctx, 0); err != nil {
 				t.Fatal(err)
 			}
 			check("", true) // the default prefix
 			check("maple", true)
 			check("nope", false)
-			st := store.New(rdb, "g")
+			st := queue.New(rdb, "g")
 			st.Heartbeat(ctx, st.Keys.Gateways(), "gw1", time.Now())
 			check("g", true)
-			st = store.New(rdb, "w")
+			st = queue.New(rdb, "w")
 			st.Heartbeat(ctx, st.Keys.Workers(), "w1", time.Now())
 			check("w", true)
 			check("gw", false)
@@ -130,7 +132,7 @@ func TestPublishRefusesMalformed(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 	ctx := t.Context()
-	sub := rdb.Subscribe(ctx, store.NewKeys("").TriggerChannel())
+	sub := rdb.Subscribe(ctx, keys.New("").TriggerChannel())
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
@@ -171,7 +173,7 @@ func TestWriteToWorkerViaGateways(t *testing.T) {
 	if n, err := p.WriteToWorkerViaGateways(ctx, 9, []byte("reload")); err != nil || n != 0 {
 		t.Fatalf("with no gateway: %d, %v; want 0 receivers", n, err)
 	}
-	sub := rdb.Subscribe(ctx, store.NewKeys("f").TriggerChannel())
+	sub := rdb.Subscribe(ctx, keys.New("f").TriggerChannel())
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)

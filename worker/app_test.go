@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 )
 
 // newTestWorker returns a Worker with no Redis whose writer only queues:
@@ -28,7 +28,7 @@ func newTestWorker(t *testing.T, app *App) *Worker {
 // sent is one outbound message a test worker queued, decoded.
 type sent struct {
 	gw     string
-	out    store.Out
+	out    queue.Out
 	frames []box.Box // the frames of an OutWrite
 }
 
@@ -45,7 +45,7 @@ func outs(t *testing.T, w *Worker) (msgs []sent, acks int) {
 			if op.gw == "" || op.conn != "" {
 				continue // a barrier, or a handled mark
 			}
-			m, err := store.DecodeOut(op.payload)
+			m, err := queue.DecodeOut(op.payload)
 			if err != nil {
 				t.Fatalf("outbound message to %s: %v", op.gw, err)
 			}
@@ -74,7 +74,7 @@ func replies(t *testing.T, w *Worker) []box.Box {
 	msgs, _ := outs(t, w)
 	var bs []box.Box
 	for _, m := range msgs {
-		if m.out.Kind != store.OutWrite {
+		if m.out.Kind != queue.OutWrite {
 			t.Errorf("outbound message of kind %d, want only writes", m.out.Kind)
 		}
 		bs = append(bs, m.frames...)
@@ -83,15 +83,15 @@ func replies(t *testing.T, w *Worker) []box.Box {
 }
 
 // frameEnv is a client frame from connection c1 on gateway gw1.
-func frameEnv(cmd int32, sn uint32, body string) store.Envelope {
-	return store.Envelope{Kind: Frame, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1", At: 1234,
+func frameEnv(cmd int32, sn uint32, body string) queue.Envelope {
+	return queue.Envelope{Kind: queue.Kind(Frame), Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1", At: 1234,
 		Frame: box.Append(nil, cmd, 0, sn, []byte(body))}
 }
 
 // handleEnv runs one entry through the worker's own handle, as the
 // engine does after reading it from Redis.
-func handleEnv(w *Worker, env store.Envelope) {
-	d := store.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
+func handleEnv(w *Worker, env queue.Envelope) {
+	d := queue.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
 	w.mu.Lock()
 	w.inflight++
 	w.held += heldSize(&d)
@@ -114,7 +114,7 @@ func call(t *testing.T, w *Worker, cmd int32, body string) (int32, string) {
 		t.Fatalf("cmd %d: sent %+v, want one reply", cmd, msgs)
 	}
 	m := msgs[0]
-	if m.gw != "gw1" || m.out.Kind != store.OutWrite || m.out.Conn != "c1" || m.out.At != 1234 {
+	if m.gw != "gw1" || m.out.Kind != queue.OutWrite || m.out.Conn != "c1" || m.out.At != 1234 {
 		t.Errorf("cmd %d: reply went to gw %q kind %d conn %q at %d, want gw1, write, c1, 1234",
 			cmd, m.gw, m.out.Kind, m.out.Conn, m.out.At)
 	}
@@ -144,7 +144,7 @@ func wantCompletion(t *testing.T, msgs []sent) {
 		t.Fatalf("sent %+v, want only the completion signal", msgs)
 	}
 	m := msgs[0]
-	if m.gw != "gw1" || m.out.Kind != store.OutWrite || m.out.Conn != "c1" || m.out.At != 1234 || len(m.out.Frames) != 0 {
+	if m.gw != "gw1" || m.out.Kind != queue.OutWrite || m.out.Conn != "c1" || m.out.At != 1234 || len(m.out.Frames) != 0 {
 		t.Errorf("sent %+v, want an OutWrite to gw1/c1 with At 1234 and no frames", m)
 	}
 }
@@ -696,7 +696,7 @@ func TestOpenClose(t *testing.T) {
 	})
 	w := newTestWorker(t, app)
 
-	open := store.Envelope{Kind: Open, Seq: 1, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1"}
+	open := queue.Envelope{Kind: queue.Kind(Open), Seq: 1, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1"}
 	handleEnv(w, open)
 	if got, want := rec.take(), []string{"open1:open:c1", "open2:open:c1"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("open ran %q, want %q", got, want)
@@ -705,7 +705,7 @@ func TestOpenClose(t *testing.T) {
 		t.Errorf("open sent %+v with %d acks, want nothing and 1 ack", msgs, acks)
 	}
 
-	cl := store.Envelope{Kind: Close, Seq: 2, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1"}
+	cl := queue.Envelope{Kind: queue.Kind(Close), Seq: 2, Gateway: "gw1", Conn: "c1", Addr: "127.0.0.1:1"}
 	handleEnv(w, cl)
 	if got, want := rec.take(), []string{"close1:close:c1", "close2", "close3"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("close ran %q, want %q", got, want)
@@ -773,8 +773,8 @@ func TestJobDispatch(t *testing.T) {
 	w := newTestWorker(t, app)
 
 	// As store.ClaimPeriod queues it.
-	jobEnv := func(name string) store.Envelope {
-		return store.Envelope{Kind: Job, Frame: box.Append(nil, 0, 0, 0, []byte(name))}
+	jobEnv := func(name string) queue.Envelope {
+		return queue.Envelope{Kind: queue.Kind(Job), Frame: box.Append(nil, 0, 0, 0, []byte(name))}
 	}
 	handleEnv(w, jobEnv("tick"))
 	handleEnv(w, jobEnv("save"))
@@ -818,7 +818,7 @@ func TestSystemRequestRoutes(t *testing.T) {
 		return nil
 	})
 	w := newTestWorker(t, app)
-	handleEnv(w, store.Envelope{Kind: System, Frame: box.Append(nil, 30, 0, 0, []byte("timer"))})
+	handleEnv(w, queue.Envelope{Kind: queue.Kind(System), Frame: box.Append(nil, 30, 0, 0, []byte("timer"))})
 	if got == nil || got.Kind != System || string(got.Box.Body) != "timer" {
 		t.Fatalf("system frame: request %+v", got)
 	}
@@ -826,7 +826,7 @@ func TestSystemRequestRoutes(t *testing.T) {
 		t.Errorf("system frame sent %+v", msgs)
 	}
 	// A failing system frame has nobody to answer.
-	handleEnv(w, store.Envelope{Kind: System, Frame: box.Append(nil, 31, 0, 0, nil)})
+	handleEnv(w, queue.Envelope{Kind: queue.Kind(System), Frame: box.Append(nil, 31, 0, 0, nil)})
 	if msgs, _ := outs(t, w); len(msgs) != 0 {
 		t.Errorf("unknown system cmd sent %+v", msgs)
 	}
@@ -879,7 +879,7 @@ func TestPushAndClose(t *testing.T) {
 		t.Errorf("%d acks, want 1", acks)
 	}
 	type frame struct {
-		kind store.OutKind
+		kind queue.OutKind
 		cmd  int32
 		sn   uint32
 		body string
@@ -897,10 +897,10 @@ func TestPushAndClose(t *testing.T) {
 		}
 	}
 	want := []frame{
-		{store.OutWrite, 100, 0, "p1"},
-		{store.OutWrite, 1, 3, "r"},
-		{store.OutWrite, 101, 0, "p2"},
-		{kind: store.OutClose},
+		{queue.OutWrite, 100, 0, "p1"},
+		{queue.OutWrite, 1, 3, "r"},
+		{queue.OutWrite, 101, 0, "p2"},
+		{kind: queue.OutClose},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("sent %+v, want %+v", got, want)
@@ -923,7 +923,7 @@ func TestEventPanicRecovered(t *testing.T) {
 	app.OnOpen(func(ctx context.Context, r *Request) error { panic("open panics") })
 	app.Route(1, replyWith("still here"))
 	w := newTestWorker(t, app)
-	handleEnv(w, store.Envelope{Kind: Open, Seq: 1, Gateway: "gw1", Conn: "c1"})
+	handleEnv(w, queue.Envelope{Kind: queue.Kind(Open), Seq: 1, Gateway: "gw1", Conn: "c1"})
 	if msgs, acks := outs(t, w); len(msgs) != 0 || acks != 1 {
 		t.Errorf("panicking open handler sent %+v with %d acks", msgs, acks)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/queue"
 )
 
 // BenchmarkFrameBookkeeping measures what a worker does per frame besides
@@ -37,15 +37,15 @@ func BenchmarkFrameBookkeeping(b *testing.B) {
 				conns[i] = fmt.Sprintf("gw-%d", i)
 			}
 			frame := box.Append(nil, 1, 0, 1, []byte("hi"))
-			ds := make([]store.Delivery, 4096)
+			ds := make([]queue.Delivery, 4096)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				c := i % n
 				seqs[c]++
 				d := &ds[i%len(ds)]
-				*d = store.Delivery{Part: 0, ID: strconv.Itoa(i), Count: 1, Deliveries: 1,
-					Env: store.Envelope{Kind: Frame, Seq: seqs[c], Gateway: "gw", Conn: conns[c], Frame: frame}}
+				*d = queue.Delivery{Part: 0, ID: strconv.Itoa(i), Count: 1, Deliveries: 1,
+					Env: queue.Envelope{Kind: queue.Kind(Frame), Seq: seqs[c], Gateway: "gw", Conn: conns[c], Frame: frame}}
 				w.mu.Lock()
 				w.admitLocked(pt, d)
 				q := w.runnable[0]

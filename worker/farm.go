@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 )
 
@@ -42,10 +43,10 @@ func (r *Request) Login(ctx context.Context, uid string) error {
 	}
 	if old.Conn != "" && old.Conn != r.Conn.ID {
 		r.w.log.Debug("login kicks older connection", "uid", uid, "conn", old.Conn, "gw", old.Gateway)
-		r.w.sendOut(old.Gateway, &store.Out{Kind: store.OutUnbind, Conn: old.Conn})
-		r.w.sendOut(old.Gateway, &store.Out{Kind: store.OutClose, Conn: old.Conn})
+		r.w.sendOut(old.Gateway, &queue.Out{Kind: queue.OutUnbind, Conn: old.Conn})
+		r.w.sendOut(old.Gateway, &queue.Out{Kind: queue.OutClose, Conn: old.Conn})
 	}
-	r.w.sendOut(r.Conn.Gateway, &store.Out{Kind: store.OutBind, Conn: r.Conn.ID, UID: uid})
+	r.w.sendOut(r.Conn.Gateway, &queue.Out{Kind: queue.OutBind, Conn: r.Conn.ID, UID: uid})
 	r.w.setUID(r.Conn.ID, uid)
 	r.Conn.UID = uid
 	return nil
@@ -59,7 +60,7 @@ func (r *Request) Logout(ctx context.Context) error {
 	if _, err := r.Store.UnbindUser(ctx, r.Conn.UID, store.Session{Gateway: r.Conn.Gateway, Conn: r.Conn.ID}); err != nil {
 		return err
 	}
-	r.w.sendOut(r.Conn.Gateway, &store.Out{Kind: store.OutUnbind, Conn: r.Conn.ID})
+	r.w.sendOut(r.Conn.Gateway, &queue.Out{Kind: queue.OutUnbind, Conn: r.Conn.ID})
 	r.w.setUID(r.Conn.ID, "")
 	r.Conn.UID = ""
 	return nil
@@ -72,7 +73,7 @@ func (r *Request) PushUsers(ctx context.Context, uids []string, cmd int32, body 
 	if err := r.w.checkFrame(cmd, len(body)); err != nil {
 		return 0, err
 	}
-	return r.w.pushUsers(ctx, uids, box.Append(nil, cmd, box.RetOK, 0, body), store.OutWrite)
+	return r.w.pushUsers(ctx, uids, box.Append(nil, cmd, box.RetOK, 0, body), queue.OutWrite)
 }
 
 // PushGroup sends a frame (sn 0) to every connected member of a group; it
@@ -93,13 +94,13 @@ func (r *Request) Broadcast(ctx context.Context, cmd int32, body []byte) error {
 	if err := r.w.checkFrame(cmd, len(body)); err != nil {
 		return err
 	}
-	gws, err := r.Store.Alive(ctx, r.Store.Keys.Gateways(), time.Now(), r.w.opts.GatewayTimeout)
+	gws, err := r.w.q.Alive(ctx, r.w.q.Keys.Gateways(), time.Now(), r.w.opts.GatewayTimeout)
 	if err != nil {
 		return err
 	}
 	frame := box.Append(nil, cmd, box.RetOK, 0, body)
 	for _, gw := range gws {
-		r.w.sendOut(gw, &store.Out{Kind: store.OutBroadcast, Frames: frame})
+		r.w.sendOut(gw, &queue.Out{Kind: queue.OutBroadcast, Frames: frame})
 	}
 	return nil
 }
@@ -107,7 +108,7 @@ func (r *Request) Broadcast(ctx context.Context, cmd int32, body []byte) error {
 // CloseUsers closes the connections of uids; it returns how many were
 // connected.
 func (r *Request) CloseUsers(ctx context.Context, uids []string) (int, error) {
-	return r.w.pushUsers(ctx, uids, nil, store.OutClose)
+	return r.w.pushUsers(ctx, uids, nil, queue.OutClose)
 }
 
 // ScheduleAfter queues a frame (cmd, body) for the workers after d, as a
@@ -115,7 +116,7 @@ func (r *Request) CloseUsers(ctx context.Context, uids []string) (int, error) {
 // worker, even if this one is gone by then. It returns an id for
 // CancelTimer.
 func (r *Request) ScheduleAfter(ctx context.Context, d time.Duration, cmd int32, body []byte) (string, error) {
-	return r.Store.ScheduleAfter(ctx, r.w.parts, d, cmd, body)
+	return r.w.q.ScheduleAfter(ctx, r.w.parts, d, cmd, body)
 }
 
 // CancelTimer drops a timer that has not fired; it reports whether it was
@@ -125,7 +126,7 @@ func (r *Request) CancelTimer(ctx context.Context, id string) (bool, error) {
 }
 
 // pushUsers resolves uids to connections and sends each one message.
-func (w *Worker) pushUsers(ctx context.Context, uids []string, frame []byte, kind store.OutKind) (int, error) {
+func (w *Worker) pushUsers(ctx context.Context, uids []string, frame []byte, kind queue.OutKind) (int, error) {
 	if len(uids) == 0 {
 		return 0, nil
 	}
@@ -134,7 +135,7 @@ func (w *Worker) pushUsers(ctx context.Context, uids []string, frame []byte, kin
 		return 0, err
 	}
 	for _, s := range sess {
-		w.sendOut(s.Gateway, &store.Out{Kind: kind, Conn: s.Conn, Frames: frame})
+		w.sendOut(s.Gateway, &queue.Out{Kind: kind, Conn: s.Conn, Frames: frame})
 	}
 	if skipped := len(uids) - len(sess); skipped > 0 {
 		w.Stats.PushSkipped.Add(int64(skipped))
@@ -174,7 +175,7 @@ func (w *Worker) runTimers(ctx context.Context) {
 		now := time.Now()
 		// All partitions in one round trip; again for those with more due.
 		for parts := w.activeParts(); len(parts) > 0; {
-			n, err := w.st.MoveDueTimersOf(ctx, parts, now, 256)
+			n, err := w.q.MoveDueTimersOf(ctx, parts, now, 256)
 			if err != nil {
 				if ctx.Err() == nil {
 					w.Stats.RedisErrs.Add(1)
@@ -195,7 +196,7 @@ func (w *Worker) runTimers(ctx context.Context) {
 			if l, ok := last[j.name]; ok && l == n {
 				continue
 			}
-			if _, err := w.st.ClaimPeriod(ctx, w.parts, j.name, n, j.period); err != nil {
+			if _, err := w.q.ClaimPeriod(ctx, w.parts, j.name, n, j.period); err != nil {
 				if ctx.Err() == nil {
 					log.Error("periodic job claim failed", "job", j.name, "err", err)
 				}
@@ -224,7 +225,7 @@ func (w *Worker) activeParts() []int {
 // sending heartbeats, so their users can log in elsewhere and pushes to
 // them stop. Any worker may do it; it is idempotent.
 func (w *Worker) reapGateways(ctx context.Context) {
-	stale, err := w.st.Stale(ctx, w.st.Keys.Gateways(), time.Now(), w.opts.GatewayTimeout)
+	stale, err := w.q.Stale(ctx, w.q.Keys.Gateways(), time.Now(), w.opts.GatewayTimeout)
 	if err != nil {
 		return
 	}
@@ -232,7 +233,7 @@ func (w *Worker) reapGateways(ctx context.Context) {
 		w.gwMu.Lock()
 		w.deadGW[gw] = time.Now()
 		w.gwMu.Unlock()
-		n, err := w.st.ReapGateway(ctx, gw)
+		n, err := w.q.ForgetGateway(ctx, gw)
 		if err != nil {
 			w.log.Error("reaping dead gateway failed", "gw", gw, "err", err)
 			continue
@@ -250,7 +251,7 @@ const forgetConsumersEvery = 30 * time.Second
 // the partitions this worker holds (each process reads under a name of its
 // own, so names would pile up with every restart).
 func (w *Worker) forgetConsumers(ctx context.Context) {
-	alive, err := w.st.Alive(ctx, w.st.Keys.Workers(), time.Now(), w.opts.Lease)
+	alive, err := w.q.Alive(ctx, w.q.Keys.Workers(), time.Now(), w.opts.Lease)
 	if err != nil {
 		return
 	}
@@ -260,7 +261,7 @@ func (w *Worker) forgetConsumers(ctx context.Context) {
 	}
 	live[w.opts.ID] = true
 	for _, p := range w.activeParts() {
-		n, err := w.st.ForgetConsumers(ctx, p, func(name string) bool { return live[name] })
+		n, err := w.q.ForgetConsumers(ctx, p, func(name string) bool { return live[name] })
 		if err != nil {
 			w.log.Debug("forgetting gone consumers failed", "partition", p, "err", err)
 			continue

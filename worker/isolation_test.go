@@ -19,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/ratelog"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
@@ -35,13 +37,13 @@ func realRedis(t *testing.T) (*storetest.Server, *redis.UniversalOptions) {
 // connection.
 type queuer struct {
 	t     *testing.T
-	st    *store.Store
+	st    *queue.Broker
 	gw    string
 	parts int
 	seq   map[string]uint64
 }
 
-func newQueuer(t *testing.T, st *store.Store, gw string, parts int) *queuer {
+func newQueuer(t *testing.T, st *queue.Broker, gw string, parts int) *queuer {
 	return &queuer{t: t, st: st, gw: gw, parts: parts, seq: make(map[string]uint64)}
 }
 
@@ -49,12 +51,12 @@ func newQueuer(t *testing.T, st *store.Store, gw string, parts int) *queuer {
 // event of kind (Open, Close) when cmd < 0.
 func (q *queuer) env(conn string, kind Kind, cmd int32, body string, uid string) []byte {
 	q.seq[conn]++
-	e := store.Envelope{Kind: kind, Seq: q.seq[conn], At: time.Now().UnixNano(), Gateway: q.gw, Conn: conn,
+	e := queue.Envelope{Kind: queue.Kind(kind), Seq: q.seq[conn], At: time.Now().UnixNano(), Gateway: q.gw, Conn: conn,
 		Addr: "127.0.0.1:9", UID: uid}
 	if kind == Frame {
 		e.Frame = box.Append(nil, cmd, 0, uint32(q.seq[conn]), []byte(body))
 	}
-	return store.AppendEnvelope(nil, &e)
+	return queue.AppendEnvelope(nil, &e)
 }
 
 // put queues envs as one bundle on conn's partition (all envs must be of
@@ -63,8 +65,8 @@ func (q *queuer) put(conn string, envs ...[]byte) {
 	q.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b := store.PartBatch{Part: store.PartitionOf(conn, q.parts), Envelopes: envs}
-	if err := q.st.Enqueue(ctx, q.gw, []store.PartBatch{b}, 0); err != nil {
+	b := queue.PartBatch{Part: queue.PartitionOf(conn, q.parts), Envelopes: envs}
+	if err := q.st.Enqueue(ctx, q.gw, []queue.PartBatch{b}, 0); err != nil {
 		q.t.Fatal(err)
 	}
 }
@@ -74,7 +76,7 @@ func (q *queuer) put(conn string, envs ...[]byte) {
 func (q *queuer) repliesTo(conn string) []box.Box {
 	var out []box.Box
 	for _, m := range outboundMessages(q.t, q.st, q.gw) {
-		if m.Conn != conn || m.Kind != store.OutWrite {
+		if m.Conn != conn || m.Kind != queue.OutWrite {
 			continue
 		}
 		for rest := m.Frames; len(rest) > 0; {
@@ -91,8 +93,8 @@ func (q *queuer) repliesTo(conn string) []box.Box {
 }
 
 // pending counts partition p's entries read and not acknowledged.
-func pending(t *testing.T, st *store.Store, p int) int64 {
-	pend, err := st.Client().XPending(t.Context(), st.Keys.Inbound(p), store.ConsumerGroup).Result()
+func pending(t *testing.T, st *queue.Broker, p int) int64 {
+	pend, err := st.Client().XPending(t.Context(), st.Keys.Inbound(p), keys.ConsumerGroup).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +241,7 @@ func TestClosedConnectionFramesDropped(t *testing.T) {
 	q := newQueuer(t, st, "gwx", parts)
 	const conn = "gwx-1"
 	ctx := t.Context()
-	if _, err := st.BindUser(ctx, "u1", store.Session{Gateway: "gwx", Conn: conn}, store.Kick); err != nil {
+	if _, err := store.New(st.Client(), st.Keys.Prefix).BindUser(ctx, "u1", store.Session{Gateway: "gwx", Conn: conn}, store.Kick); err != nil {
 		t.Fatal(err)
 	}
 
@@ -259,7 +261,7 @@ func TestClosedConnectionFramesDropped(t *testing.T) {
 	close(release)
 
 	waitFor(t, 5*time.Second, "the close event to run", func() bool { return closed.Load() == 1 })
-	p := store.PartitionOf(conn, parts)
+	p := queue.PartitionOf(conn, parts)
 	waitFor(t, 5*time.Second, "every entry to be acknowledged", func() bool { return pending(t, st, p) == 0 })
 	if got := ran(); got != "[first]" {
 		t.Errorf("ran %s, want [first]: the frames queued behind it belong to a closed connection", got)
@@ -267,7 +269,7 @@ func TestClosedConnectionFramesDropped(t *testing.T) {
 	if n := w.Stats.ClosedDropped.Load(); n != 49 {
 		t.Errorf("Stats.ClosedDropped = %d, want 49", n)
 	}
-	if _, err := st.SessionOf(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.New(st.Client(), st.Keys.Prefix).SessionOf(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("session of u1 after the close: %v, want none", err)
 	}
 	if n, err := st.Queued(ctx, "gwx"); err != nil || n != 0 {
@@ -298,7 +300,7 @@ func TestCompletionSignal(t *testing.T) {
 	if ret, body := call(t, w, 3, ""); ret != 0 || body != "x" {
 		t.Errorf("cmd 3: ret %d body %q", ret, body)
 	}
-	handleEnv(w, store.Envelope{Kind: System, Frame: box.Append(nil, 1, 0, 0, nil)})
+	handleEnv(w, queue.Envelope{Kind: queue.Kind(System), Frame: box.Append(nil, 1, 0, 0, nil)})
 	if msgs, _ := outs(t, w); len(msgs) != 0 {
 		t.Errorf("a system frame sent %+v", msgs)
 	}
@@ -461,44 +463,6 @@ func TestWriteBudgetSplits(t *testing.T) {
 	waitFor(t, 5*time.Second, "the entry to be acknowledged", func() bool { return pending(t, st, 0) == 0 })
 }
 
-// TestPlanWithinBudget: every pipeline a batch is cut into stays within
-// the budget, and the steps keep their order.
-func TestPlanWithinBudget(t *testing.T) {
-	w := newTestWorker(t, NewApp())
-	w.opts.WriteBudget = 5000
-	w.batchGW = map[string]bool{"gw1": true}
-	var batch []writeOp
-	for i := range 300 {
-		batch = append(batch, writeOp{gw: "gw" + strconv.Itoa(i%3), payload: make([]byte, 100+i)})
-	}
-	for i := range 500 {
-		batch = append(batch, writeOp{gw: "gw1", conn: "gw1-" + strconv.Itoa(i), seq: 1})
-	}
-	for i := range 400 {
-		batch = append(batch, writeOp{entry: &entry{part: i % 4, id: strconv.Itoa(1_000_000+i) + "-0", bundled: 1, gw: "gw1"}})
-	}
-	pipes := w.wr.plan(batch)
-	if len(pipes) < 2 {
-		t.Fatalf("%d pipelines, want the batch split", len(pipes))
-	}
-	for i, p := range pipes {
-		size := 0
-		for _, s := range p {
-			size += s.size
-		}
-		if size > w.opts.WriteBudget {
-			t.Errorf("pipeline %d: %d bytes, over the budget of %d", i, size, w.opts.WriteBudget)
-		}
-	}
-	// cut keeps every item once, in order, within the limit.
-	sizes := []int{3, 4, 9, 1, 1, 1, 12, 2}
-	var runs []string
-	cut(len(sizes), 8, func(i int) int { return sizes[i] }, func(lo, hi int) { runs = append(runs, fmt.Sprint(sizes[lo:hi])) })
-	if got, want := fmt.Sprint(runs), "[[3 4] [9] [1 1 1] [12] [2]]"; got != want {
-		t.Errorf("cut = %s, want %s", got, want)
-	}
-}
-
 // TestRefusedWriteNotRetried: a write Redis refuses for its content (here
 // the gateway's outbound key holds a string: WRONGTYPE) is counted and
 // logged once per interval, not retried; the writer goes on, the entry
@@ -545,7 +509,8 @@ func TestShutdownDuringOutage(t *testing.T) {
 	app.Route(1, func(ctx context.Context, r *Request) error { // Redis, retried while it is away
 		started.Add(1)
 		<-down
-		return r.Store.Client().Incr(ctx, "n").Err()
+		_, err := r.Store.IncrCounter(ctx, "n", 1)
+		return err
 	})
 	app.Route(2, func(ctx context.Context, r *Request) error { // ignores its ctx
 		started.Add(1)

@@ -6,20 +6,23 @@ import (
 	"runtime/debug"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 )
 
 // Kind says what a Request carries.
-type Kind = store.Kind
+type Kind byte
 
 // Request kinds.
 const (
-	Frame  = store.KindFrame  // a client's frame
-	Open   = store.KindOpen   // a connection opened
-	Close  = store.KindClose  // a connection closed
-	System = store.KindSystem // a frame with no client (timer, operator)
-	Job    = store.KindJob    // one period of a periodic job (App.Every)
+	Frame  Kind = 1 // a client's frame
+	Open   Kind = 2 // a connection opened
+	Close  Kind = 3 // a connection closed
+	System Kind = 4 // a frame with no client (timer, operator)
+	Job    Kind = 5 // one period of a periodic job (App.Every)
 )
+
+func (k Kind) String() string { return queue.Kind(k).String() }
 
 // Conn tells where a request came from.
 type Conn struct {
@@ -94,7 +97,7 @@ func (r *Request) CloseClient() error {
 	if r.Conn.ID == "" {
 		return errors.New("worker: request has no client")
 	}
-	r.w.sendOut(r.Conn.Gateway, &store.Out{Kind: store.OutClose, Conn: r.Conn.ID})
+	r.w.sendOut(r.Conn.Gateway, &queue.Out{Kind: queue.OutClose, Conn: r.Conn.ID})
 	return nil
 }
 

@@ -18,7 +18,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/ratelog"
+	"github.com/maple-farm/maple/internal/retry"
 	"github.com/maple-farm/maple/stat"
 	"github.com/maple-farm/maple/store"
 )
@@ -35,7 +37,7 @@ const (
 	DefaultTimerTick       = 100 * time.Millisecond
 	DefaultMaxHeldBytes    = 64 << 20
 	DefaultMaxFrame        = box.DefaultMaxFrame
-	DefaultWriteBudget     = store.DefaultWriteBudget
+	DefaultWriteBudget     = 8 << 20
 )
 
 // Options configure a worker. Zero values mean the defaults above.
@@ -187,10 +189,11 @@ type Worker struct {
 	app  *App
 	opts Options
 	log  *slog.Logger
-	st   *store.Store
+	st   *store.Store  // the handlers' (Request.Store)
+	q    *queue.Broker // the queues
 	rdb  redis.UniversalClient
 	read redis.UniversalClient // blocking reads hold a connection each
-	rst  *store.Store          // the store on read, for the blocking reads
+	rq   *queue.Broker         // the queues on read, for the blocking reads
 
 	parts int
 	Stats Stats
@@ -213,7 +216,7 @@ type Worker struct {
 	gwMu   sync.RWMutex
 	deadGW map[string]time.Time // gateways found dead: drop messages for them
 	// batchGW lists the gateways that sent bundles: they are of a release
-	// that reads store.OutBatch messages too (an older one would drop them).
+	// that reads queue.OutBatch messages too (an older one would drop them).
 	batchGW map[string]bool
 
 	deadlines deadlines
@@ -265,7 +268,7 @@ type connRef struct{ gw, conn string }
 // item is one envelope of an entry, queued behind its connection's. d
 // points into the slice a read returned.
 type item struct {
-	d *store.Delivery
+	d *queue.Delivery
 	e *entry
 }
 
@@ -336,17 +339,18 @@ func (w *Worker) ID() string { return w.opts.ID }
 func (w *Worker) Run(ctx context.Context) error {
 	w.app.build()
 	ro := *w.opts.Redis
-	w.rdb = store.NewClient(&ro)
+	w.rdb = queue.NewClient(&ro)
 	defer w.rdb.Close()
 	w.st = store.New(w.rdb, w.opts.Prefix)
+	w.q = queue.New(w.rdb, w.opts.Prefix)
 
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	parts, err := w.st.Partitions(sctx, w.opts.Partitions)
+	parts, err := w.q.Partitions(sctx, w.opts.Partitions)
 	if err == nil {
-		err = w.st.EnsureGroups(sctx, parts)
+		err = w.q.EnsureGroups(sctx, parts)
 	}
 	if err == nil {
-		err = store.LoadScripts(sctx, w.rdb)
+		err = queue.LoadScripts(sctx, w.rdb)
 	}
 	cancel()
 	if err != nil {
@@ -354,18 +358,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: redis %v: %w", ro.Addrs, err)
 	}
 	w.parts = parts
-	bo := ro
-	bo.ReadTimeout = -1 // blocking reads set their own deadline
-	// No silent retries: a read whose reply was lost must surface as an
-	// error, so the reader recovers what it took (ReadOwnPending); a retry
-	// would read on and leave those entries pending under our name.
-	bo.MaxRetries = -1
-	// A blocked read holds a connection: one per partition at most (on a
-	// cluster, per node), plus room for recovery reads.
-	bo.PoolSize = max(bo.PoolSize, parts+4)
-	w.read = store.NewClient(&bo)
+	// The blocking reads' own client: a read whose reply was lost
+	// surfaces as an error, so the reader recovers what it took
+	// (ReadOwnPending). A blocked read holds a connection: one per
+	// partition at most (on a cluster, per node), plus room for recovery
+	// reads.
+	w.read = queue.NewBlockingClient(&ro, max(ro.PoolSize, parts+4))
 	defer w.read.Close()
-	w.rst = store.New(w.read, w.opts.Prefix)
+	w.rq = queue.New(w.read, w.opts.Prefix)
 	w.log.Info("started", "partitions", parts, "concurrency", w.opts.Concurrency)
 
 	// Background duties run on their own ctx, so that on shutdown they
@@ -427,9 +427,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	for _, p := range owned {
-		_ = w.st.ReleaseLease(rctx, p, w.opts.ID)
+		_ = w.q.ReleaseLease(rctx, p, w.opts.ID)
 	}
-	_ = w.st.Deregister(rctx, w.st.Keys.Workers(), w.opts.ID)
+	_ = w.q.Deregister(rctx, w.q.Keys.Workers(), w.opts.ID)
 	w.Stats.Partitions.Store(0)
 	w.Stats.InFlight.Store(0)
 	w.log.Info("stopped", "dur", time.Since(start))
@@ -559,14 +559,14 @@ func (w *Worker) runLeases(ctx, bg context.Context) {
 
 func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset int) {
 	now := time.Now()
-	if err := w.st.Heartbeat(ctx, w.st.Keys.Workers(), w.opts.ID, now); err != nil {
+	if err := w.q.Heartbeat(ctx, w.q.Keys.Workers(), w.opts.ID, now); err != nil {
 		if ctx.Err() == nil {
 			w.Stats.RedisErrs.Add(1)
 			log.Error("heartbeat failed", "err", err)
 		}
 		return
 	}
-	alive, err := w.st.Alive(ctx, w.st.Keys.Workers(), now, w.opts.Lease)
+	alive, err := w.q.Alive(ctx, w.q.Keys.Workers(), now, w.opts.Lease)
 	if err != nil || len(alive) == 0 {
 		return
 	}
@@ -580,7 +580,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 	}
 	w.mu.Unlock()
 	for _, p := range held {
-		ok, err := w.st.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
+		ok, err := w.q.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
 		if err != nil {
 			w.Stats.RedisErrs.Add(1)
 			continue // keep it; the next round retries
@@ -628,7 +628,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 		if mine {
 			continue
 		}
-		ok, err := w.st.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
+		ok, err := w.q.AcquireLease(ctx, p, w.opts.ID, w.opts.Lease)
 		if err != nil || !ok {
 			continue
 		}
@@ -637,10 +637,10 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 		// lease of p was lost (Redis failover) delivered them here, and
 		// nothing else would ever hand them out. Read before claiming, as
 		// the claimed entries are pending under this name afterwards.
-		own, err := w.rst.ReadOwnPending(ctx, w.opts.ID, []int{p})
-		var claimed []store.Delivery
+		own, err := w.rq.ReadOwnPending(ctx, w.opts.ID, []int{p})
+		var claimed []queue.Delivery
 		if err == nil {
-			claimed, err = w.st.ClaimPending(ctx, p, w.opts.ID)
+			claimed, err = w.q.ClaimPending(ctx, p, w.opts.ID)
 		}
 		if len(own) > 0 && err == nil {
 			log.Warn("took back frames read under an earlier lease", "partition", p, "n", len(own))
@@ -648,7 +648,7 @@ func (w *Worker) leaseRound(ctx, bg context.Context, log *slog.Logger, offset in
 		}
 		if err != nil {
 			log.Error("claim failed; giving the partition back", "partition", p, "err", err)
-			_ = w.st.ReleaseLease(ctx, p, w.opts.ID)
+			_ = w.q.ReleaseLease(ctx, p, w.opts.ID)
 			continue
 		}
 		w.learnHandled(ctx, claimed)
@@ -688,7 +688,7 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 	}
 	w.forgetPartitionLocked(pt.n)
 	w.mu.Unlock()
-	if err := w.st.ReleaseLease(ctx, pt.n, w.opts.ID); err != nil {
+	if err := w.q.ReleaseLease(ctx, pt.n, w.opts.ID); err != nil {
 		w.log.Error("release failed", "partition", pt.n, "err", err)
 	}
 	w.log.Debug("partition released", "partition", pt.n)
@@ -699,7 +699,7 @@ func (w *Worker) release(ctx context.Context, pt *partition) {
 // the handled marks in Redis tell what happened meanwhile.
 func (w *Worker) forgetPartitionLocked(p int) {
 	for conn := range w.lastSeq {
-		if store.PartitionOf(conn, w.parts) == p {
+		if queue.PartitionOf(conn, w.parts) == p {
 			delete(w.lastSeq, conn)
 		}
 	}
@@ -709,8 +709,8 @@ func (w *Worker) forgetPartitionLocked(p int) {
 // worker may not know all about: those it has not seen since it took their
 // partition, and those of redelivered entries, which another worker may
 // have partly done. handle then skips what is done.
-func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
-	var qs []store.HandledQuery
+func (w *Worker) learnHandled(ctx context.Context, ds []queue.Delivery) {
+	var qs []queue.HandledQuery
 	var at map[string]int     // gateway -> its query
 	var asked map[string]bool // made on the first connection to ask for: most reads have none
 	w.mu.Lock()
@@ -730,7 +730,7 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 		if !ok {
 			i = len(qs)
 			at[d.Env.Gateway] = i
-			qs = append(qs, store.HandledQuery{Gateway: d.Env.Gateway})
+			qs = append(qs, queue.HandledQuery{Gateway: d.Env.Gateway})
 		}
 		qs[i].Conns = append(qs[i].Conns, c)
 	}
@@ -738,7 +738,7 @@ func (w *Worker) learnHandled(ctx context.Context, ds []store.Delivery) {
 	if len(qs) == 0 {
 		return
 	}
-	if err := w.st.HandledSeqs(ctx, qs); err != nil {
+	if err := w.q.HandledSeqs(ctx, qs); err != nil {
 		// Run them anyway: a frame run twice beats a frame lost.
 		w.Stats.RedisErrs.Add(1)
 		w.log.Warn("could not read handled marks; redelivered frames may run twice", "err", err)
@@ -778,7 +778,7 @@ func (w *Worker) roomLocked() bool {
 const envelopeOverhead = 256
 
 // heldSize is what envelope d counts against Options.MaxHeldBytes.
-func heldSize(d *store.Delivery) int64 { return int64(len(d.Raw)) + envelopeOverhead }
+func heldSize(d *queue.Delivery) int64 { return int64(len(d.Raw)) + envelopeOverhead }
 
 // readCount is how many entries the next read takes per partition: as
 // many as fit the room left, in connections and envelopes (an entry adds
@@ -847,7 +847,7 @@ func (w *Worker) runReader(ctx context.Context) {
 // readLoop reads the partitions parts() names until ctx ends (or, with
 // once, until parts() is empty).
 func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []int, once bool) {
-	backoff := 10 * time.Millisecond
+	backoff := retry.New(10*time.Millisecond, time.Second)
 	recoverOwn := false
 	perEntry := 1.0 // envelopes per entry, on average, in recent reads
 	// Bytes per entry: the biggest entry of recent reads, decaying, and
@@ -874,16 +874,12 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 		if recoverOwn {
 			// A read may have been served but its reply lost: what it
 			// took is pending under our name and would never come back.
-			ds, err := w.rst.ReadOwnPending(ctx, w.opts.ID, parts)
+			ds, err := w.rq.ReadOwnPending(ctx, w.opts.ID, parts)
 			if err != nil {
 				// Nothing new may be read before these: their connections'
 				// later frames would overtake them.
 				w.Stats.RedisErrs.Add(1)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-				}
-				backoff = min(2*backoff, time.Second)
+				backoff.Wait(ctx)
 				continue
 			}
 			{
@@ -940,7 +936,7 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 			continue
 		}
 		w.Stats.Reads.Add(1)
-		ds, err := w.rst.ReadInbound(ctx, w.opts.ID, parts, w.readCount(perEntry, bytesPerEntry), 500*time.Millisecond)
+		ds, err := w.rq.ReadInbound(ctx, w.opts.ID, parts, w.readCount(perEntry, bytesPerEntry), 500*time.Millisecond)
 		if err != nil {
 			w.mu.Lock()
 			doneReading()
@@ -950,15 +946,11 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 				return
 			}
 			w.Stats.RedisErrs.Add(1)
-			log.Error("read failed, retrying", "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
-			backoff = min(2*backoff, time.Second)
+			log.Error("read failed, retrying", "err", err, "backoff", backoff.Delay())
+			backoff.Wait(ctx)
 			continue
 		}
-		backoff = 10 * time.Millisecond
+		backoff.Reset()
 		if entries := countEntries(ds); entries > 0 {
 			perEntry = 0.8*perEntry + 0.2*float64(len(ds))/float64(entries)
 			bytesPerEntry = max(0.9*bytesPerEntry, float64(biggestEntry(ds)))
@@ -983,15 +975,15 @@ func (w *Worker) readLoop(ctx context.Context, log *slog.Logger, parts func() []
 // entry, then by envelope), dropping an envelope that is in both: each
 // must be admitted once, as its entry is acknowledged when all of its
 // envelopes are done.
-func mergeDeliveries(a, b []store.Delivery) []store.Delivery {
+func mergeDeliveries(a, b []queue.Delivery) []queue.Delivery {
 	all := append(a, b...)
-	slices.SortStableFunc(all, func(x, y store.Delivery) int {
-		if c := store.CompareIDs(x.ID, y.ID); c != 0 {
+	slices.SortStableFunc(all, func(x, y queue.Delivery) int {
+		if c := queue.CompareIDs(x.ID, y.ID); c != 0 {
 			return c
 		}
 		return x.Index - y.Index
 	})
-	return slices.CompactFunc(all, func(x, y store.Delivery) bool { return x.ID == y.ID && x.Index == y.Index })
+	return slices.CompactFunc(all, func(x, y queue.Delivery) bool { return x.ID == y.ID && x.Index == y.Index })
 }
 
 // maxEntryGuess is the bytes an entry is assumed to hold before reads
@@ -1000,7 +992,7 @@ func mergeDeliveries(a, b []store.Delivery) []store.Delivery {
 const maxEntryGuess = 64 << 10
 
 // biggestEntry returns the bytes (heldSize) of the biggest entry in ds.
-func biggestEntry(ds []store.Delivery) int64 {
+func biggestEntry(ds []queue.Delivery) int64 {
 	var most, cur int64
 	for i := range ds {
 		if i > 0 && (ds[i].ID != ds[i-1].ID || ds[i].Part != ds[i-1].Part) {
@@ -1014,7 +1006,7 @@ func biggestEntry(ds []store.Delivery) int64 {
 
 // countEntries counts the entries ds came in (a bundle's envelopes are
 // consecutive).
-func countEntries(ds []store.Delivery) int {
+func countEntries(ds []queue.Delivery) int {
 	n := 0
 	for i, d := range ds {
 		if i == 0 || d.ID != ds[i-1].ID || d.Part != ds[i-1].Part {
@@ -1024,7 +1016,7 @@ func countEntries(ds []store.Delivery) int {
 	return n
 }
 
-func (w *Worker) admit(pt *partition, d *store.Delivery) {
+func (w *Worker) admit(pt *partition, d *queue.Delivery) {
 	w.mu.Lock()
 	w.admitLocked(pt, d)
 	w.mu.Unlock()
@@ -1032,7 +1024,7 @@ func (w *Worker) admit(pt *partition, d *store.Delivery) {
 
 // admitLocked queues d behind the envelopes of its connection. The
 // envelopes of one entry are admitted together.
-func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
+func (w *Worker) admitLocked(pt *partition, d *queue.Delivery) {
 	e := pt.inflight[d.ID]
 	if e == nil {
 		e = &entry{part: d.Part, id: d.ID, left: d.Count, redelivered: d.Deliveries > 1}
@@ -1068,7 +1060,7 @@ func (w *Worker) admitLocked(pt *partition, d *store.Delivery) {
 		w.queues[key] = q
 	}
 	q.items = append(q.items, item{d: d, e: e})
-	if d.Env.Kind == Close {
+	if d.Env.Kind == queue.KindClose {
 		q.closing++ // the frames queued before it are dropped (runner)
 	}
 	if !q.running {
@@ -1103,8 +1095,8 @@ func (w *Worker) runner() {
 			it := q.items[0]
 			q.items[0] = item{}
 			q.items = q.items[1:]
-			drop := it.d.Env.Kind == Frame && q.closing > 0
-			if it.d.Env.Kind == Close {
+			drop := it.d.Env.Kind == queue.KindFrame && q.closing > 0
+			if it.d.Env.Kind == queue.KindClose {
 				q.closing--
 			}
 			w.mu.Unlock()
@@ -1145,7 +1137,7 @@ const (
 )
 
 // handle runs the app on one envelope.
-func (w *Worker) handle(d store.Delivery) outcome {
+func (w *Worker) handle(d queue.Delivery) outcome {
 	if d.Env.Kind == 0 {
 		w.log.Error("unreadable entry: moving to dead letters", "partition", d.Part, "id", d.ID, "index", d.Index)
 		return w.deadLetter(d, "unreadable entry")
@@ -1163,7 +1155,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 		defer w.suspect.Unlock()
 		w.wr.flush(w.deadlines.parent())
 		sctx, cancel := context.WithTimeout(w.deadlines.parent(), 5*time.Second)
-		starts, err := w.st.StartTry(sctx, d.Part, d.ID, d.Index)
+		starts, err := w.q.StartTry(sctx, d.Part, d.ID, d.Index)
 		cancel()
 		if err != nil {
 			w.Stats.RedisErrs.Add(1)
@@ -1178,7 +1170,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 			if w.deadLetter(d, "max deliveries") == kept {
 				return kept
 			}
-			if d.Env.Kind == Frame {
+			if d.Env.Kind == queue.KindFrame {
 				if b, err := box.Decode(d.Env.Frame); err == nil {
 					w.sendFrame(d.Env.Gateway, d.Env.Conn, d.Env.At, b.Cmd, box.RetHandlerFailed, b.SN, nil)
 				} else {
@@ -1189,7 +1181,7 @@ func (w *Worker) handle(d store.Delivery) outcome {
 		}
 	}
 	r := &Request{
-		Kind:       d.Env.Kind,
+		Kind:       Kind(d.Env.Kind),
 		Conn:       Conn{Gateway: d.Env.Gateway, ID: d.Env.Conn, Addr: d.Env.Addr, UID: d.Env.UID},
 		Deliveries: d.Deliveries,
 		Store:      w.st,
@@ -1215,16 +1207,12 @@ func (w *Worker) handle(d store.Delivery) outcome {
 	ctx := w.deadlines.get(w.opts.HandlerTimeout)
 	start := time.Now()
 	err := w.serve(ctx, r)
-	for backoff := 50 * time.Millisecond; err != nil && !r.replied && store.IsTransient(err) && ctx.Err() == nil; {
+	for backoff := retry.New(50*time.Millisecond, time.Second); err != nil && !r.replied && retry.IsTransient(err) && ctx.Err() == nil; {
 		// Redis was unreachable: run the handler again once it is back
 		// rather than failing the player's request.
 		w.Stats.RedisErrs.Add(1)
-		w.logs.Warn("redis outage", "handler hit a Redis outage; retrying", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "err", err, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, time.Second)
+		w.logs.Warn("redis outage", "handler hit a Redis outage; retrying", "cmd", r.Box.Cmd, "conn", r.Conn.ID, "err", err, "backoff", backoff.Delay())
+		backoff.Wait(ctx)
 		err = w.serve(ctx, r)
 	}
 	took := time.Since(start)
@@ -1301,16 +1289,16 @@ func routeOf(r *Request) string {
 // (an OutWrite with no frames): the gateway counts the frames each
 // connection has in flight, and would otherwise wait for an answer that
 // never comes. Only messages with At count there.
-func (w *Worker) complete(env store.Envelope) {
-	if env.Kind == Frame && env.Conn != "" && env.At > 0 {
-		w.sendOut(env.Gateway, &store.Out{Kind: store.OutWrite, Conn: env.Conn, At: env.At})
+func (w *Worker) complete(env queue.Envelope) {
+	if env.Kind == queue.KindFrame && env.Conn != "" && env.At > 0 {
+		w.sendOut(env.Gateway, &queue.Out{Kind: queue.OutWrite, Conn: env.Conn, At: env.At})
 	}
 }
 
 // dropClosed is what becomes of a frame whose connection's close event
 // was admitted before it started: the client left, so nobody reads its
 // answer; it is not run, and its mark moves on as if it had.
-func (w *Worker) dropClosed(d store.Delivery) outcome {
+func (w *Worker) dropClosed(d queue.Delivery) outcome {
 	if !d.Requeued && w.duplicate(d) {
 		w.Stats.Duplicates.Add(1)
 		return skipped
@@ -1321,7 +1309,7 @@ func (w *Worker) dropClosed(d store.Delivery) outcome {
 
 // duplicate reports whether d is a copy of an entry this worker already
 // handled: a gateway resends a batch when Redis failed mid-way.
-func (w *Worker) duplicate(d store.Delivery) bool {
+func (w *Worker) duplicate(d queue.Delivery) bool {
 	if d.Env.Conn == "" || d.Env.Seq == 0 {
 		return false
 	}
@@ -1332,7 +1320,7 @@ func (w *Worker) duplicate(d store.Delivery) bool {
 		return true
 	}
 	m.seq = d.Env.Seq
-	if d.Env.Kind == Close {
+	if d.Env.Kind == queue.KindClose {
 		m.closed = time.Now()
 	}
 	w.lastSeq[d.Env.Conn] = m
@@ -1360,24 +1348,21 @@ func (w *Worker) forgetClosed() {
 // deadLetter moves d to its partition's dead letters, retrying through a
 // Redis outage for a while. If that fails, d's entry is not acknowledged:
 // it stays pending, and comes back when its partition changes hands.
-func (w *Worker) deadLetter(d store.Delivery, reason string) outcome {
+func (w *Worker) deadLetter(d queue.Delivery, reason string) outcome {
 	ctx, cancel := context.WithTimeout(w.deadlines.parent(), 10*time.Second)
 	defer cancel()
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		err := w.st.DeadLetter(ctx, d, reason)
+	for backoff := retry.New(50*time.Millisecond, time.Second); ; {
+		err := w.q.DeadLetter(ctx, d, reason)
 		if err == nil {
 			w.Stats.DeadLetters.Add(1)
 			return finished
 		}
-		if !store.IsTransient(err) || ctx.Err() != nil {
+		if !retry.IsTransient(err) || ctx.Err() != nil {
 			w.Stats.RedisErrs.Add(1)
 			w.log.Error("dead letter failed; the entry stays pending", "id", d.ID, "err", err)
 			return kept
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
+		backoff.Wait(ctx)
 	}
 }
 
@@ -1396,7 +1381,7 @@ func (w *Worker) done(it item, o outcome) {
 	if o == kept {
 		e.keep = true
 	}
-	if conn && d.Env.Kind == Close {
+	if conn && d.Env.Kind == queue.KindClose {
 		e.forget = append(e.forget, connRef{d.Env.Gateway, d.Env.Conn})
 	}
 	w.mu.Unlock()
@@ -1420,7 +1405,7 @@ func (w *Worker) done(it item, o outcome) {
 	w.space.Broadcast()
 }
 
-// readsBatches reports whether gateway gw takes store.OutBatch messages.
+// readsBatches reports whether gateway gw takes queue.OutBatch messages.
 func (w *Worker) readsBatches(gw string) bool {
 	w.gwMu.RLock()
 	defer w.gwMu.RUnlock()
@@ -1456,12 +1441,12 @@ func (w *Worker) checkFrame(cmd int32, n int) error {
 
 // writeTo queues frames for a connection on a gateway.
 func (w *Worker) writeTo(gw, conn string, frames []byte) {
-	w.sendOut(gw, &store.Out{Kind: store.OutWrite, Conn: conn, Frames: frames})
+	w.sendOut(gw, &queue.Out{Kind: queue.OutWrite, Conn: conn, Frames: frames})
 }
 
-func (w *Worker) sendOut(gw string, m *store.Out) {
+func (w *Worker) sendOut(gw string, m *queue.Out) {
 	if w.canSend(gw, m.Conn) {
-		w.wr.out(gw, store.AppendOut(make([]byte, 0, store.OutSize(m)), m))
+		w.wr.out(gw, queue.AppendOut(make([]byte, 0, queue.OutSize(m)), m))
 	}
 }
 
@@ -1471,8 +1456,8 @@ func (w *Worker) sendFrame(gw, conn string, at int64, cmd, ret int32, sn uint32,
 	if !w.canSend(gw, conn) {
 		return
 	}
-	m := store.Out{Kind: store.OutWrite, Conn: conn, At: at}
-	b := store.AppendOut(make([]byte, 0, store.OutSize(&m)+box.HeaderLen+len(body)), &m)
+	m := queue.Out{Kind: queue.OutWrite, Conn: conn, At: at}
+	b := queue.AppendOut(make([]byte, 0, queue.OutSize(&m)+box.HeaderLen+len(body)), &m)
 	w.wr.out(gw, box.Append(b, cmd, ret, sn, body)) // Frames come last
 }
 

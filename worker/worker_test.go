@@ -18,7 +18,8 @@ import (
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/gateway"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 )
 
@@ -56,10 +57,10 @@ func newTestFarm(t *testing.T, ro *redis.UniversalOptions, parts int) *testFarm 
 }
 
 // store returns a Store of the farm on a client of its own.
-func (f *testFarm) store() *store.Store {
+func (f *testFarm) store() *queue.Broker {
 	rdb := redis.NewUniversalClient(f.ro)
 	f.t.Cleanup(func() { rdb.Close() })
-	return store.New(rdb, f.prefix)
+	return queue.New(rdb, f.prefix)
 }
 
 // gateway starts a gateway; it stops when the test ends.
@@ -310,7 +311,7 @@ func TestConnectionFramesRunInOrder(t *testing.T) {
 }
 
 // owners returns the worker id of each partition's lease ("" if free).
-func owners(t *testing.T, st *store.Store, parts int) []string {
+func owners(t *testing.T, st *queue.Broker, parts int) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -417,21 +418,21 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 		st := f.store()
 
 		const conn = "gwx-1"
-		p := store.PartitionOf(conn, parts)
+		p := queue.PartitionOf(conn, parts)
 		env := func(seq uint64, body string) []byte {
-			e := store.Envelope{Kind: Frame, Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
+			e := queue.Envelope{Kind: queue.Kind(Frame), Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
 				Addr: "127.0.0.1:9", Frame: box.Append(nil, 1, 0, uint32(seq), []byte(body))}
-			return store.AppendEnvelope(nil, &e)
+			return queue.AppendEnvelope(nil, &e)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		enqueue := func(envs ...[]byte) {
 			t.Helper()
-			b := store.PartBatch{Part: p}
+			b := queue.PartBatch{Part: p}
 			for _, e := range envs {
 				b.Envelopes = append(b.Envelopes, e)
 			}
-			if err := st.Enqueue(ctx, "gwx", []store.PartBatch{b}, 0); err != nil {
+			if err := st.Enqueue(ctx, "gwx", []queue.PartBatch{b}, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -457,7 +458,7 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 		}
 		// The copy was acknowledged too: nothing stays pending.
 		waitFor(t, 3*time.Second, "every entry to be acknowledged", func() bool {
-			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(p), store.ConsumerGroup).Result()
+			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(p), keys.ConsumerGroup).Result()
 			return err == nil && pend.Count == 0
 		})
 		// One reply per frame handled, none for the copy.
@@ -468,25 +469,25 @@ func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 }
 
 // outboundMessages returns the messages waiting in gateway gw's outbound
-// list, oldest first, with store.OutBatch messages opened up.
-func outboundMessages(t *testing.T, st *store.Store, gw string) []store.Out {
+// list, oldest first, with queue.OutBatch messages opened up.
+func outboundMessages(t *testing.T, st *queue.Broker, gw string) []queue.Out {
 	t.Helper()
 	raw, err := st.Client().LRange(t.Context(), st.Keys.Outbound(gw), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []store.Out
+	var out []queue.Out
 	var open func(b []byte)
 	open = func(b []byte) {
-		m, err := store.DecodeOut(b)
+		m, err := queue.DecodeOut(b)
 		if err != nil {
 			t.Fatalf("outbound message %q: %v", b, err)
 		}
-		if m.Kind != store.OutBatch {
+		if m.Kind != queue.OutBatch {
 			out = append(out, m)
 			return
 		}
-		msgs, err := store.SplitBundle(m.Frames)
+		msgs, err := queue.SplitBundle(m.Frames)
 		if err != nil {
 			t.Fatalf("outbound batch: %v", err)
 		}
@@ -506,9 +507,9 @@ func outboundMessages(t *testing.T, st *store.Store, gw string) []store.Out {
 // are done: an envelope admitted twice would acknowledge its entry before
 // the last one ran.
 func TestMergeDeliveries(t *testing.T) {
-	d := func(id string, index int) store.Delivery { return store.Delivery{ID: id, Index: index, Count: 2} }
-	claimed := []store.Delivery{d("5-0", 0), d("5-0", 1), d("9-0", 0), d("9-0", 1)}
-	own := []store.Delivery{d("3-0", 0), d("3-0", 1), d("9-0", 0), d("9-0", 1)}
+	d := func(id string, index int) queue.Delivery { return queue.Delivery{ID: id, Index: index, Count: 2} }
+	claimed := []queue.Delivery{d("5-0", 0), d("5-0", 1), d("9-0", 0), d("9-0", 1)}
+	own := []queue.Delivery{d("3-0", 0), d("3-0", 1), d("9-0", 0), d("9-0", 1)}
 	got := mergeDeliveries(claimed, own)
 	var ids []string
 	for _, x := range got {
@@ -540,19 +541,19 @@ func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
 		// Two connections of gateway gwx on one partition.
 		var conns []string
 		for n := 1; len(conns) < 2; n++ {
-			if c := fmt.Sprintf("gwx-%d", n); store.PartitionOf(c, parts) == 0 {
+			if c := fmt.Sprintf("gwx-%d", n); queue.PartitionOf(c, parts) == 0 {
 				conns = append(conns, c)
 			}
 		}
 		env := func(conn string, seq uint64, body string) []byte {
-			e := store.Envelope{Kind: Frame, Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
+			e := queue.Envelope{Kind: queue.Kind(Frame), Seq: seq, At: time.Now().UnixNano(), Gateway: "gwx", Conn: conn,
 				Addr: "127.0.0.1:9", Frame: box.Append(nil, 1, 0, uint32(seq), []byte(body))}
-			return store.AppendEnvelope(nil, &e)
+			return queue.AppendEnvelope(nil, &e)
 		}
-		b := store.PartBatch{Part: 0, Envelopes: [][]byte{
+		b := queue.PartBatch{Part: 0, Envelopes: [][]byte{
 			env(conns[0], 1, "a"), env(conns[0], 2, "b"), env(conns[1], 1, "c"), env(conns[1], 2, "d"),
 		}}
-		if err := st.Enqueue(ctx, "gwx", []store.PartBatch{b}, 0); err != nil {
+		if err := st.Enqueue(ctx, "gwx", []queue.PartBatch{b}, 0); err != nil {
 			t.Fatal(err)
 		}
 		// A worker that is gone took the bundle and finished a, b and c.
@@ -570,7 +571,7 @@ func TestTakeoverSkipsFinishedEnvelopes(t *testing.T) {
 			return w.Stats.Handled.Load()+w.Stats.Duplicates.Load() >= 4
 		})
 		waitFor(t, 5*time.Second, "the bundle to be acknowledged", func() bool {
-			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(0), store.ConsumerGroup).Result()
+			pend, err := st.Client().XPending(ctx, st.Keys.Inbound(0), keys.ConsumerGroup).Result()
 			return err == nil && pend.Count == 0
 		})
 		time.Sleep(200 * time.Millisecond) // room for a wrong second run

@@ -15,7 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
-	"github.com/maple-farm/maple/store"
+	"github.com/maple-farm/maple/internal/keys"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/maple-farm/maple/trigger"
 )
@@ -60,7 +61,7 @@ func TestTriggerRefusesNoFarm(t *testing.T) {
 	srv, rdb := testRedis(t)
 	ctx := t.Context()
 	// A farm under "maple": its first process set the partition count.
-	if _, err := store.New(rdb, "maple").Partitions(ctx, 4); err != nil {
+	if _, err := queue.New(rdb, "maple").Partitions(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
 	before := redisKeys(t, rdb)
@@ -98,8 +99,8 @@ func TestTriggerRefusesNoFarm(t *testing.T) {
 	if out, err := runApp(t, "trigger", "write_to_worker", r, "--prefix", "nope", "--cmd", "9", "--force"); err != nil || !strings.Contains(out, "queued") {
 		t.Fatalf("write_to_worker --force: %q, %v", out, err)
 	}
-	if n, _ := rdb.Get(ctx, "nope:partitions").Int(); n != store.DefaultPartitions {
-		t.Errorf("nope:partitions = %d after --force, want %d", n, store.DefaultPartitions)
+	if n, _ := rdb.Get(ctx, "nope:partitions").Int(); n != queue.DefaultPartitions {
+		t.Errorf("nope:partitions = %d after --force, want %d", n, queue.DefaultPartitions)
 	}
 	// dead list --force on a prefix without a partition count reads the
 	// default partitions and sets nothing.
@@ -117,7 +118,7 @@ func TestTriggerRefusesNoFarm(t *testing.T) {
 	}
 	queued := int64(0)
 	for p := range 4 {
-		n, _ := rdb.XLen(ctx, store.NewKeys("maple").Inbound(p)).Result()
+		n, _ := rdb.XLen(ctx, keys.New("maple").Inbound(p)).Result()
 		queued += n
 	}
 	if queued != 1 {
@@ -126,7 +127,7 @@ func TestTriggerRefusesNoFarm(t *testing.T) {
 	// A farm with only live gateways or workers registered counts too.
 	for _, reg := range []string{"gw:gateways", "wk:workers"} {
 		prefix, _, _ := strings.Cut(reg, ":")
-		if err := store.New(rdb, prefix).Heartbeat(ctx, reg, "id1", time.Now()); err != nil {
+		if err := queue.New(rdb, prefix).Heartbeat(ctx, reg, "id1", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if out, err := runApp(t, "trigger", "broadcast", r, "--prefix", prefix, "--cmd", "100"); err != nil || !strings.Contains(out, "published to 0 gateways") {
@@ -167,10 +168,10 @@ func TestTriggerFlags(t *testing.T) {
 
 	srv, rdb := testRedis(t)
 	ctx := t.Context()
-	if _, err := store.New(rdb, "maple").Partitions(ctx, 2); err != nil {
+	if _, err := queue.New(rdb, "maple").Partitions(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	sub := rdb.Subscribe(ctx, store.NewKeys("maple").TriggerChannel())
+	sub := rdb.Subscribe(ctx, keys.New("maple").TriggerChannel())
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
@@ -204,9 +205,9 @@ func TestTriggerFlags(t *testing.T) {
 	}
 	var got []byte
 	for p := range 2 {
-		msgs, _ := rdb.XRange(ctx, store.NewKeys("maple").Inbound(p), "-", "+").Result()
+		msgs, _ := rdb.XRange(ctx, keys.New("maple").Inbound(p), "-", "+").Result()
 		for _, x := range msgs {
-			e, _ := store.DecodeEnvelope([]byte(x.Values["e"].(string)))
+			e, _ := queue.DecodeEnvelope([]byte(x.Values["e"].(string)))
 			got = e.Frame[24:]
 		}
 	}
@@ -243,7 +244,7 @@ func TestTriggerFlags(t *testing.T) {
 func TestDeadUnreadable(t *testing.T) {
 	srv, rdb := testRedis(t)
 	ctx := t.Context()
-	st := store.New(rdb, "maple")
+	st := queue.New(rdb, "maple")
 	if _, err := st.Partitions(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -254,11 +255,11 @@ func TestDeadUnreadable(t *testing.T) {
 	// and a readable client frame; a worker dead-letters both.
 	in := st.Keys.Inbound(0)
 	rdb.XAdd(ctx, &redis.XAddArgs{Stream: in, Values: []any{"cmd", "nine", "body", "hi"}})
-	env := store.Envelope{Kind: store.KindFrame, Seq: 3, Gateway: "g1", Conn: "g1-1", Addr: "127.0.0.1:9", UID: "alice",
+	env := queue.Envelope{Kind: queue.KindFrame, Seq: 3, Gateway: "g1", Conn: "g1-1", Addr: "127.0.0.1:9", UID: "alice",
 		Frame: box.Append(nil, 50, 0, 5, []byte("ok"))}
-	rdb.XAdd(ctx, &redis.XAddArgs{Stream: in, Values: []any{"e", store.AppendEnvelope(nil, &env)}})
+	rdb.XAdd(ctx, &redis.XAddArgs{Stream: in, Values: []any{"e", queue.AppendEnvelope(nil, &env)}})
 	ds, err := st.ReadInbound(ctx, "w1", []int{0}, 10, -1)
-	if err != nil || len(ds) != 2 || ds[0].Env.Kind != 0 || ds[1].Env.Kind != store.KindFrame {
+	if err != nil || len(ds) != 2 || ds[0].Env.Kind != 0 || ds[1].Env.Kind != queue.KindFrame {
 		t.Fatalf("ReadInbound = %+v, %v", ds, err)
 	}
 	if err := st.DeadLetter(ctx, ds[0], "unreadable entry"); err != nil {
@@ -304,7 +305,7 @@ func TestDeadUnreadable(t *testing.T) {
 	before := inLen()
 	out, err = runApp(t, "dead", "requeue", r, bad)
 	if err == nil || !strings.Contains(err.Error(), "unreadable envelope (bad envelope: version)") ||
-		!strings.Contains(err.Error(), bad) || strings.Count(err.Error(), "store:") > 1 || !errors.Is(err, store.ErrUnreadable) {
+		!strings.Contains(err.Error(), bad) || strings.Count(err.Error(), "store:") > 1 || !errors.Is(err, queue.ErrUnreadable) {
 		t.Errorf("requeue %s: %v (output %q), want it refused as unreadable", bad, err, out)
 	}
 	if out != "re-queued 0 of 1\n" || inLen() != before {

@@ -21,8 +21,15 @@ import (
 // Routes added to the demo game.
 const (
 	CmdCrash  int32 = 50 // the process exits at once, as if killed
-	CmdRecord int32 = 51 // RPUSH "<conn> <sn>" to <prefix>:order, then echo
+	CmdRecord int32 = 51 // RPUSH "<conn> <sn>" to OrderKey, then echo
 )
+
+// OrderKey is the list CmdRecord appends to: Store.Key("test", "order",
+// "list"), <prefix>:{test:order}:list.
+const OrderKey = "{test:order}:list"
+
+// record appends to a list: the game's own script, through the public API.
+var record = store.NewScript(`return redis.call('RPUSH', KEYS[1], ARGV[1])`)
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -39,8 +46,11 @@ func main() {
 	})
 	prefix := os.Getenv("MAPLE_PREFIX")
 	app.Route(CmdRecord, func(ctx context.Context, r *worker.Request) error {
-		key := store.NewKeys(prefix).Prefix + ":order"
-		if err := r.Store.Client().RPush(ctx, key, r.Conn.ID+" "+strconv.FormatUint(uint64(r.Box.SN), 10)).Err(); err != nil {
+		key, err := r.Store.Key("test", "order", "list")
+		if err != nil {
+			return err
+		}
+		if err := r.Store.Run(ctx, record, []string{key}, r.Conn.ID+" "+strconv.FormatUint(uint64(r.Box.SN), 10)).Err(); err != nil {
 			return err
 		}
 		return r.Reply(r.Box.Body)

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/maple-farm/maple/worker"
@@ -65,12 +66,12 @@ func TestLoginNameTooLong(t *testing.T) {
 
 	rdb := redis.NewUniversalClient(ro)
 	t.Cleanup(func() { rdb.Close() })
-	st := store.New(rdb, prefix)
+	st := queue.New(rdb, prefix)
 	uid := strings.Repeat("u", store.MaxNameLen+1)
-	env := store.Envelope{Kind: store.KindFrame, Seq: 1, At: time.Now().UnixNano(), Gateway: "gwx", Conn: "gwx-1",
+	env := queue.Envelope{Kind: queue.KindFrame, Seq: 1, At: time.Now().UnixNano(), Gateway: "gwx", Conn: "gwx-1",
 		Frame: box.Append(nil, CmdLogin, 0, 5, []byte(uid))}
-	b := store.PartBatch{Part: 0, Envelopes: [][]byte{store.AppendEnvelope(nil, &env)}}
-	if err := st.Enqueue(t.Context(), "gwx", []store.PartBatch{b}, 0); err != nil {
+	b := queue.PartBatch{Part: 0, Envelopes: [][]byte{queue.AppendEnvelope(nil, &env)}}
+	if err := st.Enqueue(t.Context(), "gwx", []queue.PartBatch{b}, 0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -84,7 +85,7 @@ func TestLoginNameTooLong(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(msgs) > 0 {
-			m, err := store.DecodeOut([]byte(msgs[0]))
+			m, err := queue.DecodeOut([]byte(msgs[0]))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +100,7 @@ func TestLoginNameTooLong(t *testing.T) {
 	if r.Cmd != CmdLogin || r.SN != 5 || r.Ret != box.RetHandlerFailed {
 		t.Errorf("reply cmd %d sn %d ret %d, want cmd %d sn 5 ret %d", r.Cmd, r.SN, r.Ret, CmdLogin, box.RetHandlerFailed)
 	}
-	if _, err := st.SessionOf(t.Context(), uid); err == nil {
+	if _, err := store.New(rdb, prefix).SessionOf(t.Context(), uid); err == nil {
 		t.Error("a session was bound")
 	}
 	if log := logs.String(); !strings.Contains(log, "handler failed") || !strings.Contains(log, "name longer than 128 bytes") {

@@ -1,7 +1,8 @@
 // Package tictactoe is a small turn-based game for two on maple: players
 // log in with a name (the demo's cmd 2), meet in a lobby with a chat, and
 // challenge each other to tic-tac-toe. The board lives in Redis and
-// changes only through Lua scripts (store/lua/ttt_*.lua) that check turns
+// changes only through the game's own Lua scripts (lua/ttt_*.lua, run
+// with store.Store.Run on keys named by store.Store.Key) that check turns
 // and detect the winner; a turn timer (ScheduleAfter) makes a player who
 // does not move in time forfeit, on whatever worker is alive then.
 //
@@ -138,7 +139,7 @@ type Match struct {
 	Left int64 `json:"left"`
 }
 
-func matchOf(m store.TicTacToe) *Match {
+func matchOf(m board) *Match {
 	out := &Match{ID: m.ID, X: m.X, O: m.O, Board: m.Board, Turn: m.Turn, Moves: m.Moves,
 		Winner: m.Winner, WinnerName: m.Player(m.Winner), Reason: m.Reason, Line: m.Line}
 	if out.Line == nil {
@@ -235,12 +236,12 @@ func (g *game) say(ctx context.Context, r *worker.Request) error {
 }
 
 // current returns uid's latest match.
-func (g *game) current(ctx context.Context, st *store.Store, uid string) (store.TicTacToe, error) {
+func (g *game) current(ctx context.Context, st *store.Store, uid string) (board, error) {
 	id, err := st.UserGet(ctx, uid, "tictactoe")
 	if err != nil {
-		return store.TicTacToe{}, err
+		return board{}, err
 	}
-	return st.GetTicTacToe(ctx, id)
+	return getMatch(ctx, st, id)
 }
 
 // challenge starts a match: the challenger plays x and moves first.
@@ -274,7 +275,7 @@ func (g *game) challenge(ctx context.Context, r *worker.Request) error {
 	if err != nil {
 		return err
 	}
-	m, err := r.Store.NewTicTacToe(ctx, id, me, them, g.turn, timer)
+	m, err := newMatch(ctx, r.Store, id, me, them, g.turn, timer)
 	if err != nil {
 		_, _ = r.CancelTimer(ctx, timer)
 		return err
@@ -299,7 +300,7 @@ func (g *game) schedule(ctx context.Context, r *worker.Request, id string, moves
 }
 
 // announce pushes the match to both players.
-func (g *game) announce(ctx context.Context, r *worker.Request, m store.TicTacToe) error {
+func (g *game) announce(ctx context.Context, r *worker.Request, m board) error {
 	b, err := json.Marshal(matchOf(m))
 	if err != nil {
 		return err
@@ -317,15 +318,15 @@ func refusal(r *worker.Request, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(r, RetNoMatch, "no match")
-	case errors.Is(err, store.ErrNotYourTurn):
+	case errors.Is(err, errNotYourTurn):
 		return refuse(r, RetRefused, "not your turn")
-	case errors.Is(err, store.ErrCellTaken):
+	case errors.Is(err, errCellTaken):
 		return refuse(r, RetRefused, "that cell is taken")
-	case errors.Is(err, store.ErrMatchOver):
+	case errors.Is(err, errMatchOver):
 		return refuse(r, RetRefused, "the match is over")
-	case errors.Is(err, store.ErrBadCell):
+	case errors.Is(err, errBadCell):
 		return refuse(r, RetBadRequest, "cells are 0 to 8")
-	case errors.Is(err, store.ErrNotPlayer):
+	case errors.Is(err, errNotPlayer):
 		return refuse(r, RetRefused, "you do not play in this match")
 	}
 	return err
@@ -354,7 +355,7 @@ func (g *game) move(ctx context.Context, r *worker.Request) error {
 	if err != nil {
 		return err
 	}
-	m, old, err := r.Store.MoveTicTacToe(ctx, cur.ID, r.Conn.UID, cell, g.turn, next)
+	m, old, err := moveMatch(ctx, r.Store, cur.ID, r.Conn.UID, cell, g.turn, next)
 	if err != nil || m.Over() {
 		_, _ = r.CancelTimer(ctx, next)
 	}
@@ -384,7 +385,7 @@ func (g *game) resign(ctx context.Context, r *worker.Request) error {
 	if err != nil {
 		return err
 	}
-	m, old, err := r.Store.ForfeitTicTacToe(ctx, cur.ID, r.Conn.UID, -1, "resign")
+	m, old, err := forfeitMatch(ctx, r.Store, cur.ID, r.Conn.UID, -1, "resign")
 	if err != nil {
 		return refusal(r, err)
 	}
@@ -423,9 +424,9 @@ func (g *game) timeout(ctx context.Context, r *worker.Request) error {
 	if !ok || err != nil {
 		return fmt.Errorf("tictactoe: bad turn timer %q", r.Box.Body)
 	}
-	m, _, err := r.Store.ForfeitTicTacToe(ctx, id, "", moves, "timeout")
+	m, _, err := forfeitMatch(ctx, r.Store, id, "", moves, "timeout")
 	switch {
-	case errors.Is(err, store.ErrStaleTimer), errors.Is(err, store.ErrMatchOver), errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, errStaleTimer), errors.Is(err, errMatchOver), errors.Is(err, store.ErrNotFound):
 		return nil // a move, a resign or the end came first
 	case err != nil:
 		return err
@@ -445,7 +446,7 @@ func (g *game) left(ctx context.Context, r *worker.Request) error {
 	if uid == "" {
 		return nil
 	}
-	in, err := r.Store.Client().SIsMember(ctx, r.Store.Keys.Group(LobbyGroup), uid).Result()
+	in, err := r.Store.IsMember(ctx, LobbyGroup, uid)
 	if err != nil || !in {
 		return err
 	}

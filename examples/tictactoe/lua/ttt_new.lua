@@ -1,4 +1,4 @@
--- ttt_new: start a tic-tac-toe match (examples/tictactoe); x moves first.
+-- ttt_new: start a tic-tac-toe match; x moves first.
 -- KEYS[1] the match's board hash
 -- ARGV[1] x's user id; ARGV[2] o's user id; ARGV[3] now (unix ms);
 -- ARGV[4] turn length (ms); ARGV[5] the first turn's timer id;
