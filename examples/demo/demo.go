@@ -79,8 +79,8 @@ func echo(ctx context.Context, r *worker.Request) error {
 	return r.Reply(r.Box.Body)
 }
 
-// counter increments the named counter with a Lua script and answers the
-// new value in ASCII decimal.
+// counter increments the named counter (store.Store.IncrCounter) and
+// answers the new value in ASCII decimal.
 func counter(ctx context.Context, r *worker.Request) error {
 	n, err := r.Store.IncrCounter(ctx, string(r.Box.Body), 1)
 	if err != nil {
