@@ -16,7 +16,7 @@ import (
 // gateway's pusher, the worker's reader and writer, and the gateway's
 // outbound reader each cost. Run: go test -bench . -run '^$' ./internal/queue
 
-func benchStore(b *testing.B) (*Broker, context.Context) {
+func benchBroker(b *testing.B) (*Broker, context.Context) {
 	srv := storetest.Start(b, storetest.Options{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	b.Cleanup(func() { rdb.Close() })
@@ -49,7 +49,7 @@ func benchEnvelopes(n int) []PartBatch {
 // BenchmarkEnqueue is the gateway pusher's round trip: 256 frames over 16
 // partitions in one pipeline. ns/op and allocs are per frame.
 func BenchmarkEnqueue(b *testing.B) {
-	s, ctx := benchStore(b)
+	s, ctx := benchBroker(b)
 	batches := benchEnvelopes(256)
 	var queued int64
 	b.ReportAllocs()
@@ -77,7 +77,7 @@ func BenchmarkEnqueue(b *testing.B) {
 // BenchmarkReadAck is the worker's side: read a batch of 256 frames from 16
 // partitions in one call, then acknowledge them in one pipeline.
 func BenchmarkReadAck(b *testing.B) {
-	s, ctx := benchStore(b)
+	s, ctx := benchBroker(b)
 	batches := benchEnvelopes(256)
 	parts := make([]int, DefaultPartitions)
 	for p := range parts {
@@ -121,7 +121,7 @@ func BenchmarkReadAck(b *testing.B) {
 // BenchmarkReplyPath is the worker's LPUSH of 256 replies for one gateway
 // and the gateway's TakeOut of them.
 func BenchmarkReplyPath(b *testing.B) {
-	s, ctx := benchStore(b)
+	s, ctx := benchBroker(b)
 	msgs := make([]any, 256)
 	for i := range msgs {
 		msgs[i] = AppendOut(nil, &Out{Kind: OutWrite, Conn: "gw-1", At: 1, Frames: box.Append(nil, 1, 0, uint32(i), make([]byte, 64))})

@@ -26,6 +26,6 @@ func New(rdb redis.UniversalClient, prefix string) *Broker {
 // queued commands (Ack, MarkHandled, PushOut...) and for tests.
 func (q *Broker) Client() redis.UniversalClient { return q.rdb }
 
-// ErrNotFound stands for a missing key or entry (store.ErrNotFound is the
-// same error).
+// ErrNotFound stands for a missing entry: Requeue of a dead letter that
+// is not there.
 var ErrNotFound = errors.New("store: not found")

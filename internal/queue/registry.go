@@ -12,7 +12,7 @@ import (
 
 // DefaultPartitions is the number of inbound queues of a new farm. The
 // number is fixed the first time any process of a farm starts (see
-// Store.Partitions); afterwards every process reads it from Redis.
+// Partitions); afterwards every process reads it from Redis.
 const DefaultPartitions = 16
 
 // Partitions returns the farm's partition count. The first process of a

@@ -24,7 +24,7 @@ import (
 )
 
 // testedScripts names every script of the scripts map with the test that
-// runs it through the Store methods. TestScriptsAreTested fails when a
+// runs it through the Broker's methods. TestScriptsAreTested fails when a
 // script is added without a test.
 var testedScripts = map[string]string{
 	"lease_acquire":  "TestLease",
@@ -62,7 +62,7 @@ func backends(t *testing.T) []backend {
 	return bs
 }
 
-// eachBackend runs f as a subtest on every backend, with a Store under a
+// eachBackend runs f as a subtest on every backend, with a Broker under a
 // key prefix of its own.
 func eachBackend(t *testing.T, f func(t *testing.T, s *Broker)) {
 	t.Helper()

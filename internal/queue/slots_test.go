@@ -133,7 +133,7 @@ func (r *evalRecorder) take() []evalCall {
 	return c
 }
 
-// TestScriptKeysShareSlot runs every Store method that runs a script and
+// TestScriptKeysShareSlot runs every Broker method that runs a script and
 // checks, on the commands actually sent, that each script call's keys
 // share one hash slot, so that it runs on Redis Cluster; so must the keys
 // of each multi-key command the call sites send.
