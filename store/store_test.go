@@ -246,3 +246,39 @@ func TestGroups(t *testing.T) {
 		}
 	})
 }
+
+// TestTimers: a game's tool schedules and cancels timers through its
+// Store, which learns the farm's partition count from Redis once.
+func TestTimers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		s.rdb.Set(ctx, s.keys.PartitionCount(), 4, 0)
+		ids := map[string]bool{}
+		for range 20 {
+			id, err := s.ScheduleAfter(ctx, time.Hour, 7, []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[id] = true
+		}
+		if s.parts.Load() != 4 {
+			t.Errorf("partitions %d, want the farm's 4", s.parts.Load())
+		}
+		n := 0
+		for p := range 4 {
+			c, _ := s.rdb.ZCard(ctx, s.keys.Timers(p)).Result()
+			n += int(c)
+		}
+		if n != 20 {
+			t.Errorf("%d timers in the farm's 4 partitions, want 20", n)
+		}
+		for id := range ids {
+			if ok, err := s.CancelTimer(ctx, id); err != nil || !ok {
+				t.Errorf("CancelTimer(%s) = %v, %v; want true", id, ok, err)
+			}
+			if ok, err := s.CancelTimer(ctx, id); err != nil || ok {
+				t.Errorf("second CancelTimer(%s) = %v, %v; want false", id, ok, err)
+			}
+		}
+	})
+}
