@@ -1,24 +1,35 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"regexp"
 	"testing"
 	"time"
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/client"
-	"github.com/maple-farm/maple/farm"
-	"github.com/maple-farm/maple/store/storetest"
+	"github.com/maple-farm/maple/farm/farmtest"
+	"github.com/maple-farm/maple/worker"
 )
 
-// TestGame plays the game on `quickstart dev`: a whole farm in this
-// process, on an embedded Redis.
+// startFarm runs the game on a whole farm in this process, on an embedded
+// Redis, with the login route that setup adds for a login secret.
+func startFarm(t *testing.T, secret []byte) string {
+	t.Helper()
+	app := newApp()
+	app.Route(CmdLogin, login(secret))
+	f, err := farmtest.Start(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f.Addr
+}
+
+// TestGame plays the game: rooms, their history, pushes and a countdown.
 func TestGame(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	addr := startDev(t, ctx)
+	addr := startFarm(t, nil)
 
 	ann, bob := dial(t, ctx, addr), dial(t, ctx, addr)
 	call := func(c *client.Conn, cmd int32, body string) box.Box {
@@ -82,36 +93,6 @@ func TestGame(t *testing.T) {
 	expect(call(ann, cmdCountdownOver, "lobby"), box.RetNoRoute, "")
 }
 
-// startDev runs `quickstart dev` on free ports until the test ends and
-// returns the gateway's address.
-func startDev(t *testing.T, ctx context.Context) string {
-	ctx, cancel := context.WithCancel(ctx)
-	cmd := farm.New(newApp(), options()...)
-	var out storetest.Buffer
-	cmd.Writer, cmd.ErrWriter = &out, &bytes.Buffer{}
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		err = cmd.RunContext(ctx, []string{"quickstart", "dev", "--listen", "127.0.0.1:0", "--ws-listen", "",
-			"--log-level", "error"})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	re := regexp.MustCompile(`quickstart dev: gateway on (\S+),`)
-	for {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m[1]
-		}
-		select {
-		case <-done:
-			t.Fatalf("dev exited: %v\n%s", err, out.String())
-		case <-ctx.Done():
-			t.Fatalf("dev printed no address:\n%s", out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 func dial(t *testing.T, ctx context.Context, addr string) *client.Conn {
 	t.Helper()
 	c, err := client.Dial(ctx, addr, client.Options{})
@@ -120,4 +101,27 @@ func dial(t *testing.T, ctx context.Context, addr string) *client.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestTokenLogin: with a login secret, cmd 2 takes only a token signed
+// with it (what the game's account service hands its players).
+func TestTokenLogin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	secret := []byte("test secret")
+	c := dial(t, ctx, startFarm(t, secret))
+	for _, tc := range []struct {
+		body string
+		ret  int32
+	}{
+		{"ann", box.RetHandlerFailed}, // a bare user id
+		{worker.SignLogin([]byte("other secret"), "ann", time.Now().Add(time.Hour)), box.RetHandlerFailed},
+		{worker.SignLogin(secret, "ann", time.Now().Add(-time.Hour)), box.RetHandlerFailed}, // expired
+		{worker.SignLogin(secret, "ann", time.Now().Add(time.Hour)), 0},
+	} {
+		r, err := c.Request(ctx, CmdLogin, []byte(tc.body))
+		if err != nil || r.Ret != tc.ret {
+			t.Fatalf("login with %q: ret %d err %v, want ret %d", tc.body, r.Ret, err, tc.ret)
+		}
+	}
 }
