@@ -21,6 +21,7 @@ import (
 
 	"github.com/maple-farm/maple/client"
 	"github.com/maple-farm/maple/store/storetest"
+	"github.com/maple-farm/maple/worker"
 )
 
 // The quickstart game's routes (examples/quickstart/game.go, a module of
@@ -59,9 +60,10 @@ func TestQuickstartReload(t *testing.T) {
 	farmFlags := []string{"--redis", srv.URL(), "--prefix", prefix}
 	addr := "127.0.0.1:" + strconv.Itoa(storetest.FreePort(t))
 	startProc(t, nil, bin, append([]string{"gateway", "--listen", addr}, farmFlags...)...)
+	secret := "quickstart e2e secret"
 	var old []*proc
 	for range 2 {
-		old = append(old, startProc(t, nil, bin, append([]string{"worker"}, farmFlags...)...))
+		old = append(old, startProc(t, nil, bin, append([]string{"worker", "--login-secret", secret}, farmFlags...)...))
 	}
 	// The replacements are the old workers' children, not this test's:
 	// they are found in the old workers' logs and stopped by pid.
@@ -82,7 +84,7 @@ func TestQuickstartReload(t *testing.T) {
 		return err == nil && r.Ret == 0 && string(r.Body) == "v1"
 	})
 
-	l := startQuickstartLoad(t, ctx, addr, 16, 4)
+	l := startQuickstartLoad(t, ctx, addr, []byte(secret), 16, 4)
 	versions := pollVersion(t, ctx, addr)
 	time.Sleep(1500 * time.Millisecond)
 	if l.answered.Load() == 0 {
@@ -115,6 +117,9 @@ func TestQuickstartReload(t *testing.T) {
 		if err != nil || r.Ret != 0 || string(r.Body) != "v2" {
 			t.Fatalf("cmd 1000 on connection %d after the reload: %q ret %d err %v, want v2", i, r.Body, r.Ret, err)
 		}
+	}
+	if out, err := execCommand(bin, "client", "--addr", addr, "--cmd", "1000"); err != nil || !strings.Contains(out, `body="v2"`) {
+		t.Fatalf("quickstart client --cmd 1000 after the reload: %v\n%s", err, out)
 	}
 	time.Sleep(time.Second)
 	before := l.answered.Load()
@@ -259,9 +264,9 @@ func (l *qsLoad) fail(err error) {
 	l.mu.Unlock()
 }
 
-// startQuickstartLoad logs n players in; each keeps depth requests in
-// flight, alternating echo and say.
-func startQuickstartLoad(t *testing.T, ctx context.Context, addr string, n, depth int) *qsLoad {
+// startQuickstartLoad logs n players in with tokens signed with secret;
+// each keeps depth requests in flight, alternating echo and say.
+func startQuickstartLoad(t *testing.T, ctx context.Context, addr string, secret []byte, n, depth int) *qsLoad {
 	t.Helper()
 	l := &qsLoad{stop: make(chan struct{})}
 	for i := range n {
@@ -275,7 +280,7 @@ func startQuickstartLoad(t *testing.T, ctx context.Context, addr string, n, dept
 		for _, req := range []struct {
 			cmd  int32
 			body string
-		}{{qsLogin, uid}, {qsJoin, p.room}} {
+		}{{qsLogin, worker.SignLogin(secret, uid, time.Now().Add(time.Hour))}, {qsJoin, p.room}} {
 			if r, err := c.Request(ctx, req.cmd, []byte(req.body)); err != nil || r.Ret != 0 {
 				t.Fatalf("%s: cmd %d: ret %d err %v", uid, req.cmd, r.Ret, err)
 			}
