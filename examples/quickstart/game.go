@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/maple-farm/maple/store"
 	"github.com/maple-farm/maple/worker"
 )
@@ -115,7 +113,11 @@ func join(ctx context.Context, r *worker.Request) error {
 	if err := r.Store.UserSet(ctx, uid, map[string]any{"room": room}); err != nil {
 		return err
 	}
-	lines, err := r.Store.Eval(ctx, recentScript, []string{roomKey(r, room, "lines")}, history).StringSlice()
+	linesKey, err := r.Store.Key("room", room, "lines")
+	if err != nil {
+		return err
+	}
+	lines, err := r.Store.Run(ctx, recentScript, []string{linesKey}, history).StringSlice()
 	if err != nil {
 		return err
 	}
@@ -134,8 +136,15 @@ func say(ctx context.Context, r *worker.Request) error {
 		return err
 	}
 	line := r.Conn.UID + ": " + string(r.Box.Body)
-	n, err := r.Store.Eval(ctx, sayScript,
-		[]string{roomKey(r, room, "seq"), roomKey(r, room, "lines")}, line, history).Int64()
+	seqKey, err := r.Store.Key("room", room, "seq")
+	if err != nil {
+		return err
+	}
+	linesKey, err := r.Store.Key("room", room, "lines")
+	if err != nil {
+		return err
+	}
+	n, err := r.Store.Run(ctx, sayScript, []string{seqKey, linesKey}, line, history).Int64()
 	if err != nil {
 		return err
 	}
@@ -197,18 +206,14 @@ func roomOf(ctx context.Context, r *worker.Request) (string, error) {
 	return room, err
 }
 
-// The game's own Lua scripts. Every key a script touches shares the
-// room's hash tag, so it runs on Redis Cluster too.
+// The game's own Lua scripts. Every key a script touches is a key of one
+// room (Store.Key("room", id, ...)): they share the room's hash tag, so
+// the scripts run on Redis Cluster too, and Store.Run checks it.
 var (
 	//go:embed say.lua
 	saySrc    string
-	sayScript = redis.NewScript(saySrc)
+	sayScript = store.NewScript(saySrc)
 	//go:embed recent.lua
 	recentSrc    string
-	recentScript = redis.NewScript(recentSrc)
+	recentScript = store.NewScript(recentSrc)
 )
-
-// roomKey names a key of a room's: "<prefix>:{room:<room>}:<part>".
-func roomKey(r *worker.Request, room, part string) string {
-	return r.Store.Keys.Prefix + ":{room:" + room + "}:" + part
-}
