@@ -496,7 +496,11 @@ func TestGatewayRollOneAtATime(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Go(func() {
-			defer func() { c.Close() }()
+			defer func() {
+				if c != nil { // nil after a failed redial, which fail() reported
+					c.Close()
+				}
+			}()
 			for {
 				select {
 				case <-stop:
