@@ -21,7 +21,7 @@ func newTestWorker(t *testing.T, app *App) *Worker {
 	t.Helper()
 	o := Options{Logger: slog.New(slog.DiscardHandler)}.withDefaults()
 	w := newWorker(app, o, o.Logger)
-	w.wr = newWriter(w, context.Background())
+	w.build(nil, nil, nil, 0, false)
 	return w
 }
 
@@ -36,9 +36,9 @@ type sent struct {
 // and how many acknowledgements were queued.
 func outs(t *testing.T, w *Worker) (msgs []sent, acks int) {
 	t.Helper()
-	for _, op := range w.wr.take(nil) {
+	for _, op := range w.outbox.take(nil) {
 		{
-			if op.entry != nil {
+			if op.ack != nil {
 				acks++
 				continue
 			}
@@ -92,11 +92,12 @@ func frameEnv(cmd int32, sn uint32, body string) queue.Envelope {
 // engine does after reading it from Redis.
 func handleEnv(w *Worker, env queue.Envelope) {
 	d := queue.Delivery{Part: 0, ID: "1-0", Count: 1, Deliveries: 1, Env: env}
-	w.mu.Lock()
-	w.inflight++
-	w.held += heldSize(&d)
-	w.mu.Unlock()
-	w.done(item{d: &d, e: &entry{id: d.ID, left: 1}}, w.handle(d))
+	dp := w.dispatch
+	dp.mu.Lock()
+	dp.inflight++
+	dp.held += heldSize(&d)
+	dp.mu.Unlock()
+	dp.finish(item{d: &d, e: &entry{ack: ack{id: d.ID}, left: 1}}, w.proc.handle(d))
 }
 
 // call runs a client frame through the worker and returns its reply (ret
@@ -343,8 +344,8 @@ func TestUnknownCmd(t *testing.T) {
 		t.Errorf("Stats.Failed = %d, want 0", n)
 	}
 	// Through answer alone.
-	r := &Request{Kind: Frame, Box: box.Box{Header: box.Header{Cmd: 5, SN: 2}}, Conn: Conn{Gateway: "gw1", ID: "c1"}, w: w}
-	w.answer(r, ErrNoRoute)
+	r := &Request{Kind: Frame, Box: box.Box{Header: box.Header{Cmd: 5, SN: 2}}, Conn: Conn{Gateway: "gw1", ID: "c1"}, svc: w.proc.svc}
+	w.proc.answer(r, ErrNoRoute)
 	if bs := replies(t, w); len(bs) != 1 || bs[0].Ret != box.RetNoRoute || bs[0].Cmd != 5 || bs[0].SN != 2 {
 		t.Errorf("answer(ErrNoRoute) sent %+v", bs)
 	}
@@ -772,7 +773,7 @@ func TestJobDispatch(t *testing.T) {
 	app.Every("tick", time.Second, job("tick"))
 	w := newTestWorker(t, app)
 
-	// As store.ClaimPeriod queues it.
+	// As queue.ClaimPeriod queues it.
 	jobEnv := func(name string) queue.Envelope {
 		return queue.Envelope{Kind: queue.Kind(Job), Frame: box.Append(nil, 0, 0, 0, []byte(name))}
 	}
@@ -795,7 +796,7 @@ func TestJobDispatch(t *testing.T) {
 	if n := w.Stats.Failed.Load(); n != 1 {
 		t.Errorf("Stats.Failed = %d, want 1", n)
 	}
-	r := &Request{Kind: Job, Box: box.Box{Body: []byte("gone")}, w: w}
+	r := &Request{Kind: Job, Box: box.Box{Body: []byte("gone")}, svc: w.proc.svc}
 	if err := app.ServeBox(context.Background(), r); err == nil || !strings.Contains(err.Error(), "gone") {
 		t.Errorf("unknown job: err %v", err)
 	}

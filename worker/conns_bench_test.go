@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -28,9 +27,8 @@ func BenchmarkFrameBookkeeping(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			w.wr = newWriter(w, context.Background())
-			pt := &partition{n: 0, inflight: make(map[string]*entry)}
-			w.owned[0] = pt
+			w.build(nil, nil, nil, 1, false)
+			dp := w.dispatch
 			conns := make([]string, n)
 			seqs := make([]uint64, n)
 			for i := range conns {
@@ -46,21 +44,21 @@ func BenchmarkFrameBookkeeping(b *testing.B) {
 				d := &ds[i%len(ds)]
 				*d = queue.Delivery{Part: 0, ID: strconv.Itoa(i), Count: 1, Deliveries: 1,
 					Env: queue.Envelope{Kind: queue.Kind(Frame), Seq: seqs[c], Gateway: "gw", Conn: conns[c], Frame: frame}}
-				w.mu.Lock()
-				w.admitLocked(pt, d)
-				q := w.runnable[0]
-				w.runnable = w.runnable[1:]
+				dp.mu.Lock()
+				dp.admitLocked(d)
+				q := dp.runnable[0]
+				dp.runnable = dp.runnable[1:]
 				it := q.items[0]
 				q.items = q.items[1:]
 				q.running = false
-				delete(w.queues, q.key)
-				w.mu.Unlock()
-				if w.duplicate(*it.d) {
+				delete(dp.queues, q.key)
+				dp.mu.Unlock()
+				if w.marks.duplicate(*it.d) {
 					b.Fatal("a new frame taken for a copy")
 				}
-				w.done(it, finished)
+				dp.finish(it, finished)
 				if i%1024 == 1023 {
-					w.wr.take(nil) // the writer's part is per batch: not measured
+					w.outbox.take(nil) // the writer's part is per batch: not measured
 				}
 			}
 		})

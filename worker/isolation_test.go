@@ -148,8 +148,8 @@ func TestFairAdmission(t *testing.T) {
 	if n := slow.Load(); n >= 600 {
 		t.Errorf("the whole backlog (%d frames) ran first", n)
 	}
-	if n := w.Stats.InFlight.Load(); n > int64(w.maxHeld())+20 {
-		t.Errorf("%d envelopes held, want at most %d and one bundle", n, w.maxHeld())
+	if n := w.Stats.InFlight.Load(); n > int64(w.dispatch.maxHeld())+20 {
+		t.Errorf("%d envelopes held, want at most %d and one bundle", n, w.dispatch.maxHeld())
 	}
 }
 
@@ -168,8 +168,8 @@ func TestHeldCaps(t *testing.T) {
 		ok   func(w *runningWorker) error
 	}{
 		{"envelopes", func(o *Options) { o.Concurrency = 1 }, 10, func(w *runningWorker) error {
-			if n := w.Stats.InFlight.Load(); n > int64(w.maxHeld())+10 {
-				return fmt.Errorf("%d envelopes held, want at most %d and one bundle", n, w.maxHeld())
+			if n := w.Stats.InFlight.Load(); n > int64(w.dispatch.maxHeld())+10 {
+				return fmt.Errorf("%d envelopes held, want at most %d and one bundle", n, w.dispatch.maxHeld())
 			}
 			return nil
 		}},
@@ -331,7 +331,7 @@ func TestOversizeRefused(t *testing.T) {
 	})
 	app.Route(2, func(ctx context.Context, r *Request) error { return r.Reply(big) })
 	w := newTestWorker(t, app)
-	w.opts.MaxFrame = max
+	w.out.maxFrame = max
 	if ret, body := call(t, w, 1, ""); ret != 0 || len(body) != len(fits) {
 		t.Errorf("cmd 1: ret %d, %d bytes; want 0 and %d bytes", ret, len(body), len(fits))
 	}
@@ -361,7 +361,7 @@ func TestLoginNameTooLong(t *testing.T) {
 	})
 	w := newTestWorker(t, app)
 	var logs storetest.Buffer
-	w.logs = newLimiter(&logs)
+	w.proc.logs = newLimiter(&logs)
 	if ret, _ := call(t, w, 2, strings.Repeat("u", store.MaxNameLen+1)); ret != box.RetHandlerFailed {
 		t.Errorf("ret %d, want %d", ret, box.RetHandlerFailed)
 	}
@@ -552,11 +552,11 @@ func TestShutdownDuringOutage(t *testing.T) {
 // forgetClosedAfter ago go; the others stay.
 func TestForgetClosed(t *testing.T) {
 	w := newTestWorker(t, NewApp())
-	w.lastSeq["old"] = seqMark{seq: 3, closed: time.Now().Add(-2 * forgetClosedAfter)}
-	w.lastSeq["recent"] = seqMark{seq: 3, closed: time.Now()}
-	w.lastSeq["open"] = seqMark{seq: 3}
-	w.forgetClosed()
-	if _, ok := w.lastSeq["old"]; ok || len(w.lastSeq) != 2 {
-		t.Errorf("marks left %v, want recent and open", w.lastSeq)
+	w.marks.lastSeq["old"] = seqMark{seq: 3, closed: time.Now().Add(-2 * forgetClosedAfter)}
+	w.marks.lastSeq["recent"] = seqMark{seq: 3, closed: time.Now()}
+	w.marks.lastSeq["open"] = seqMark{seq: 3}
+	w.marks.forgetClosed()
+	if _, ok := w.marks.lastSeq["old"]; ok || len(w.marks.lastSeq) != 2 {
+		t.Errorf("marks left %v, want recent and open", w.marks.lastSeq)
 	}
 }

@@ -10,8 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/store"
 )
 
+// Logins. Login binds a connection to a user id farm-wide (session_bind.lua)
+// and tells the connection's gateway, so that the uid travels with every
+// later frame; Logout undoes it.
+//
 // Signed logins. A player's client gets a login token from the game's
 // account service (which checked a password, a platform's ticket...) and
 // sends it in its login frame; the worker checks the signature and the
@@ -83,4 +90,55 @@ func (r *Request) LoginWithToken(ctx context.Context, secret []byte, token strin
 		return err
 	}
 	return r.Login(ctx, uid)
+}
+
+// Login binds the request's connection to uid, farm-wide and atomically.
+// With LoginMode Kick (the default) an older connection of the same user,
+// on any gateway, is closed; with Refuse the login fails with
+// store.ErrLoggedInElsewhere. From now on the uid travels with every frame
+// of this connection (Request.Conn.UID).
+func (r *Request) Login(ctx context.Context, uid string) error {
+	if r.Kind != Frame {
+		return fmt.Errorf("worker: login from a %s event", r.Kind)
+	}
+	if uid == "" {
+		return errors.New("worker: login with an empty user id")
+	}
+	// A uid travels with every frame of the connection: bounded.
+	if err := store.CheckName("user id", uid); err != nil {
+		return fmt.Errorf("worker: login: %w", err)
+	}
+	if r.Conn.UID != "" && r.Conn.UID != uid {
+		if err := r.Logout(ctx); err != nil {
+			return err
+		}
+	}
+	here := store.Session{Gateway: r.Conn.Gateway, Conn: r.Conn.ID}
+	old, err := r.Store.BindUser(ctx, uid, here, r.svc.loginMode)
+	if err != nil {
+		return err
+	}
+	if old.Conn != "" && old.Conn != r.Conn.ID {
+		r.svc.log.Debug("login kicks older connection", "uid", uid, "conn", old.Conn, "gw", old.Gateway)
+		r.svc.out.send(old.Gateway, &queue.Out{Kind: queue.OutUnbind, Conn: old.Conn})
+		r.svc.out.send(old.Gateway, &queue.Out{Kind: queue.OutClose, Conn: old.Conn})
+	}
+	r.svc.out.send(r.Conn.Gateway, &queue.Out{Kind: queue.OutBind, Conn: r.Conn.ID, UID: uid})
+	r.svc.users.setUID(r.Conn.ID, uid)
+	r.Conn.UID = uid
+	return nil
+}
+
+// Logout removes the connection's binding.
+func (r *Request) Logout(ctx context.Context) error {
+	if r.Conn.UID == "" {
+		return nil
+	}
+	if _, err := r.Store.UnbindUser(ctx, r.Conn.UID, store.Session{Gateway: r.Conn.Gateway, Conn: r.Conn.ID}); err != nil {
+		return err
+	}
+	r.svc.out.send(r.Conn.Gateway, &queue.Out{Kind: queue.OutUnbind, Conn: r.Conn.ID})
+	r.svc.users.setUID(r.Conn.ID, "")
+	r.Conn.UID = ""
+	return nil
 }

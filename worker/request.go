@@ -3,7 +3,9 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
+	"time"
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/internal/queue"
@@ -44,9 +46,21 @@ type Request struct {
 	// Store reaches the farm's Redis: game state, sessions, groups.
 	Store *store.Store
 
-	w       *Worker
+	svc     *services
 	at      int64 // Envelope.At, echoed in the reply for the gateway's latency
 	replied bool
+}
+
+// services is what the worker lends every Request: the way out to the
+// gateways, and what logins, pushes and timers need.
+type services struct {
+	out            *outbound
+	q              *queue.Broker                         // the queues: gateways alive, timers
+	users          interface{ setUID(conn, uid string) } // a login, for later frames of its connection
+	log            *slog.Logger
+	loginMode      store.LoginMode
+	gatewayTimeout time.Duration
+	parts          int
 }
 
 // Redelivered reports whether another worker took this request before and
@@ -70,11 +84,11 @@ func (r *Request) ReplyRet(ret int32, body []byte) error {
 	if r.Kind != Frame {
 		return fmt.Errorf("worker: cannot reply to a %s event", r.Kind)
 	}
-	if err := r.w.checkFrame(r.Box.Cmd, len(body)); err != nil {
+	if err := r.svc.out.checkFrame(r.Box.Cmd, len(body)); err != nil {
 		return err // not answered: the handler may answer otherwise
 	}
 	r.replied = true
-	r.w.sendFrame(r.Conn.Gateway, r.Conn.ID, r.at, r.Box.Cmd, ret, r.Box.SN, body)
+	r.svc.out.sendFrame(r.Conn.Gateway, r.Conn.ID, r.at, r.Box.Cmd, ret, r.Box.SN, body)
 	return nil
 }
 
@@ -84,10 +98,10 @@ func (r *Request) Push(cmd int32, body []byte) error {
 	if r.Conn.ID == "" {
 		return errors.New("worker: request has no client")
 	}
-	if err := r.w.checkFrame(cmd, len(body)); err != nil {
+	if err := r.svc.out.checkFrame(cmd, len(body)); err != nil {
 		return err
 	}
-	r.w.writeTo(r.Conn.Gateway, r.Conn.ID, box.Append(nil, cmd, box.RetOK, 0, body))
+	r.svc.out.write(r.Conn.Gateway, r.Conn.ID, box.Append(nil, cmd, box.RetOK, 0, body))
 	return nil
 }
 
@@ -97,7 +111,7 @@ func (r *Request) CloseClient() error {
 	if r.Conn.ID == "" {
 		return errors.New("worker: request has no client")
 	}
-	r.w.sendOut(r.Conn.Gateway, &queue.Out{Kind: queue.OutClose, Conn: r.Conn.ID})
+	r.svc.out.send(r.Conn.Gateway, &queue.Out{Kind: queue.OutClose, Conn: r.Conn.ID})
 	return nil
 }
 

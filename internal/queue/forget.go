@@ -14,7 +14,7 @@ import (
 // It is the one way a gateway is forgotten: by the gateway itself once it
 // stopped cleanly and the workers finished what it queued
 // (gateway/forget.go), and by the workers' reaper when it died
-// (worker/farm.go). Either way no key of gw stays behind.
+// (worker/reaper.go). Either way no key of gw stays behind.
 func (q *Broker) ForgetGateway(ctx context.Context, gw string) (int, error) {
 	uids, err := q.rdb.SMembers(ctx, q.Keys.GatewayUsers(gw)).Result()
 	if err != nil {

@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"context"
+	"sync"
+)
+
+// partitionTable is the list of partitions this worker leases. The lease
+// keeper alone adds, gives back and drops them; the reader, the timers,
+// the janitor and the outbox read it through the methods below, which
+// take the table's own lock and nothing else.
+//
+// A partition being given back (releasing) is not read any more, and its
+// release waits for the reads of it in progress: what they return is
+// delivered to this worker and only it can serve it (the next owner claims
+// pending entries once, when it takes the partition).
+type partitionTable struct {
+	mu    sync.Mutex
+	parts map[int]*lease
+}
+
+// lease is one leased partition.
+type lease struct {
+	releasing bool
+	reading   int           // reads of it in progress
+	readsDone chan struct{} // made by a release waiting for reading to be 0
+}
+
+func newPartitionTable() *partitionTable {
+	return &partitionTable{parts: make(map[int]*lease)}
+}
+
+// active lists the partitions leased and not being given back.
+func (t *partitionTable) active() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]int, 0, len(t.parts))
+	for p, l := range t.parts {
+		if !l.releasing {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// activeCount counts the partitions active lists.
+func (t *partitionTable) activeCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, l := range t.parts {
+		if !l.releasing {
+			n++
+		}
+	}
+	return n
+}
+
+// held lists every partition leased, given back or not.
+func (t *partitionTable) held() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]int, 0, len(t.parts))
+	for p := range t.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// holds reports whether partition p is leased.
+func (t *partitionTable) holds(p int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.parts[p] != nil
+}
+
+// notHeld returns those of parts that are no longer leased (nil, most of
+// the time): a lease lost while they were read.
+func (t *partitionTable) notHeld(parts []int) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var lost []int
+	for _, p := range parts {
+		if t.parts[p] == nil {
+			lost = append(lost, p)
+		}
+	}
+	return lost
+}
+
+// startRead marks those of want that are leased and not being given back
+// as read, in one step, and returns them: a release that starts now waits
+// for done, so nothing the read returns is left pending under this worker
+// after the partition changed hands. done must be called once the read's
+// entries are admitted (or the read failed).
+func (t *partitionTable) startRead(want []int) (parts []int, done func()) {
+	t.mu.Lock()
+	reading := make([]*lease, 0, len(want))
+	parts = want[:0:0]
+	for _, p := range want {
+		if l := t.parts[p]; l != nil && !l.releasing {
+			l.reading++
+			reading = append(reading, l)
+			parts = append(parts, p)
+		}
+	}
+	t.mu.Unlock()
+	return parts, func() {
+		t.mu.Lock()
+		for _, l := range reading {
+			l.reading--
+			if l.reading == 0 && l.readsDone != nil {
+				close(l.readsDone)
+				l.readsDone = nil
+			}
+		}
+		t.mu.Unlock()
+	}
+}
+
+// add lists partition p as leased (the lease keeper, once it took p over).
+func (t *partitionTable) add(p int) *lease {
+	l := &lease{}
+	t.mu.Lock()
+	t.parts[p] = l
+	t.mu.Unlock()
+	return l
+}
+
+// remove drops partition p if it is still the lease l (nil: whichever).
+func (t *partitionTable) remove(p int, l *lease) {
+	t.mu.Lock()
+	if cur := t.parts[p]; cur != nil && (l == nil || cur == l) {
+		delete(t.parts, p)
+	}
+	t.mu.Unlock()
+}
+
+// giveBack marks partition p as being given back: it is read no more.
+// It returns p's lease, or nil if p is not leased or already going back.
+func (t *partitionTable) giveBack(p int) *lease {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.parts[p]
+	if l == nil || l.releasing {
+		return nil
+	}
+	l.releasing = true
+	return l
+}
+
+// waitReads returns once no read of l is in progress (true), or when ctx
+// ends (false). l must be being given back, so no new read starts.
+func (t *partitionTable) waitReads(ctx context.Context, l *lease) bool {
+	t.mu.Lock()
+	if l.reading == 0 {
+		t.mu.Unlock()
+		return true
+	}
+	if l.readsDone == nil {
+		l.readsDone = make(chan struct{})
+	}
+	ch := l.readsDone
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
