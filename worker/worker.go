@@ -256,8 +256,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.build(conn.st, conn.q, conn.rq, conn.parts, conn.cluster)
 	w.log.Info("started", "partitions", conn.parts, "concurrency", w.opts.Concurrency)
 
-	// Two groups: the duties that take work in stop first, when the drain
-	// starts; the runners and the outbox once it is over.
+	// The duties that take work in (intake) stop when the drain starts;
+	// the outbox (sending) and the runners (running) once it is over.
 	var intake, sending, running sync.WaitGroup
 	w.outbox.start(&sending)
 	w.dispatch.start(&running)
