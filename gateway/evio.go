@@ -24,12 +24,16 @@ import (
 //     client stops reading. We shut the socket down (field conn.fd), which
 //     makes the pending write fail and evio close the connection.
 //
-// And one shortcut: output handed to evio costs a copy and two epoll_ctl
-// calls (watch for writable, then stop), so when evio has nothing unsent
-// the wake writes to the socket itself (conn.fd, on the loop goroutine)
-// and gives evio only what the socket did not take.
+// And a third: a Wake can be lost (evio_wake.go).
 //
-// evio_test.go pins both fields, so an evio change fails loudly.
+// Output does not go through evio at all when it need not: send writes to
+// the socket itself when nothing of the connection's is queued anywhere
+// (evio_direct.go), and the wake writes to the socket (conn.fd, on the
+// loop goroutine) when evio has nothing unsent, giving evio only what the
+// socket did not take (evio's own path costs a copy and two epoll_ctl
+// calls per write).
+//
+// evio_test.go pins the fields, so an evio change fails loudly.
 
 // closeGrace is how long a close waits for queued output to reach a client
 // before the socket is shut down.
@@ -48,40 +52,58 @@ type evioTransport struct {
 	mu        sync.Mutex
 	peers     map[*evioPeer]struct{}
 	lastSweep time.Time
-	rewake    rewaker
-	progress  map[uintptr]*atomic.Uint64 // per evio loop, under mu
+	wakers    map[uintptr]*loopWaker // per evio loop, under mu (evio_wake.go)
+	dups      atomic.Int64           // dups held (evio_direct.go)
+	dupMax    int64
+	wakes     *atomic.Int64 // Stats.Wakes
+	direct    *atomic.Int64 // Stats.DirectWrites
 }
 
 // evioPeer is a connection's state shared between the loop goroutine and
 // the goroutines that send to it.
 type evioPeer struct {
-	t    *evioTransport
-	c    evio.Conn
-	fd   int // the socket (evio's conn.fd), for writes from the loop goroutine
-	addr string
-	core *conn // set once in opened
+	t     *evioTransport
+	c     evio.Conn
+	fd    int // the socket (evio's conn.fd), for writes from the loop goroutine
+	addr  string
+	core  *conn      // set once in opened
+	waker *loopWaker // its loop's (evio_wake.go); nil: Wake alone
 
-	mu       sync.Mutex
-	pending  []byte // output not yet handed to evio
-	woken    bool   // a Wake is on its way; send need not Wake again
-	wakeSeq  uint64 // counts the Wakes started, to tell a stuck one (rewake.go)
-	closing  time.Time
-	kill     error // set: shut the socket down at the next wake
-	lastIn   atomic.Int64
-	unsent   int       // evio's unsent bytes after our last wake: written by the loop under mu, read by the sweep (loop 0)
-	stallAt  time.Time // loop only: when output stopped making progress
-	shutdown bool      // loop only
-	// progress counts what its loop goroutine did (rewake.go).
-	progress *atomic.Uint64
+	// mu orders every write to the socket: the loop's (wake) and send's
+	// direct ones are made holding it.
+	mu         sync.Mutex
+	pending    []byte // output not yet handed to evio
+	woken      bool   // a Wake is on its way; send need not Wake again
+	closing    time.Time
+	kill       error // set: shut the socket down at the next wake
+	lastIn     atomic.Int64
+	unsent     int       // evio's unsent bytes after our last wake: written by the loop under mu, read by the sweep (loop 0)
+	stallAt    time.Time // loop only: when output stopped making progress
+	shutdown   bool      // set by Closed: evio's fd is gone
+	wfd        int       // our dup of the socket for direct writes; -1: none (evio_direct.go)
+	idleSweeps int       // sweeps since the last send, while p holds a dup
 }
 
 func (p *evioPeer) remoteAddr() string { return p.addr }
 
 func (p *evioPeer) send(b []byte) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.kill != nil || p.shutdown {
-		p.mu.Unlock()
 		return
+	}
+	p.idleSweeps = 0
+	if p.directLocked() {
+		// Nothing of ours is queued anywhere: straight to the socket
+		// (evio_direct.go). What it does not take goes the loop's way.
+		n := writeSocket(p.wfd, b)
+		if n == len(b) {
+			if p.t.direct != nil {
+				p.t.direct.Add(1)
+			}
+			return
+		}
+		b = b[n:]
 	}
 	if len(p.pending)+len(b) > p.t.outLimit {
 		p.kill = errSlowClient
@@ -89,36 +111,36 @@ func (p *evioPeer) send(b []byte) {
 	} else {
 		p.pending = append(p.pending, b...)
 	}
-	wake := p.startWakeLocked()
-	p.mu.Unlock()
-	if wake != 0 {
-		p.t.wakeUp(p, wake)
-	}
+	p.startWakeLocked()
 }
 
 func (p *evioPeer) close() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closing.IsZero() {
 		p.closing = time.Now()
 	}
-	wake := p.startWakeLocked()
-	p.mu.Unlock()
-	if wake != 0 {
-		p.t.wakeUp(p, wake)
-	}
+	p.startWakeLocked()
 }
 
 // abort makes the next wake shut the connection down at once.
 func (p *evioPeer) abort(reason error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.kill == nil {
 		p.kill = reason
 	}
-	wake := p.startWakeLocked()
-	p.mu.Unlock()
-	if wake != 0 {
-		p.t.wakeUp(p, wake)
+	p.startWakeLocked()
+}
+
+// startWakeLocked wakes p's loop unless a Wake is on its way already
+// (wakes coalesce: the wake takes all that is pending). p.mu held.
+func (p *evioPeer) startWakeLocked() {
+	if p.woken {
+		return
 	}
+	p.woken = true
+	p.wakeLocked()
 }
 
 func (t *evioTransport) serve(ctx context.Context) error {
@@ -131,7 +153,7 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		return evio.None
 	}
 	ev.Opened = func(c evio.Conn) ([]byte, evio.Options, evio.Action) {
-		p := &evioPeer{t: t, c: c, fd: connFD(c), addr: c.RemoteAddr().String(), progress: t.loopProgress(c)}
+		p := &evioPeer{t: t, c: c, fd: connFD(c), addr: c.RemoteAddr().String(), waker: t.loopWaker(c), wfd: -1}
 		p.lastIn.Store(time.Now().UnixNano())
 		core, err := t.ev.opened(p)
 		if err != nil {
@@ -154,6 +176,7 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		t.mu.Unlock()
 		p.mu.Lock()
 		p.shutdown = true
+		p.dropDupLocked()
 		if p.kill != nil {
 			// The reason we shut the socket down; evio reports what
 			// followed from it (EPIPE when output was pending).
@@ -172,7 +195,6 @@ func (t *evioTransport) serve(ctx context.Context) error {
 			return p.wake()
 		}
 		p.lastIn.Store(time.Now().UnixNano())
-		p.progress.Add(1)
 		if err := t.ev.data(p.core, in); err != nil {
 			p.mu.Lock()
 			p.kill = err
@@ -192,21 +214,29 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		<-ctx.Done()
 		t.stopping.Store(true)
 	}()
-	return evio.Serve(ev, t.listen)
+	t.mu.Lock()
+	t.wakers = make(map[uintptr]*loopWaker)
+	t.mu.Unlock()
+	if t.dupMax == 0 {
+		t.dupMax = dupBudget()
+	}
+	err := evio.Serve(ev, t.listen)
+	t.closeWakers()
+	return err
 }
 
 // wake runs on the connection's loop goroutine after a Wake: it hands the
 // queued output to evio behind what evio has not written yet, and carries
-// out closes.
+// out closes. It holds p.mu throughout, so send's direct writes wait for
+// it and then see what it left in evio (unsent).
 func (p *evioPeer) wake() ([]byte, evio.Action) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	out := p.pending
 	p.pending = nil
 	p.woken = false
-	p.progress.Add(1)
 	kill := p.kill
 	closing := p.closing
-	p.mu.Unlock()
 
 	unsent := unsentOutput(p.c)
 	now := time.Now()
@@ -226,21 +256,21 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 		}
 	}
 	if kill != nil {
-		p.mu.Lock()
 		p.kill = kill
-		p.mu.Unlock()
+		p.dropDupLocked()
 		shutdownSocket(p.c)
 		return nil, evio.Close
+	}
+	if closing.IsZero() {
+		p.takeDupLocked() // so that the next sends need no Wake (evio_direct.go)
 	}
 	if len(unsent) == 0 && len(out) > 0 {
 		n := writeSocket(p.fd, out)
 		if n == len(out) {
-			p.mu.Lock() // the sweep reads unsent from loop 0
 			p.unsent = 0
-			if p.pending == nil && cap(out) <= reuseOutput {
+			if cap(out) <= reuseOutput {
 				p.pending = out[:0] // written: keep the buffer for the next sends
 			}
-			p.mu.Unlock()
 			if !closing.IsZero() {
 				return nil, evio.Close
 			}
@@ -252,9 +282,7 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 	} else {
 		out = unsent
 	}
-	p.mu.Lock() // the sweep reads unsent from loop 0
 	p.unsent = len(out)
-	p.mu.Unlock()
 	if !closing.IsZero() {
 		return out, evio.Close
 	}
@@ -294,18 +322,21 @@ func (t *evioTransport) sweep() {
 		if !p.closing.IsZero() || p.unsent > 0 {
 			check = append(check, p)
 		}
+		if p.wfd >= 0 {
+			// A connection that got nothing for a while gives its dup
+			// back (evio_direct.go); the next wake takes one again.
+			if p.idleSweeps++; p.idleSweeps > dupIdleSweeps {
+				p.dropDupLocked()
+			}
+		}
 		p.mu.Unlock()
 	}
 	// These wakes leave p.woken alone, so a send meanwhile wakes the
-	// connection itself, and they are made off the loop: evio's poller
-	// drops the eventfd signal of a wake made while it handles a tick, and
-	// the wake would then wait for its 100 ms poll timeout.
-	if len(check) > 0 {
-		go func() {
-			for _, p := range check {
-				p.c.Wake()
-			}
-		}()
+	// connection itself.
+	for _, p := range check {
+		p.mu.Lock()
+		p.wakeLocked()
+		p.mu.Unlock()
 	}
 }
 

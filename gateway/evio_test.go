@@ -129,10 +129,10 @@ func TestEvioFieldsPinned(t *testing.T) {
 			t.Errorf("EVIO CHANGED: %v.%s is %v, want %v; unsentOutput/shutdownSocket in evio.go depend on it", st, want.name, f.Type, want.typ)
 		}
 	}
-	// rewake.go tells loops apart by the conn's loop pointer.
-	if f, ok := st.FieldByName("loop"); !ok || f.Type.Kind() != reflect.Pointer {
-		t.Errorf("EVIO CHANGED: %v has no pointer field loop; loopProgress in rewake.go depends on it", st)
-	}
+	// evio_wake.go reaches each loop's epoll fd: conn.loop.poll.fd.
+	pinPath(t, st, "loopWaker in evio_wake.go", []string{"loop", "poll", "fd"}, reflect.TypeFor[int]())
+	// and evio's own wake fd beside it (the lost-wake test eats from it).
+	pinPath(t, st, "TestLostWakeCannotHappen", []string{"loop", "poll", "wfd"}, reflect.TypeFor[int]())
 	if r.panicked != nil {
 		t.Fatalf("EVIO CHANGED: reading conn.out / conn.fd panicked: %v", r.panicked)
 	}
@@ -146,6 +146,31 @@ func TestEvioFieldsPinned(t *testing.T) {
 	n, err := nc.Read(make([]byte, 16))
 	if n != 0 || !isClosedErr(err) {
 		t.Errorf("after shutdownSocket the client read n=%d err=%v, want EOF or reset", n, err)
+	}
+}
+
+// pinPath checks that evio's struct st reaches a field of type want
+// through the pointer fields path.
+func pinPath(t *testing.T, st reflect.Type, user string, path []string, want reflect.Type) {
+	t.Helper()
+	typ := st
+	for i, name := range path {
+		f, ok := typ.FieldByName(name)
+		if !ok {
+			t.Errorf("EVIO CHANGED: %v has no field %q (path %v); %s depends on it", typ, name, path, user)
+			return
+		}
+		if i == len(path)-1 {
+			if f.Type != want {
+				t.Errorf("EVIO CHANGED: %v.%s is %v, want %v; %s depends on it", typ, name, f.Type, want, user)
+			}
+			return
+		}
+		if f.Type.Kind() != reflect.Pointer || f.Type.Elem().Kind() != reflect.Struct {
+			t.Errorf("EVIO CHANGED: %v.%s is %v, want a pointer to a struct; %s depends on it", typ, name, f.Type, user)
+			return
+		}
+		typ = f.Type.Elem()
 	}
 }
 

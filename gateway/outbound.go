@@ -10,32 +10,41 @@ import (
 	"github.com/maple-farm/maple/internal/retry"
 )
 
-// outBatch is how many messages one non-blocking pop takes.
+// outBatch is how many messages one non-blocking take reads.
 const outBatch = 512
 
-// runOutbound pops the replies, pushes and control messages that workers
+// trimEvery is how many messages handed out the gateway leaves in its
+// list before a take drops them (a script call; the takes between are one
+// LRANGE each).
+const trimEvery = 32
+
+// runOutbound reads the replies, pushes and control messages that workers
 // queued for this gateway and hands them to the connections. It takes
 // whatever is waiting in one round trip and blocks only when the list is
-// empty.
+// empty; what it handed out is dropped from the list by its next take.
 func (s *Server) runOutbound(ctx context.Context) {
 	log := s.log.With("duty", "outbound")
 	backoff := retry.New(10*time.Millisecond, time.Second)
-	var acked int64 // last batch received; acknowledged by the next take
+	var pos queue.OutPos // the messages handed out and not yet dropped from the list
+	trim := true         // the next take drops them first
 	w := &connWrites{at: make(map[*conn]int)}
 	for ctx.Err() == nil {
-		batch, msgs, err := s.q.TakeOut(ctx, s.opts.ID, acked, outBatch)
+		msgs, err := s.q.TakeOut(ctx, s.opts.ID, &pos, outBatch, trim)
 		if err == nil {
-			acked = batch
 			for _, m := range msgs {
 				s.deliver(w, readOnly(m))
 			}
 			w.flush()
-			if len(msgs) > 0 {
+			if len(msgs) > 0 || pos.Taken > 0 {
+				// Drop what was handed out every trimEvery messages (a
+				// script), and before blocking: WaitOut waits for the
+				// list's tail.
+				trim = pos.Taken >= trimEvery || len(msgs) == 0
 				backoff.Reset()
 				continue
 			}
-			// Nothing waiting: block until a message comes, and take it
-			// in the same round trip.
+			// Nothing waiting: block until a message comes, and read it
+			// in the same round trip (the next take drops it).
 			var m string
 			var ok bool
 			m, ok, err = s.q.WaitOut(ctx, s.block, s.opts.ID, time.Second)
@@ -43,10 +52,13 @@ func (s *Server) runOutbound(ctx context.Context) {
 				if ok {
 					s.deliver(w, readOnly(m))
 					w.flush()
+					pos.Taken++
+					trim = true // a quiet gateway: drop it with the next take
 				}
 				continue
 			}
-			acked = -1 // the message may be in transit: have it handed out again
+			// A failed wait left its message in the list: the next take
+			// returns it.
 		}
 		if ctx.Err() != nil {
 			return

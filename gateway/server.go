@@ -246,7 +246,9 @@ type Stats struct {
 	MovesSent    atomic.Int64 // connections sent the move push (box.CmdMove)
 	DrainRefused atomic.Int64 // frames answered box.RetMoved: sent after the drain stopped taking their connection's work
 	DrainCutOff  atomic.Int64 // connections closed with answers still owed when CloseGrace ran out
-	Rewakes      atomic.Int64 // evio wakes lost in its loop and made again (rewake.go)
+	// Output (evio.go, evio_direct.go).
+	DirectWrites atomic.Int64 // sends written to the socket at once, not through the event loop
+	Wakes        atomic.Int64 // sends handed to the event loop with a Wake (nothing direct possible)
 	// Latency is the time from a frame read to its reply handed to the
 	// socket: Redis both ways, queueing and the handler.
 	Latency stat.Histogram
@@ -360,7 +362,7 @@ func (s *Server) Run(ctx context.Context) error {
 		stall: s.opts.WriteStall, idle: s.opts.IdleTimeout,
 		ev: s, log: s.log, addr: s.addr,
 	}
-	t.rewake.count = &s.Stats.Rewakes
+	t.wakes, t.direct = &s.Stats.Wakes, &s.Stats.DirectWrites
 
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()

@@ -37,7 +37,8 @@ func Gateway(s *gateway.Stats) stat.SampleFunc {
 				{Name: "oversize_out_total", Value: s.OversizeOut.Load(), Help: "Pushes and triggers not sent: larger than --max-frame."},
 				{Name: "moves_sent_total", Value: s.MovesSent.Load(), Help: "Connections told to move (cmd -1 push) by a draining gateway."},
 				{Name: "drain_refused_total", Value: s.DrainRefused.Load(), Help: "Frames answered -10003 (not run, reconnect): sent after a draining gateway stopped taking their connection's work."},
-				{Name: "rewakes_total", Value: s.Rewakes.Load(), Help: "Wakes of an event loop lost inside evio and made again (each saved a reply up to 100 ms of delay)."},
+				{Name: "direct_writes_total", Value: s.DirectWrites.Load(), Help: "Sends written straight to a client's socket (nothing of it queued)."},
+				{Name: "wakes_total", Value: s.Wakes.Load(), Help: "Sends handed to the event loop with a wake (output queued, a close, no direct write possible)."},
 				{Name: "drain_cut_off_total", Value: s.DrainCutOff.Load(), Help: "Connections a draining gateway closed with answers still owed when --close-grace ran out."},
 			},
 			Dists: []stat.Dist{

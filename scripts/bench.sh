@@ -17,6 +17,7 @@
 #   SIZE      request body bytes [64]
 #   OUT       output directory [./bench-out]
 #   REDIS_SERVER  redis-server binary [redis-server]
+#   MAPLE     a maple binary to run instead of this tree's (to compare builds)
 #
 #   ROUNDS=1 CONNS="1 64" DURATION=5s scripts/bench.sh
 set -euo pipefail
@@ -100,6 +101,10 @@ wait_for() {
 log "building maple"
 (cd "$root" && go build -o "$tmp/maple" ./cmd/maple && go build -o "$tmp/benchchart" ./scripts/benchchart)
 maple=$tmp/maple
+if [ -n "${MAPLE:-}" ]; then
+  maple=$MAPLE # a build to compare (its farm; the reference and bench too)
+  log "using $maple"
+fi
 
 rm -f "$OUT"/farm-*.json "$OUT"/ref-*.json "$OUT"/table.txt "$OUT"/chart.svg
 

@@ -88,11 +88,15 @@ func (k Keys) TimerData(p int) string { return k.partTag(p) + ":timerdata" }
 // messages from. Workers LPUSH, the gateway RPOPs: first in, first out.
 func (k Keys) Outbound(gw string) string { return k.gwTag(gw) + ":out" }
 
-// OutboundTransit holds the batch of outbound messages a gateway took
-// but has not acknowledged; OutboundBatch numbers it.
+// OutboundTransit held the batch of outbound messages a gateway took but
+// had not acknowledged, before release 2026-12 (out_take.lua); a current
+// gateway leaves its messages in Outbound until it has handed them out
+// (out_trim.lua). Forgetting a gateway (GatewayKeys) still deletes it, for
+// older gateways.
 func (k Keys) OutboundTransit(gw string) string { return k.gwTag(gw) + ":transit" }
 
-// OutboundBatch holds the number of the batch in OutboundTransit.
+// OutboundBatch holds the number of a gateway's last take of its
+// outbound messages (TakeOut).
 func (k Keys) OutboundBatch(gw string) string { return k.gwTag(gw) + ":batch" }
 
 // GatewayUsers is the set of user ids logged in on a gateway, so that the

@@ -126,7 +126,7 @@ func BenchmarkReplyPath(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = AppendOut(nil, &Out{Kind: OutWrite, Conn: "gw-1", At: 1, Frames: box.Append(nil, 1, 0, uint32(i), make([]byte, 64))})
 	}
-	var acked int64
+	var pos OutPos
 	b.ReportAllocs()
 	for b.Loop() {
 		pipe := s.rdb.Pipeline()
@@ -134,11 +134,10 @@ func BenchmarkReplyPath(b *testing.B) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)
 		}
-		batch, got, err := s.TakeOut(ctx, "gw", acked, 512)
+		got, err := s.TakeOut(ctx, "gw", &pos, 512, true)
 		if err != nil || len(got) != 256 {
 			b.Fatalf("took %d, %v", len(got), err)
 		}
-		acked = batch
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*256), "ns/frame")
 }

@@ -119,8 +119,8 @@ func topologyError(err error) bool {
 // Its commands have no read timeout (a blocking command sets its own
 // deadline) and are never retried silently: a blocking read whose reply
 // was lost must surface as an error, so that the caller recovers what it
-// took (ReadOwnPending, TakeOut with acked -1); a retry would take more
-// and lose the first.
+// took (ReadOwnPending; a WaitOut leaves its message in the list for the
+// next TakeOut); a retry would take more and lose the first.
 func NewBlockingClient(o *redis.UniversalOptions, pool int) redis.UniversalClient {
 	bo := *o
 	bo.ReadTimeout = -1

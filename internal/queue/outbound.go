@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,41 +16,78 @@ func (q *Broker) PushOut(ctx context.Context, pipe redis.Pipeliner, gw string, m
 	pipe.LPush(ctx, q.Keys.Outbound(gw), msgs...)
 }
 
-// scriptOutTake (lua/out_take.lua) hands out a batch of outbound messages until it is acknowledged.
-var scriptOutTake = loadScript("out_take")
+// OutPos is where a gateway stands in its outbound list: the number of
+// its last trim and how many messages it has handed out since, which are
+// still at the list's tail (workers push at the head) until a trim drops
+// them. The zero value is a gateway's start.
+type OutPos struct {
+	Take  int64
+	Taken int
+}
 
-// TakeOut takes up to n messages for gateway gw. acked is the number of
-// the last batch the gateway received (0 at start); until a batch is
-// acknowledged that way, the same batch is returned again, so a batch whose
-// reply was lost is not. It returns the batch number and the messages.
-func (q *Broker) TakeOut(ctx context.Context, gw string, acked int64, n int) (int64, []string, error) {
-	keys := []string{q.Keys.Outbound(gw), q.Keys.OutboundTransit(gw), q.Keys.OutboundBatch(gw)}
-	seed := mrand.Int64N(1 << 50)
-	res, err := scriptOutTake.Run(ctx, q.rdb, keys, acked, n, seed).Slice()
-	if err != nil {
-		return acked, nil, err
-	}
-	if len(res) == 0 {
-		return acked, nil, fmt.Errorf("store: take out: empty reply")
-	}
-	batch, _ := res[0].(int64)
-	msgs := make([]string, 0, len(res)-1)
-	for _, m := range res[1:] {
-		if str, ok := m.(string); ok {
-			msgs = append(msgs, str)
+// scriptOutTrim (lua/out_trim.lua) drops the outbound messages a gateway
+// handed out, once, and numbers its next take.
+var scriptOutTrim = loadScript("out_trim")
+
+// TakeOut returns up to n messages for gateway gw that it has not handed
+// out yet, oldest first, in one round trip, and counts them in pos. With
+// trim (and always at start) it first drops the ones pos counts
+// (out_trim.lua); without, it is one LRANGE past them, which Redis serves
+// without a script. If it fails, pos is unchanged and the same call may be
+// made again: what a lost reply held is returned again, and nothing is
+// dropped twice. Trim before blocking in WaitOut, which waits for the
+// list's tail.
+func (q *Broker) TakeOut(ctx context.Context, gw string, pos *OutPos, n int, trim bool) ([]string, error) {
+	out := q.Keys.Outbound(gw)
+	if !trim && pos.Take != 0 {
+		msgs, err := q.rdb.LRange(ctx, out, -int64(pos.Taken+n), -int64(pos.Taken+1)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("store: take out: %w", err)
 		}
+		slices.Reverse(msgs) // LRANGE gives the tail newest first
+		pos.Taken += len(msgs)
+		return msgs, nil
 	}
-	return batch, msgs, nil
+	seed := mrand.Int64N(1 << 50)
+	var take *redis.Cmd
+	var rng *redis.StringSliceCmd
+	for try := 0; ; try++ {
+		pipe := q.rdb.Pipeline()
+		take = scriptOutTrim.EvalSha(ctx, pipe, []string{out, q.Keys.OutboundBatch(gw)}, pos.Take, pos.Taken, seed)
+		rng = pipe.LRange(ctx, out, -int64(n), -1)
+		_, err := pipe.Exec(ctx)
+		if err == nil {
+			break
+		}
+		// Not in the script cache (a restarted Redis): nothing was
+		// dropped, and the LRANGE's reply is not used. Load and again.
+		if try == 0 && IsNoScript(err) {
+			if err = scriptOutTrim.Load(ctx, q.rdb).Err(); err == nil {
+				continue
+			}
+		}
+		return nil, fmt.Errorf("store: take out: %w", err)
+	}
+	num, err := take.Int64()
+	if err != nil {
+		return nil, fmt.Errorf("store: take out: %w", err)
+	}
+	msgs := rng.Val()
+	slices.Reverse(msgs)
+	pos.Take, pos.Taken = num, len(msgs)
+	return msgs, nil
 }
 
 // WaitOut waits up to timeout (whole seconds, at least one) for a message
-// for gateway gw and takes it, moving it to the batch in transit, which the
-// gateway's next TakeOut acknowledges. If the call fails, the gateway must
-// pass acked -1 to TakeOut, which then hands out the transit batch again
-// (it may hold the message whose reply was lost). It uses its own client
-// rdb, since a blocked command holds a connection.
+// for gateway gw and returns it, leaving it in the list (BLMOVE of the
+// tail onto the tail), so call it only once TakeOut returned nothing. The
+// caller counts it in pos.Taken once handed out; the next TakeOut drops
+// it. If the call fails, the message is still in the list and the next
+// TakeOut returns it. It uses its own client rdb, since a blocked command
+// holds a connection.
 func (q *Broker) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (string, bool, error) {
-	v, err := rdb.BLMove(ctx, q.Keys.Outbound(gw), q.Keys.OutboundTransit(gw), "RIGHT", "RIGHT", timeout).Result()
+	out := q.Keys.Outbound(gw)
+	v, err := rdb.BLMove(ctx, out, out, "RIGHT", "RIGHT", timeout).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}

@@ -36,7 +36,7 @@ var testedScripts = map[string]string{
 	"timer_cancel":   "TestTimers",
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
-	"out_take":       "TestTakeOut",
+	"out_trim":       "TestTakeOut, TestWaitOutThenTakeOut",
 	"trim":           "TestTrim",
 }
 
@@ -1010,9 +1010,13 @@ func TestForgetGateway(t *testing.T) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// gwA took a batch it never acknowledged: transit and batch keys.
-		if _, msgs, err := s.TakeOut(ctx, "gwA", 0, 1); err != nil || len(msgs) != 1 {
+		// gwA took a message it never had dropped: its take's number, and
+		// a transit list as a gateway of the release before left it.
+		if msgs, err := s.TakeOut(ctx, "gwA", new(OutPos), 1, true); err != nil || len(msgs) != 1 {
 			t.Fatalf("TakeOut(gwA) = %q, %v", msgs, err)
+		}
+		if err := s.rdb.RPush(ctx, s.Keys.OutboundTransit("gwA"), "old").Err(); err != nil {
+			t.Fatal(err)
 		}
 		// Frames of both gateways queued (their frame counts), and handled
 		// marks of both gateways' connections.
@@ -1415,40 +1419,47 @@ func TestClaimPeriod(t *testing.T) {
 
 func TestTakeOut(t *testing.T) {
 	type step struct {
-		push      []any // PushOut these first
-		acked     int64
-		n         int
-		wantBatch int64
-		want      []string
+		push []any // PushOut these first
+		trim bool
+		lost bool // the reply is lost: the gateway's position stays
+		n    int
+		want []string
+		left int64 // messages in the list after the take (-1: not checked)
 	}
 	tests := []struct {
 		name  string
 		steps []step
 	}{
-		{"first in, first out; lost replies repeat the batch", []step{
-			{nil, 0, 10, 0, nil},
-			{[]any{"m1", "m2", "m3"}, 0, 2, 1, []string{"m1", "m2"}},
-			{nil, 0, 2, 1, []string{"m1", "m2"}}, // the reply was lost: same batch
-			{nil, 1, 2, 2, []string{"m3"}},
-			{[]any{"m4"}, 1, 10, 2, []string{"m3"}}, // batch 2 not acknowledged yet
-			{nil, 2, 10, 3, []string{"m4"}},
-			{nil, 3, 10, 3, nil},
-			{nil, 3, 10, 3, nil},
-			{[]any{"m5"}, 3, 10, 4, []string{"m5"}},
+		{"first in, first out; lost replies repeat the take", []step{
+			{nil, true, false, 10, nil, 0},
+			{[]any{"m1", "m2", "m3"}, true, false, 2, []string{"m1", "m2"}, 3},
+			{nil, true, true, 2, []string{"m3"}, 1},  // m1, m2 dropped, but the reply was lost...
+			{nil, true, false, 2, []string{"m3"}, 1}, // ...so m3 comes again, and nothing is dropped twice
+			{[]any{"m4"}, true, true, 10, []string{"m4"}, 1},
+			{nil, true, true, 10, []string{"m4"}, 1}, // lost twice
+			{nil, true, false, 10, []string{"m4"}, 1},
+			{nil, true, false, 10, nil, 0},
+			{nil, true, false, 10, nil, 0},
+			{[]any{"m5"}, true, false, 10, []string{"m5"}, 1},
 		}},
-		{"batch size", []step{
-			{[]any{"a", "b", "c", "d", "e"}, 0, 1, 1, []string{"a"}},
-			{nil, 1, 3, 2, []string{"b", "c", "d"}},
-			{nil, 2, 3, 3, []string{"e"}},
-			{nil, 3, 3, 3, nil},
+		{"takes without a trim read past what was handed out", []step{
+			{[]any{"a", "b", "c", "d", "e"}, true, false, 2, []string{"a", "b"}, 5},
+			{nil, false, false, 2, []string{"c", "d"}, 5},
+			{nil, false, true, 2, []string{"e"}, 5}, // lost: read again
+			{nil, false, false, 2, []string{"e"}, 5},
+			{nil, false, false, 2, nil, 5},
+			{[]any{"f"}, false, false, 2, []string{"f"}, 6},
+			{[]any{"g"}, true, true, 10, []string{"g"}, 1}, // a to f dropped, the reply lost
+			{nil, true, false, 10, []string{"g"}, 1},
+			{nil, false, false, 10, nil, 1},
+			{nil, true, false, 10, nil, 0},
 		}},
 	}
 	eachBackend(t, func(t *testing.T, s *Broker) {
 		ctx := testCtx(t)
 		for i, tt := range tests {
 			gw := "gw" + strconv.Itoa(i)
-			var base int64
-			known := false
+			var pos OutPos
 			for j, st := range tt.steps {
 				if len(st.push) > 0 {
 					pipe := s.rdb.Pipeline()
@@ -1457,39 +1468,37 @@ func TestTakeOut(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				// Batch numbers start at a random count; the steps name
-				// them relative to it (base), learnt from the first batch.
-				acked := int64(0)
-				if known {
-					acked = base + st.acked
+				p := pos
+				msgs, err := s.TakeOut(ctx, gw, &p, st.n, st.trim)
+				if err != nil || !slices.Equal(msgs, st.want) {
+					t.Errorf("%s: step %d: TakeOut(n %d, trim %v) = %q, %v; want %q", tt.name, j, st.n, st.trim, msgs, err, st.want)
 				}
-				batch, msgs, err := s.TakeOut(ctx, gw, acked, st.n)
-				if !known && len(msgs) > 0 {
-					base, known = batch-st.wantBatch, true
+				if n, _ := s.rdb.LLen(ctx, s.Keys.Outbound(gw)).Result(); st.left >= 0 && n != st.left {
+					t.Errorf("%s: step %d: %d messages left in the list, want %d", tt.name, j, n, st.left)
 				}
-				if err != nil || (known && batch != base+st.wantBatch) || !slices.Equal(msgs, st.want) {
-					t.Errorf("%s: step %d: TakeOut(acked %d, n %d) = base%+d, %q, %v; want base%+d, %q",
-						tt.name, j, st.acked, st.n, batch-base, msgs, err, st.wantBatch, st.want)
+				if !st.lost {
+					pos = p
 				}
 			}
 		}
 	})
 }
 
-// TestWaitOutThenTakeOut: a message taken with WaitOut is acknowledged by
-// the next TakeOut, never handed out twice; one whose WaitOut reply was lost
-// comes back when the gateway names -1.
+// TestWaitOutThenTakeOut: a message WaitOut returned and the gateway
+// counted is dropped by the next TakeOut, never handed out twice; one
+// whose WaitOut reply was lost (not counted) comes back from TakeOut.
 func TestWaitOutThenTakeOut(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *Broker) {
 		ctx := testCtx(t)
-		push := func(v string) {
+		push := func(v ...any) {
 			pipe := s.rdb.Pipeline()
-			s.PushOut(ctx, pipe, "gw", v)
+			s.PushOut(ctx, pipe, "gw", v...)
 			if _, err := pipe.Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
-		acked, msgs, err := s.TakeOut(ctx, "gw", 0, 10)
+		var pos OutPos
+		msgs, err := s.TakeOut(ctx, "gw", &pos, 10, true)
 		if err != nil || len(msgs) != 0 {
 			t.Fatalf("first TakeOut = %v, %v", msgs, err)
 		}
@@ -1498,24 +1507,31 @@ func TestWaitOutThenTakeOut(t *testing.T) {
 		if err != nil || !ok || m != "x" {
 			t.Fatalf("WaitOut = %q %v %v", m, ok, err)
 		}
-		for i := 0; i < 3; i++ {
-			b, msgs, err := s.TakeOut(ctx, "gw", acked, 10)
-			if err != nil || len(msgs) != 0 {
-				t.Fatalf("TakeOut after WaitOut #%d = %q, %v; want nothing (x was taken)", i, msgs, err)
-			}
-			acked = b
+		pos.Taken++
+		push("z") // came meanwhile, at the head
+		msgs, err = s.TakeOut(ctx, "gw", &pos, 10, true)
+		if err != nil || !slices.Equal(msgs, []string{"z"}) {
+			t.Fatalf("TakeOut after WaitOut = %q, %v; want z only (x was handed out)", msgs, err)
 		}
-		// A WaitOut whose reply was lost: the message sits in transit.
+		for i := 0; i < 2; i++ {
+			if msgs, err := s.TakeOut(ctx, "gw", &pos, 10, true); err != nil || len(msgs) != 0 {
+				t.Fatalf("TakeOut #%d = %q, %v; want nothing", i, msgs, err)
+			}
+		}
+		// A WaitOut whose reply was lost: the message is still in the
+		// list, not counted, and the next take hands it out.
 		push("y")
-		if err := s.rdb.LMove(ctx, s.Keys.Outbound("gw"), s.Keys.OutboundTransit("gw"), "RIGHT", "RIGHT").Err(); err != nil {
+		if _, _, err := s.WaitOut(ctx, s.rdb, "gw", time.Second); err != nil {
 			t.Fatal(err)
 		}
-		b, msgs, err := s.TakeOut(ctx, "gw", -1, 10)
-		if err != nil || len(msgs) != 1 || msgs[0] != "y" {
-			t.Fatalf("TakeOut(-1) = %q, %v; want y again", msgs, err)
+		if msgs, err := s.TakeOut(ctx, "gw", &pos, 10, true); err != nil || !slices.Equal(msgs, []string{"y"}) {
+			t.Fatalf("TakeOut after a lost WaitOut = %q, %v; want y", msgs, err)
 		}
-		if _, msgs, _ := s.TakeOut(ctx, "gw", b, 10); len(msgs) != 0 {
-			t.Fatalf("after acknowledging, TakeOut = %q; want nothing", msgs)
+		if msgs, _ := s.TakeOut(ctx, "gw", &pos, 10, true); len(msgs) != 0 {
+			t.Fatalf("after y was handed out, TakeOut = %q; want nothing", msgs)
+		}
+		if n, _ := s.rdb.LLen(ctx, s.Keys.Outbound("gw")).Result(); n != 0 {
+			t.Errorf("outbound list holds %d messages after everything was handed out", n)
 		}
 	})
 }

@@ -248,13 +248,13 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
 			}
-			batch, _, err := s.TakeOut(ctx, "gw3", 0, 1)
-			if err != nil {
+			var pos OutPos
+			if _, err := s.TakeOut(ctx, "gw3", &pos, 1, true); err != nil {
 				return err
 			}
-			_, _, err = s.TakeOut(ctx, "gw3", batch, 1)
+			_, err := s.TakeOut(ctx, "gw3", &pos, 1, true)
 			return err
-		}, []string{"out_take"}},
+		}, []string{"out_trim"}},
 		{"Trim", func(ctx context.Context, s *Broker) error {
 			if err := s.EnsureGroups(ctx, 3); err != nil {
 				return err
