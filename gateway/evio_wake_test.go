@@ -22,6 +22,13 @@ func TestLostWakeCannotHappen(t *testing.T) {
 	}{{"waker", true}, {"control without waker", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			late := lostWakeDelay(t, tc.poke)
+			// The control loses the Wake only if nothing else wakes the
+			// loop meanwhile; on a busy machine something may. Three
+			// tries: one lost Wake shows the test still detects the bug.
+			for try := 1; !tc.poke && late < 60*time.Millisecond && try < 3; try++ {
+				t.Logf("try %d: note handled %v after the loop was free; again", try, late)
+				late = lostWakeDelay(t, tc.poke)
+			}
 			t.Logf("note handled %v after the loop was free", late)
 			if tc.poke && late > 40*time.Millisecond {
 				t.Errorf("with the waker, the lost Wake was handled %v after the loop was free, want at once", late)
