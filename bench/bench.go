@@ -13,7 +13,10 @@
 // connection keeps Options.Depth requests in flight with few syscalls, and
 // the bench is not the bottleneck of what it measures. Reading and writing
 // are separate so a large Depth x Size can never deadlock against a server
-// that also waits for its writes.
+// that also waits for its writes. With Options.WS the connection speaks
+// WebSocket to a gateway's --ws-listen (ws.go): one request per binary
+// message, several messages per write, and every message back checked to
+// hold exactly one frame.
 //
 // # What is counted
 //
@@ -29,17 +32,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"math/bits"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/maple-farm/maple/box"
@@ -85,6 +82,18 @@ type Options struct {
 	// Progress, if set, is called about once a second from Run's goroutine
 	// with the totals so far. It should return quickly.
 	Progress func(Progress)
+	// WS speaks WebSocket to Addr (the gateway's --ws-listen): each
+	// request is one binary message, and every message back must be
+	// exactly one frame (ws.go).
+	WS bool
+	// WSPath is the WebSocket endpoint's path; "" means DefaultWSPath.
+	WSPath string
+	// Requests is how many requests each connection sends; 0 means no
+	// limit. A connection that has sent them and got their replies stays
+	// open, idle, until the window ends: with 1, Run holds Conns idle
+	// connections that each did one round trip (to measure what an idle
+	// player costs the server).
+	Requests int
 }
 
 func (o Options) withDefaults() Options {
@@ -118,6 +127,12 @@ func (o Options) withDefaults() Options {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = DefaultDialTimeout
 	}
+	if o.WSPath == "" {
+		o.WSPath = DefaultWSPath
+	}
+	if o.Requests < 0 {
+		o.Requests = 0
+	}
 	return o
 }
 
@@ -144,6 +159,8 @@ type Result struct {
 	Depth int    `json:"depth"`
 	Size  int    `json:"size"`
 	Cmd   int32  `json:"cmd"`
+	// WS is set when the run spoke WebSocket.
+	WS bool `json:"ws,omitempty"`
 
 	// Sent is the number of requests written.
 	Sent int64 `json:"sent"`
@@ -196,14 +213,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if o.Addr == "" {
 		return Result{}, errors.New("bench: no address")
 	}
-	res := Result{Addr: o.Addr, Conns: o.Conns, Depth: o.Depth, Size: o.Size, Cmd: o.Cmd}
+	res := Result{Addr: o.Addr, Conns: o.Conns, Depth: o.Depth, Size: o.Size, Cmd: o.Cmd, WS: o.WS}
 
 	var conns []*conn
 	var dialErrs int64
 	var firstErr error
 	d := net.Dialer{Timeout: o.DialTimeout}
 	for i := 0; i < o.Conns; i++ {
-		nc, err := d.DialContext(ctx, "tcp", o.Addr)
+		c, err := dial(ctx, &d, i, o)
 		if err != nil {
 			if ctx.Err() != nil {
 				closeAll(conns)
@@ -215,7 +232,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 			}
 			continue
 		}
-		conns = append(conns, newConn(i, nc, o))
+		conns = append(conns, c)
 	}
 	res.ConnErrors = dialErrs
 	if len(conns) == 0 {
@@ -320,6 +337,25 @@ loop:
 	return res, cancelled
 }
 
+// dial opens connection i: TCP, and the WebSocket handshake with
+// Options.WS.
+func dial(ctx context.Context, d *net.Dialer, i int, o Options) (*conn, error) {
+	nc, err := d.DialContext(ctx, "tcp", o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if !o.WS {
+		return newConn(i, nc, box.NewReader(nc, 0).Next, nc, o), nil
+	}
+	br, err := dialWS(nc, o.Addr, o.WSPath, o.DialTimeout)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	w := &wsWriter{nc: nc}
+	return newConn(i, nc, newWSReader(br, w.pong).Next, w, o), nil
+}
+
 func progress(conns []*conn, dialErrs int64) Progress {
 	p := Progress{ConnErrors: dialErrs}
 	for _, c := range conns {
@@ -355,408 +391,3 @@ type run struct {
 func (r *run) now() time.Duration { return time.Since(r.start) }
 
 func (r *run) stop() { r.stopOnce.Do(func() { close(r.stopSend) }) }
-
-// sent is what a connection remembers of a request in flight.
-type sent struct {
-	at       time.Duration // offset of the write
-	measured bool          // written during the measured window
-}
-
-// conn is one connection: write owns sn and the write buffer, read owns the
-// histogram and windowOK; inflight and done are shared under mu. The
-// counters are atomic so Run can report progress while they move.
-type conn struct {
-	id    int
-	nc    net.Conn
-	run   *run
-	depth int
-	cmd   int32
-	echo  bool
-	grace time.Duration
-	tmpl  []byte // the body pattern; its first 8 bytes are stamped per request
-
-	credits chan struct{} // one per free in-flight slot
-	dead    chan struct{} // closed when the connection is closed
-	deadOne sync.Once
-	closing atomic.Bool // closed by Run: later I/O errors are not ConnErrors
-	broken  atomic.Bool // failed by itself: counted once in ConnErrors
-
-	mu       sync.Mutex
-	inflight map[uint32]sent
-	done     bool // the writer has stopped
-
-	sent, answered, busy, failed, mismatches, pushes, duplicates atomic.Int64
-	maxSent                                                      atomic.Uint32 // highest sn written
-
-	// Reader-owned.
-	hist     histogram
-	windowOK int64
-}
-
-func newConn(id int, nc net.Conn, o Options) *conn {
-	c := &conn{
-		id: id, nc: nc, depth: o.Depth, cmd: o.Cmd, echo: o.Cmd == DefaultCmd, grace: o.Grace,
-		tmpl:     make([]byte, o.Size),
-		credits:  make(chan struct{}, o.Depth),
-		dead:     make(chan struct{}),
-		inflight: make(map[uint32]sent, o.Depth),
-	}
-	for i := range c.tmpl {
-		c.tmpl[i] = byte('a' + (id+i)%26)
-	}
-	for range o.Depth {
-		c.credits <- struct{}{}
-	}
-	return c
-}
-
-// close closes the connection on Run's behalf.
-func (c *conn) close() {
-	c.closing.Store(true)
-	c.shut()
-}
-
-func (c *conn) shut() {
-	c.deadOne.Do(func() {
-		close(c.dead)
-		c.nc.Close()
-	})
-}
-
-// fail records that the connection broke by itself, then closes it.
-func (c *conn) fail() {
-	if !c.closing.Load() {
-		c.broken.Store(true)
-	}
-	c.shut()
-}
-
-// stamp writes the per-request part of a body: sn and connection id, so a
-// reply that went to the wrong request or connection does not match.
-func (c *conn) stamp(body []byte, sn uint32) {
-	var s [8]byte
-	binary.BigEndian.PutUint32(s[0:4], sn)
-	binary.BigEndian.PutUint32(s[4:8], uint32(c.id))
-	copy(body, s[:])
-}
-
-func (c *conn) bodyOK(got []byte, sn uint32) bool {
-	if len(got) != len(c.tmpl) {
-		return false
-	}
-	var s [8]byte
-	binary.BigEndian.PutUint32(s[0:4], sn)
-	binary.BigEndian.PutUint32(s[4:8], uint32(c.id))
-	n := min(8, len(got))
-	return string(got[:n]) == string(s[:n]) && string(got[n:]) == string(c.tmpl[n:])
-}
-
-// write keeps the pipeline full: it waits for a free slot, takes every
-// other free slot that is waiting, and writes that many frames at once.
-func (c *conn) write() {
-	defer func() {
-		c.mu.Lock()
-		c.done = true
-		empty := len(c.inflight) == 0
-		c.mu.Unlock()
-		if empty {
-			c.nc.SetReadDeadline(time.Now()) // nothing to wait for: wake the reader
-		} else {
-			c.nc.SetReadDeadline(time.Now().Add(c.grace))
-		}
-	}()
-	var (
-		sn   uint32
-		sns  = make([]uint32, 0, c.depth)
-		buf  = make([]byte, 0, c.depth*(box.HeaderLen+len(c.tmpl)))
-		body = make([]byte, len(c.tmpl))
-	)
-	copy(body, c.tmpl)
-	for {
-		select {
-		case <-c.run.stopSend:
-			return
-		case <-c.dead:
-			return
-		case <-c.credits:
-		}
-		n := 1
-	gather:
-		for n < c.depth {
-			select {
-			case <-c.credits:
-				n++
-			default:
-				break gather
-			}
-		}
-		buf, sns = buf[:0], sns[:0]
-		for range n {
-			sn++
-			if sn == 0 { // sn 0 marks pushes
-				sn++
-			}
-			sns = append(sns, sn)
-			c.maxSent.Store(sn)
-			c.stamp(body, sn)
-			buf = box.Append(buf, c.cmd, 0, sn, body)
-		}
-		at := c.run.now()
-		if at >= c.run.end {
-			return
-		}
-		s := sent{at: at, measured: at >= c.run.warmEnd}
-		c.mu.Lock()
-		for _, sn := range sns {
-			c.inflight[sn] = s
-		}
-		c.mu.Unlock()
-		c.sent.Add(int64(n))
-		if _, err := c.nc.Write(buf); err != nil {
-			c.fail()
-			return
-		}
-	}
-}
-
-// read checks every reply until the writer has stopped and nothing is in
-// flight, the grace deadline passes, or the connection breaks.
-func (c *conn) read() {
-	r := box.NewReader(c.nc, 0)
-	for {
-		b, err := r.Next()
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.mu.Lock()
-				done := c.done
-				c.mu.Unlock()
-				if done {
-					// Either all answered, or the grace is over: what is
-					// left in flight is Unanswered.
-					c.shut()
-					return
-				}
-			}
-			c.fail()
-			return
-		}
-		at := c.run.now()
-		if b.SN == 0 {
-			c.pushes.Add(1)
-			continue
-		}
-		c.mu.Lock()
-		s, ok := c.inflight[b.SN]
-		if ok {
-			delete(c.inflight, b.SN)
-		}
-		finished := c.done && len(c.inflight) == 0
-		c.mu.Unlock()
-		if !ok {
-			if b.SN <= c.maxSent.Load() {
-				c.duplicates.Add(1) // answered before
-			} else {
-				c.mismatches.Add(1)
-			}
-			continue
-		}
-		select {
-		case c.credits <- struct{}{}:
-		default:
-		}
-		c.answered.Add(1)
-		switch {
-		case b.Cmd != c.cmd:
-			c.mismatches.Add(1)
-		case b.Ret == box.RetBusy:
-			c.busy.Add(1)
-		case b.Ret != box.RetOK:
-			c.failed.Add(1)
-		case c.echo && !c.bodyOK(b.Body, b.SN):
-			c.mismatches.Add(1)
-		default:
-			if s.measured {
-				c.hist.record(at - s.at)
-			}
-			if at >= c.run.warmEnd && at < c.run.end {
-				c.windowOK++
-			}
-		}
-		if finished {
-			c.shut()
-			return
-		}
-	}
-}
-
-// histogram counts durations in log-linear buckets: exact below 256 ns,
-// then 128 buckets per power of two, so a bucket is under 0.8% wide.
-// Durations of 2^40 ns (18 minutes) and more share the last bucket.
-type histogram struct {
-	counts [histBuckets]uint64
-	n      uint64
-	max    time.Duration
-}
-
-const (
-	histSubBits = 7
-	histSub     = 1 << histSubBits
-	histMaxBits = 40
-	histBuckets = (histMaxBits-histSubBits)*histSub + histSub
-)
-
-func histIndex(d time.Duration) int {
-	v := uint64(max(d, 0))
-	shift := bits.Len64(v) - (histSubBits + 1)
-	if shift <= 0 {
-		return int(v)
-	}
-	i := shift*histSub + int(v>>uint(shift))
-	return min(i, histBuckets-1)
-}
-
-// histValue is the middle of bucket i.
-func histValue(i int) time.Duration {
-	if i < 2*histSub {
-		return time.Duration(i)
-	}
-	shift := i/histSub - 1
-	lo := uint64(i-shift*histSub) << uint(shift)
-	return time.Duration(lo + (uint64(1)<<uint(shift))/2)
-}
-
-func (h *histogram) record(d time.Duration) {
-	h.counts[histIndex(d)]++
-	h.n++
-	h.max = max(h.max, d)
-}
-
-func (h *histogram) merge(o *histogram) {
-	for i, n := range o.counts {
-		h.counts[i] += n
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
-// quantile returns the q-quantile (0..1), never above max; 0 when empty.
-func (h *histogram) quantile(q float64) time.Duration {
-	if h.n == 0 {
-		return 0
-	}
-	rank := uint64(math.Ceil(q * float64(h.n)))
-	rank = max(rank, 1)
-	var cum uint64
-	for i, n := range h.counts {
-		cum += n
-		if cum >= rank {
-			return min(histValue(i), h.max)
-		}
-	}
-	return h.max
-}
-
-// ServeReference serves ln as the bench's reference: an echo server with no
-// Redis and no routes. Each connection gets a goroutine that reads frames
-// with box.Reader and answers each with the same cmd, sn and body and ret 0;
-// replies are buffered and flushed only when the read buffer is empty, so a
-// pipelined client gets them in batches. It closes ln and every connection
-// and returns nil when ctx ends; any other Accept error is returned.
-func ServeReference(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, ln, nil)
-}
-
-// serve is ServeReference with a hook for tests that play a broken server:
-// edit, if set, may change each reply before it is written, and returns how
-// many copies of it to write (0 drops it); a negative count hangs up.
-func serve(ctx context.Context, ln net.Listener, edit func(*box.Box) int) error {
-	var (
-		mu     sync.Mutex
-		conns  = make(map[net.Conn]struct{})
-		closed bool
-		wg     sync.WaitGroup
-	)
-	shutdown := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !closed {
-			closed = true
-			ln.Close()
-			for nc := range conns {
-				nc.Close()
-			}
-		}
-	}
-	defer context.AfterFunc(ctx, shutdown)()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			shutdown()
-			wg.Wait()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("bench: accept: %w", err)
-		}
-		mu.Lock()
-		if closed {
-			mu.Unlock()
-			nc.Close()
-			continue
-		}
-		conns[nc] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			echo(nc, edit)
-			mu.Lock()
-			delete(conns, nc)
-			mu.Unlock()
-			nc.Close()
-		}()
-	}
-}
-
-// echo answers one connection until it ends or sends a bad frame.
-func echo(nc net.Conn, edit func(*box.Box) int) {
-	w := bufio.NewWriterSize(nc, 64<<10)
-	r := box.NewReader(flushingReader{nc: nc, w: w}, 0)
-	var frame []byte
-	for {
-		b, err := r.Next()
-		if err != nil {
-			return
-		}
-		b.Ret = box.RetOK
-		copies := 1
-		if edit != nil {
-			if copies = edit(&b); copies < 0 {
-				return
-			}
-		}
-		frame = box.Append(frame[:0], b.Cmd, b.Ret, b.SN, b.Body)
-		for range copies {
-			if _, err := w.Write(frame); err != nil {
-				return
-			}
-		}
-	}
-}
-
-// flushingReader flushes w before every read from the socket. box.Reader
-// reads from it only when its buffer holds no whole frame, so replies go
-// out when the requests at hand are all answered.
-type flushingReader struct {
-	nc net.Conn
-	w  *bufio.Writer
-}
-
-func (f flushingReader) Read(p []byte) (int, error) {
-	if f.w.Buffered() > 0 {
-		if err := f.w.Flush(); err != nil {
-			return 0, err
-		}
-	}
-	return f.nc.Read(p)
-}

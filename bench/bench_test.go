@@ -5,10 +5,15 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/maple-farm/maple/box"
 )
@@ -323,5 +328,83 @@ func TestHistogram(t *testing.T) {
 	}
 	if histIndex(-1) != 0 || histIndex(time.Hour) != histBuckets-1 {
 		t.Error("out-of-range durations not clamped")
+	}
+}
+
+// startWSServer serves a WebSocket echo with github.com/coder/websocket,
+// an implementation of its own: each binary message is decoded as a frame
+// and answered; joined, the answer of two requests goes as one message.
+func startWSServer(t *testing.T, joined bool) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		var held []byte
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil || typ != websocket.MessageBinary {
+				return
+			}
+			b, err := box.Decode(msg)
+			if err != nil {
+				return
+			}
+			out := box.Append(held, b.Cmd, box.RetOK, b.SN, b.Body)
+			if joined && held == nil {
+				held = out
+				continue
+			}
+			held = nil
+			if err := c.Write(r.Context(), websocket.MessageBinary, out); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+func TestRunWS(t *testing.T) {
+	o := short(startWSServer(t, false))
+	o.WS, o.WSPath = true, "/"
+	r, err := Run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, r)
+	if r.Unanswered != 0 || r.Mismatches != 0 || r.Failed != 0 || r.ConnErrors != 0 || !r.WS || r.RepliesPerSec <= 0 {
+		t.Errorf("want a clean WebSocket run, got %+v", r)
+	}
+}
+
+// TestRunWSNotOneFrame: a message holding two frames breaks the
+// connection: the gateway promises one frame per message.
+func TestRunWSNotOneFrame(t *testing.T) {
+	o := short(startWSServer(t, true))
+	o.WS, o.WSPath, o.Depth = true, "/", 2
+	r, _ := Run(t.Context(), o)
+	if r.ConnErrors == 0 {
+		t.Errorf("two frames in a message went unnoticed: %+v", r)
+	}
+}
+
+// TestRunRequests: with Requests, each connection sends that many and
+// then stays open, idle, until the window ends.
+func TestRunRequests(t *testing.T) {
+	o := short(startServer(t, nil))
+	o.Requests = 3
+	start := time.Now()
+	r, err := Run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != int64(3*o.Conns) || r.Answered != r.Sent || r.ConnErrors != 0 {
+		t.Errorf("sent %d answered %d, want %d each: %+v", r.Sent, r.Answered, 3*o.Conns, r)
+	}
+	if took := time.Since(start); took < o.Warmup+o.Duration {
+		t.Errorf("Run took %v, less than the window", took)
 	}
 }

@@ -111,28 +111,43 @@ func ParseHeader(b []byte) (Header, error) {
 // packet_len accepted; 0 means DefaultMaxFrame. Errors are checked as soon
 // as the bytes that show them have arrived, so a bad stream fails early.
 func Split(buf []byte, max int) (frame []byte, err error) {
+	frame, _, err = Cut(buf, max)
+	return frame, err
+}
+
+// Cut is Split that also returns the frame's header, so that a frame's
+// header is parsed once on its way through.
+func Cut(buf []byte, max int) (frame []byte, h Header, err error) {
 	if max <= 0 {
 		max = DefaultMaxFrame
 	}
 	if len(buf) >= 4 {
 		if m := binary.BigEndian.Uint32(buf[0:4]); m != Magic {
-			return nil, fmt.Errorf("%w: 0x%08X", ErrBadMagic, m)
+			return nil, Header{}, fmt.Errorf("%w: 0x%08X", ErrBadMagic, m)
 		}
 	}
 	if len(buf) < 12 {
-		return nil, nil
+		return nil, Header{}, nil
 	}
 	n := binary.BigEndian.Uint32(buf[8:12])
 	if n < HeaderLen {
-		return nil, fmt.Errorf("%w: %d", ErrShortLen, n)
+		return nil, Header{}, fmt.Errorf("%w: %d", ErrShortLen, n)
 	}
 	if uint64(n) > uint64(max) {
-		return nil, fmt.Errorf("%w: %d > %d", ErrTooLarge, n, max)
+		return nil, Header{}, fmt.Errorf("%w: %d > %d", ErrTooLarge, n, max)
 	}
 	if len(buf) < int(n) {
-		return nil, nil
+		return nil, Header{}, nil
 	}
-	return buf[:n:n], nil
+	h = Header{
+		Version: binary.BigEndian.Uint16(buf[4:6]),
+		Flag:    binary.BigEndian.Uint16(buf[6:8]),
+		Len:     n,
+		Cmd:     int32(binary.BigEndian.Uint32(buf[12:16])),
+		Ret:     int32(binary.BigEndian.Uint32(buf[16:20])),
+		SN:      binary.BigEndian.Uint32(buf[20:24]),
+	}
+	return buf[:n:n], h, nil
 }
 
 // PacketLen returns the packet_len of the frame buf starts with, once its

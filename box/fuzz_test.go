@@ -140,6 +140,9 @@ func FuzzSplit(f *testing.F) {
 			if enc := b.Encode(); !bytes.Equal(enc, fr) {
 				t.Fatalf("frame %d: Encode(Decode(f)) = % X, want % X", i, enc, fr)
 			}
+			if cut, h, err := box.Cut(fr, max); err != nil || !bytes.Equal(cut, fr) || h != b.Header {
+				t.Fatalf("frame %d: Cut = % X, %+v, %v; want the frame and header %+v", i, cut, h, err, b.Header)
+			}
 			joined = append(joined, fr...)
 		}
 		if !bytes.HasPrefix(stream, joined) || len(joined)+whole.rest != len(stream) {

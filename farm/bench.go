@@ -36,15 +36,18 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "cmd", Value: bench.DefaultCmd, Usage: "route of every request; bodies are checked for cmd 1 (echo)"},
 			&cli.DurationFlag{Name: "warmup", Value: bench.DefaultWarmup, Usage: "load before the measured window"},
 			&cli.BoolFlag{Name: "json", Usage: "print only the result, as JSON, on stdout"},
+			&cli.BoolFlag{Name: "ws", Usage: "speak WebSocket to --addr (a gateway's --ws-listen): one frame per binary message, both ways"},
+			&cli.StringFlag{Name: "ws-path", Value: bench.DefaultWSPath, Usage: "URL path of the WebSocket endpoint (with --ws)"},
+			&cli.IntFlag{Name: "requests", Usage: "requests per connection, then it stays open, idle, until the window ends; 0: no limit"},
 		},
 		Action: func(c *cli.Context) error {
 			o := bench.Options{
 				Addr: c.String("addr"), Conns: c.Int("conns"), Depth: c.Int("depth"),
 				Duration: c.Duration("duration"), Size: c.Int("size"), Cmd: int32(c.Int("cmd")),
-				Warmup: c.Duration("warmup"),
+				Warmup: c.Duration("warmup"), WS: c.Bool("ws"), WSPath: c.String("ws-path"), Requests: c.Int("requests"),
 			}
-			if o.Conns <= 0 || o.Depth <= 0 || o.Duration <= 0 || o.Size < 0 || o.Warmup < 0 {
-				return errors.New("bench: --conns, --depth and --duration must be positive, --size and --warmup not negative")
+			if o.Conns <= 0 || o.Depth <= 0 || o.Duration <= 0 || o.Size < 0 || o.Warmup < 0 || o.Requests < 0 {
+				return errors.New("bench: --conns, --depth and --duration must be positive, --size, --warmup and --requests not negative")
 			}
 			if o.Size == 0 {
 				o.Size = -1 // bench.Options: -1 is an empty body, 0 the default
@@ -117,8 +120,12 @@ func verdict(r bench.Result) error {
 
 func printResult(w io.Writer, r bench.Result, warmup time.Duration) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
-	fmt.Fprintf(w, "%s: %d conns x depth %d, cmd %d, %d B bodies, %v (after %v warmup)\n",
-		r.Addr, r.Conns, r.Depth, r.Cmd, r.Size, r.Duration, warmup)
+	proto := ""
+	if r.WS {
+		proto = " (WebSocket)"
+	}
+	fmt.Fprintf(w, "%s%s: %d conns x depth %d, cmd %d, %d B bodies, %v (after %v warmup)\n",
+		r.Addr, proto, r.Conns, r.Depth, r.Cmd, r.Size, r.Duration, warmup)
 	fmt.Fprintf(w, "  sent          %d\n", r.Sent)
 	fmt.Fprintf(w, "  answered      %d\n", r.Answered)
 	fmt.Fprintf(w, "  replies/s     %.0f\n", r.RepliesPerSec)

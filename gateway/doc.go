@@ -1,6 +1,7 @@
-// Package gateway holds the players' connections: TCP on an event loop
-// (github.com/tidwall/evio) and WebSocket, one Box frame per binary
-// message. It cuts the byte stream into frames, queues them in Redis for
+// Package gateway holds the players' connections, TCP and WebSocket (one
+// Box frame per binary message) alike, on one event loop
+// (github.com/tidwall/evio), with no goroutine per connection. It cuts the
+// byte stream or the messages into frames, queues them in Redis for
 // the workers and writes back their replies and pushes. It runs no game
 // logic and never waits on Redis in its event loop, so a slow Redis slows
 // frames down but never stalls the connections.

@@ -25,16 +25,15 @@ import (
 // drainTick is how often the drain looks at its connections.
 const drainTick = 20 * time.Millisecond
 
-// admit counts a frame of c in owed before it is queued; false if the
+// admit counts a frame of c (header h) in owed before it is queued; false if the
 // drain stopped taking c's work: the frame is answered box.RetMoved and
 // not queued. Runs on c's event goroutine.
-func (s *Server) admit(c *conn, frame []byte) bool {
+func (s *Server) admit(c *conn, h box.Header) bool {
 	c.owed.Add(1)
 	if !c.stopped.Load() {
 		return true
 	}
 	s.Stats.DrainRefused.Add(1)
-	h, _ := box.ParseHeader(frame)
 	c.peer.send(box.Append(nil, h.Cmd, box.RetMoved, h.SN, nil))
 	c.owed.Add(-1) // after the answer, which goes out before the close
 	return false
@@ -64,13 +63,17 @@ func (s *Server) kick(c *conn) {
 func (s *Server) drain(serveErr chan error) {
 	start := time.Now()
 	s.draining.Store(true)
-	if ta, ok := s.bound.(*net.TCPAddr); ok {
-		n, err := stopAccepting(ta.Port)
-		if err != nil {
-			s.log.Error("could not stop accepting; closing as usual", "err", err)
+	stopped := 0
+	for _, a := range []net.Addr{s.bound, s.wsAddr} { // TCP and WebSocket players
+		if ta, ok := a.(*net.TCPAddr); ok {
+			n, err := stopAccepting(ta.Port)
+			if err != nil {
+				s.log.Error("could not stop accepting; closing as usual", "err", err)
+			}
+			stopped += n
 		}
-		s.log.Info("draining", "conns", s.Stats.Conns.Load(), "listeners_closed", n, "dur", s.opts.DrainTimeout)
 	}
+	s.log.Info("draining", "conns", s.Stats.Conns.Load(), "listeners_closed", stopped, "dur", s.opts.DrainTimeout)
 	deadline := start.Add(s.opts.DrainTimeout)
 	graceEnd := deadline.Add(s.opts.CloseGrace)
 	move := box.Append(nil, box.CmdMove, box.RetOK, 0, nil)

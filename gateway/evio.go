@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,8 +16,11 @@ import (
 	"github.com/tidwall/evio"
 )
 
-// This file is the only one that knows evio. evio v1.0.8 is frozen and has
-// two traps (docs/design.md, "evio"):
+// This file is the only one that knows evio: one evio server holds every
+// client connection, TCP and WebSocket players alike (a listener each,
+// transport.go), and moves their bytes; each connection's protocol says
+// what the bytes mean. evio v1.0.8 is frozen and has two traps
+// (docs/design.md, "evio"):
 //
 //  1. Output returned from a Wake replaces the connection's unsent output
 //     instead of appending to it. We read the unsent bytes (the unexported
@@ -35,28 +41,26 @@ import (
 //
 // evio_test.go pins the fields, so an evio change fails loudly.
 
-// closeGrace is how long a close waits for queued output to reach a client
-// before the socket is shut down.
-const closeGrace = 2 * time.Second
-
 type evioTransport struct {
-	listen    string // evio address, e.g. tcp://:28000?reuseport=true
-	loops     int
-	outLimit  int           // bytes queued per connection before it is dropped
-	stall     time.Duration // output with no progress this long: dropped
-	idle      time.Duration // no input this long: closed (0: never)
-	ev        events
-	log       *slog.Logger
-	addr      chan net.Addr // the bound address, once serving
-	stopping  atomic.Bool
-	mu        sync.Mutex
-	peers     map[*evioPeer]struct{}
-	lastSweep time.Time
-	wakers    map[uintptr]*loopWaker // per evio loop, under mu (evio_wake.go)
-	dups      atomic.Int64           // dups held (evio_direct.go)
-	dupMax    int64
-	wakes     *atomic.Int64 // Stats.Wakes
-	direct    *atomic.Int64 // Stats.DirectWrites
+	listeners  []listener // evio's addresses, in order (transport.go)
+	reusePort  bool
+	loops      int
+	outLimit   int           // bytes queued per connection before it is dropped
+	stall      time.Duration // output with no progress this long: dropped
+	sweepEvery time.Duration // how often the protocols' due runs
+	log        *slog.Logger
+	addrs      chan []net.Addr // the bound addresses, once serving
+	stops      []func()        // run when the server has stopped
+	stopping   atomic.Bool
+	saidBye    bool // loop 0 only: stopping, goodbyes queued
+	mu         sync.Mutex
+	peers      map[*evioPeer]struct{}
+	lastSweep  time.Time
+	wakers     map[uintptr]*loopWaker // per evio loop, under mu (evio_wake.go)
+	dups       atomic.Int64           // dups held (evio_direct.go)
+	dupMax     int64
+	wakes      *atomic.Int64 // Stats.Wakes
+	direct     *atomic.Int64 // Stats.DirectWrites
 }
 
 // evioPeer is a connection's state shared between the loop goroutine and
@@ -66,7 +70,8 @@ type evioPeer struct {
 	c     evio.Conn
 	fd    int // the socket (evio's conn.fd), for writes from the loop goroutine
 	addr  string
-	core  *conn      // set once in opened
+	proto protocol   // set once in Opened
+	raw   bool       // proto writes frames as they are (boxStream)
 	waker *loopWaker // its loop's (evio_wake.go); nil: Wake alone
 
 	// mu orders every write to the socket: the loop's (wake) and send's
@@ -75,6 +80,9 @@ type evioPeer struct {
 	pending    []byte // output not yet handed to evio
 	woken      bool   // a Wake is on its way; send need not Wake again
 	closing    time.Time
+	sealed     bool  // the protocol's goodbye is queued: nothing more is sent
+	linger     bool  // after its goodbye, the client closes (within closeGrace)
+	why        error // the reason of a close (closing), reported once closed
 	kill       error // set: shut the socket down at the next wake
 	lastIn     atomic.Int64
 	unsent     int       // evio's unsent bytes after our last wake: written by the loop under mu, read by the sweep (loop 0)
@@ -89,36 +97,62 @@ func (p *evioPeer) remoteAddr() string { return p.addr }
 func (p *evioPeer) send(b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.kill != nil || p.shutdown {
+	if p.kill != nil || p.shutdown || p.sealed {
 		return
 	}
 	p.idleSweeps = 0
 	if p.directLocked() {
 		// Nothing of ours is queued anywhere: straight to the socket
 		// (evio_direct.go). What it does not take goes the loop's way.
-		n := writeSocket(p.wfd, b)
-		if n == len(b) {
+		wire := b
+		if !p.raw {
+			wire = p.proto.appendFrames(p.pending[:0], b)
+		}
+		n := writeSocket(p.wfd, wire)
+		if n == len(wire) {
 			if p.t.direct != nil {
 				p.t.direct.Add(1)
 			}
+			if !p.raw && cap(wire) <= reuseOutput {
+				p.pending = wire[:0]
+			}
 			return
 		}
-		b = b[n:]
+		if len(wire)-n > p.t.outLimit {
+			p.kill = errSlowClient
+			p.pending = nil
+		} else {
+			p.pending = append(p.pending[:0], wire[n:]...) // wire may be pending's buffer: a forward copy
+		}
+		p.startWakeLocked()
+		return
 	}
 	if len(p.pending)+len(b) > p.t.outLimit {
 		p.kill = errSlowClient
 		p.pending = nil
 	} else {
-		p.pending = append(p.pending, b...)
+		p.pending = p.proto.appendFrames(p.pending, b)
 	}
 	p.startWakeLocked()
 }
 
-func (p *evioPeer) close() {
+func (p *evioPeer) close() { p.end(nil) }
+
+// end closes the connection for reason (nil: closed by the farm) once
+// queued output and the protocol's goodbye are written, or after
+// closeGrace.
+func (p *evioPeer) end(reason error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing.IsZero() {
 		p.closing = time.Now()
+		p.why = reason
+	}
+	if !p.sealed && p.kill == nil && !p.shutdown {
+		if bye := p.proto.goodbye(reason); bye != nil {
+			p.pending = append(p.pending, bye...)
+			p.sealed, p.linger = true, true
+		}
 	}
 	p.startWakeLocked()
 }
@@ -144,22 +178,29 @@ func (p *evioPeer) startWakeLocked() {
 }
 
 func (t *evioTransport) serve(ctx context.Context) error {
+	defer func() {
+		for _, stop := range t.stops {
+			stop()
+		}
+	}()
 	t.peers = make(map[*evioPeer]struct{})
 	var ev evio.Events
 	ev.NumLoops = t.loops
 	ev.LoadBalance = evio.LeastConnections
 	ev.Serving = func(s evio.Server) evio.Action {
-		t.addr <- s.Addrs[0]
+		t.addrs <- s.Addrs
 		return evio.None
 	}
 	ev.Opened = func(c evio.Conn) ([]byte, evio.Options, evio.Action) {
 		p := &evioPeer{t: t, c: c, fd: connFD(c), addr: c.RemoteAddr().String(), waker: t.loopWaker(c), wfd: -1}
 		p.lastIn.Store(time.Now().UnixNano())
-		core, err := t.ev.opened(p)
-		if err != nil {
+		// p.proto is set before the core may see p (start): from then on
+		// any goroutine may send to it.
+		p.proto = t.listeners[c.AddrIndex()].open(p)
+		_, p.raw = p.proto.(*boxStream)
+		if err := p.proto.start(); err != nil {
 			return nil, evio.Options{}, evio.Close
 		}
-		p.core = core
 		c.SetContext(p)
 		t.mu.Lock()
 		t.peers[p] = struct{}{}
@@ -177,16 +218,40 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		p.mu.Lock()
 		p.shutdown = true
 		p.dropDupLocked()
-		if p.kill != nil {
+		switch {
+		case p.kill != nil:
 			// The reason we shut the socket down; evio reports what
 			// followed from it (EPIPE when output was pending).
 			err = p.kill
+		case !p.closing.IsZero():
+			err = p.why
 		}
 		p.mu.Unlock()
 		if err == nil && t.stopping.Load() {
 			err = errShutdown
 		}
-		t.ev.closed(p.core, err)
+		p.proto.closed(err)
+		return evio.None
+	}
+	ev.Detached = func(c evio.Conn, _ io.ReadWriteCloser) evio.Action {
+		p := c.Context().(*evioPeer)
+		t.mu.Lock()
+		delete(t.peers, p)
+		t.mu.Unlock()
+		p.mu.Lock()
+		p.shutdown = true
+		p.dropDupLocked()
+		p.mu.Unlock()
+		// The socket is ours now: a net.Conn of its own (a dup in Go's
+		// poller), and evio's descriptor closed.
+		f := os.NewFile(uintptr(p.fd), p.addr)
+		nc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.log.Warn("could not hand a connection over", "addr", p.addr, "err", err)
+			return evio.None
+		}
+		p.proto.handOver(nc)
 		return evio.None
 	}
 	ev.Data = func(c evio.Conn, in []byte) ([]byte, evio.Action) {
@@ -195,16 +260,27 @@ func (t *evioTransport) serve(ctx context.Context) error {
 			return p.wake()
 		}
 		p.lastIn.Store(time.Now().UnixNano())
-		if err := t.ev.data(p.core, in); err != nil {
+		out, next, reason := p.proto.read(in)
+		switch next {
+		case closeNow:
 			p.mu.Lock()
-			p.kill = err
+			p.kill = reason
 			p.mu.Unlock()
 			return nil, evio.Close
+		case handOver:
+			return nil, evio.Detach
+		case keepOpen:
+			if len(out) == 0 {
+				return nil, evio.None
+			}
 		}
-		return nil, evio.None
+		return p.answer(out, next, reason)
 	}
 	ev.Tick = func() (time.Duration, evio.Action) {
 		if t.stopping.Load() {
+			if !t.saidBye && t.goodbyes() {
+				return 50 * time.Millisecond, evio.None
+			}
 			return 0, evio.Shutdown
 		}
 		t.sweep()
@@ -220,9 +296,85 @@ func (t *evioTransport) serve(ctx context.Context) error {
 	if t.dupMax == 0 {
 		t.dupMax = dupBudget()
 	}
-	err := evio.Serve(ev, t.listen)
+	addrs := make([]string, len(t.listeners))
+	for i, l := range t.listeners {
+		addrs[i] = "tcp://" + l.addr
+		if t.reusePort {
+			addrs[i] += "?reuseport=true"
+		}
+	}
+	err := evio.Serve(ev, addrs...)
 	t.closeWakers()
 	return err
+}
+
+// answer writes what a protocol's read answered (a handshake's answer, a
+// pong, a close frame) behind what is queued, and carries out a close
+// (closeAfter, lingerAfter). Loop goroutine, from a read: evio holds
+// nothing unsent then, so the socket takes it at once if it can.
+func (p *evioPeer) answer(out []byte, next after, reason error) ([]byte, evio.Action) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kill != nil || p.shutdown {
+		return nil, evio.Close
+	}
+	action := evio.None
+	if next == closeAfter || next == lingerAfter {
+		// out ends with the protocol's goodbye: nothing may follow it.
+		// The sweep shuts the socket down if the client does not read it,
+		// or does not close after it, within closeGrace.
+		if p.closing.IsZero() {
+			p.closing = time.Now()
+			p.why = reason
+		}
+		p.sealed = true
+		p.linger = next == lingerAfter
+		p.dropDupLocked()
+		if next == closeAfter {
+			action = evio.Close
+		}
+	}
+	buf := append(p.pending, out...)
+	p.pending = nil
+	n := writeSocket(p.fd, buf)
+	rest := buf[n:]
+	p.unsent = len(rest)
+	if len(rest) == 0 {
+		if action == evio.None && cap(buf) <= reuseOutput {
+			p.pending = buf[:0]
+		}
+		return nil, action
+	}
+	return rest, action
+}
+
+// goodbyes closes the connections left when the server stops, each with
+// its protocol's goodbye (WebSocket: 1001) after its queued output; false
+// if there are none. Loop 0 (Tick).
+func (t *evioTransport) goodbyes() bool {
+	t.saidBye = true
+	t.mu.Lock()
+	bye := make([]*evioPeer, 0, len(t.peers))
+	for p := range t.peers {
+		bye = append(bye, p)
+	}
+	t.mu.Unlock()
+	for _, p := range bye {
+		p.end(errShutdown)
+	}
+	return len(bye) > 0
+}
+
+// listenAddrs names the listeners for errors: "tcp :28000, ws :28080".
+func (t *evioTransport) listenAddrs() string {
+	var b strings.Builder
+	for i, l := range t.listeners {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(l.name + " " + l.addr)
+	}
+	return b.String()
 }
 
 // wake runs on the connection's loop goroutine after a Wake: it hands the
@@ -236,7 +388,8 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 	p.pending = nil
 	p.woken = false
 	kill := p.kill
-	closing := p.closing
+	closing, linger, why := p.closing, p.linger, p.why
+	closeNow := !closing.IsZero() && !linger // a lingering close waits for the client
 
 	unsent := unsentOutput(p.c)
 	now := time.Now()
@@ -253,6 +406,9 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 		}
 		if !closing.IsZero() && now.Sub(closing) > closeGrace {
 			kill = errShutdown
+			if why != nil {
+				kill = why
+			}
 		}
 	}
 	if kill != nil {
@@ -271,7 +427,7 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 			if cap(out) <= reuseOutput {
 				p.pending = out[:0] // written: keep the buffer for the next sends
 			}
-			if !closing.IsZero() {
+			if closeNow {
 				return nil, evio.Close
 			}
 			return nil, evio.None
@@ -283,7 +439,7 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 		out = unsent
 	}
 	p.unsent = len(out)
-	if !closing.IsZero() {
+	if closeNow {
 		return out, evio.Close
 	}
 	if len(unsent) > 0 && len(out) == len(unsent) {
@@ -293,11 +449,13 @@ func (p *evioPeer) wake() ([]byte, evio.Action) {
 	return out, evio.None
 }
 
-// sweep runs on loop 0 about every 100 ms: it wakes connections that are
-// idle, closing, or whose output may be stuck, so their own loop acts.
+// sweep runs on loop 0 about every 100 ms, and does its work every
+// sweepEvery: it wakes connections that are idle, closing, or whose output
+// may be stuck, so their own loop acts, and queues what their protocol
+// sends on a timer (pings).
 func (t *evioTransport) sweep() {
 	now := time.Now()
-	if now.Sub(t.lastSweep) < time.Second {
+	if now.Sub(t.lastSweep) < t.sweepEvery {
 		return
 	}
 	t.lastSweep = now
@@ -309,17 +467,21 @@ func (t *evioTransport) sweep() {
 	t.mu.Unlock()
 	var check []*evioPeer
 	for _, p := range peers {
-		if t.idle > 0 && now.Sub(time.Unix(0, p.lastIn.Load())) > t.idle {
+		send, end := p.proto.due(now, time.Unix(0, p.lastIn.Load()))
+		if end != nil {
 			check = append(check, p)
 			p.mu.Lock()
 			if p.kill == nil {
-				p.kill = errIdle
+				p.kill = end
 			}
 			p.mu.Unlock()
 			continue
 		}
 		p.mu.Lock()
-		if !p.closing.IsZero() || p.unsent > 0 {
+		if send != nil && !p.sealed && p.kill == nil {
+			p.pending = append(p.pending, send...)
+		}
+		if !p.closing.IsZero() || p.unsent > 0 || len(p.pending) > 0 {
 			check = append(check, p)
 		}
 		if p.wfd >= 0 {

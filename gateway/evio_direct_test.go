@@ -65,8 +65,8 @@ func TestDupBudget(t *testing.T) {
 	}
 	defer f.Close()
 	tr := &evioTransport{dupMax: 1, peers: make(map[*evioPeer]struct{})}
-	a := &evioPeer{t: tr, fd: int(f.Fd()), wfd: -1}
-	b := &evioPeer{t: tr, fd: int(f.Fd()), wfd: -1}
+	a := &evioPeer{t: tr, fd: int(f.Fd()), wfd: -1, proto: &boxStream{}}
+	b := &evioPeer{t: tr, fd: int(f.Fd()), wfd: -1, proto: &boxStream{}}
 	tr.peers[a], tr.peers[b] = struct{}{}, struct{}{}
 	take := func(p *evioPeer) bool {
 		p.mu.Lock()

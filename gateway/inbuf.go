@@ -43,9 +43,15 @@ func (ib *inBuf) add(p []byte) {
 // keep makes tail, the start of a frame not yet whole, what is held.
 // tail may alias what was held before.
 func (ib *inBuf) keep(tail []byte) {
+	n, _ := box.PacketLen(tail)
+	ib.keepSized(tail, n)
+}
+
+// keepSized is keep for a frame of size bytes in all (0: not known yet).
+func (ib *inBuf) keepSized(tail []byte, size int) {
 	old := ib.mapped
 	ib.mapped = nil
-	if n, ok := box.PacketLen(tail); ok && n >= mapMin {
+	if n := size; n >= mapMin && n >= len(tail) {
 		if m, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON); err == nil {
 			ib.b, ib.mapped = append(m[:0], tail...), m
 			unmap(old)

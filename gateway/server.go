@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,8 +131,16 @@ type Options struct {
 	// even a pong, this long; 0 means DefaultWSIdleTimeout, -1 never.
 	WSIdleTimeout time.Duration
 	// Web, if set, is served on the WebSocket listener on every path but
-	// WSPath (a game's web page).
+	// WSPath (a game's web page), one request per connection.
 	Web http.Handler
+}
+
+// wsPath is the URL path of the WebSocket endpoint.
+func wsPath(o Options) string {
+	if o.WSPath == "" {
+		return DefaultWSPath
+	}
+	return o.WSPath
 }
 
 func (o Options) withDefaults() Options {
@@ -278,13 +285,12 @@ type Server struct {
 	partials  partialFrames // connections holding part of a frame (limits.go)
 	closedIDs closedConns   // connections closed, for their late marks (forget.go)
 
-	queue *pushQueue
-	limit *ratelog.Limiter // logs of what clients cause, rate-limited per cause
-	addr  chan net.Addr
-	ready chan struct{}
-	bound net.Addr
-
-	wsAddr net.Addr // the WebSocket listener's, if any (ws.go)
+	queue  *pushQueue
+	limit  *ratelog.Limiter // logs of what clients cause, rate-limited per cause
+	addr   chan []net.Addr  // the listeners' addresses, once bound (transport.go)
+	ready  chan struct{}
+	bound  net.Addr
+	wsAddr net.Addr // the WebSocket listener's, if any
 
 	draining atomic.Bool // the drain has begun (drain.go)
 }
@@ -308,7 +314,7 @@ func New(opts Options) (*Server, error) {
 		byUID: make(map[string][]*conn),
 		perIP: make(map[string]int),
 		queue: newPushQueue(o.Backlog),
-		addr:  make(chan net.Addr, 1),
+		addr:  make(chan []net.Addr, 1),
 		ready: make(chan struct{}),
 	}
 	return s, nil
@@ -322,6 +328,10 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Addr returns the bound listen address (after Ready).
 func (s *Server) Addr() net.Addr { return s.bound }
+
+// WSAddr returns the bound WebSocket listen address (after Ready), or nil
+// when Options.WSListen is empty.
+func (s *Server) WSAddr() net.Addr { return s.wsAddr }
 
 // Run connects to Redis, serves clients until ctx is cancelled, then closes
 // every connection, queues their close events and returns.
@@ -348,21 +358,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: redis %v: %w", ro.Addrs, err)
 	}
 	s.parts = parts
-	ws, err := s.listenWS() // WebSocket players (ws.go); nil without WSListen
-	if err != nil {
-		return err
-	}
-
-	listen := "tcp://" + s.opts.Listen
-	if s.opts.ReusePort {
-		listen += "?reuseport=true"
-	}
-	t := &evioTransport{
-		listen: listen, loops: s.opts.Loops, outLimit: s.opts.OutBuffer,
-		stall: s.opts.WriteStall, idle: s.opts.IdleTimeout,
-		ev: s, log: s.log, addr: s.addr,
-	}
-	t.wakes, t.direct = &s.Stats.Wakes, &s.Stats.DirectWrites
+	t := s.newTransport() // TCP and WebSocket players (transport.go)
 
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()
@@ -378,18 +374,22 @@ func (s *Server) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- t.serve(serveCtx) }()
-	wsWait := ws.start(ctx, serveCtx) // ws.go
 	select {
 	case a := <-s.addr:
-		s.bound = a
+		s.bound = a[0]
+		if len(a) > 1 {
+			s.wsAddr = a[1]
+		}
 		close(s.ready)
-		s.log.Info("listening", "addr", a.String(), "partitions", parts)
+		s.log.Info("listening", "addr", s.bound.String(), "partitions", parts)
+		if s.wsAddr != nil {
+			s.log.Info("websocket listening", "addr", s.wsAddr.String(), "path", wsPath(s.opts), "web", s.opts.Web != nil)
+		}
 	case err := <-serveErr:
 		stopServe()
-		wsWait()
 		stopBG()
 		wg.Wait()
-		return fmt.Errorf("gateway: listen %s: %w", s.opts.Listen, err)
+		return fmt.Errorf("gateway: listen %s: %w", t.listenAddrs(), err)
 	}
 	select {
 	case <-ctx.Done():
@@ -401,7 +401,6 @@ func (s *Server) Run(ctx context.Context) error {
 	if err == nil {
 		err = <-serveErr // evio closed every connection: close events are queued
 	}
-	wsWait() // and so did the WebSocket transport
 	// The pusher hands the last events to Redis before it returns.
 	s.queue.finish()
 	select {
@@ -444,164 +443,6 @@ func (s *Server) lookup(id string) *conn {
 	s.mu.RUnlock()
 	return c
 }
-
-// opened implements events.
-func (s *Server) opened(p peer) (*conn, error) {
-	if s.Stats.Conns.Load() >= int64(s.opts.MaxConns) {
-		s.Stats.Refused.Add(1)
-		s.limit.Warn("max conns", "connection refused: at --max-conns", "addr", p.remoteAddr(), "n", s.opts.MaxConns)
-		return nil, errors.New("gateway: too many connections")
-	}
-	addr := p.remoteAddr()
-	ip := hostOf(addr)
-	s.mu.Lock()
-	if s.opts.MaxConnsPerIP > 0 && s.perIP[ip] >= s.opts.MaxConnsPerIP {
-		s.mu.Unlock()
-		s.Stats.PerIPRefused.Add(1)
-		s.limit.Warn("max conns per ip", "connection refused: at --max-conns-per-ip", "addr", addr, "n", s.opts.MaxConnsPerIP)
-		return nil, errors.New("gateway: too many connections from one address")
-	}
-	s.perIP[ip]++
-	id := s.opts.ID + "-" + strconv.FormatUint(s.connSeq.Add(1), 10)
-	c := &conn{id: id, addr: addr, ip: ip, peer: p, part: queue.PartitionOf(id, s.parts)}
-	s.conns[id] = c
-	s.mu.Unlock()
-	s.Stats.Conns.Add(1)
-	s.Stats.Accepted.Add(1)
-	s.enqueue(c, queue.KindOpen, nil)
-	s.log.Debug("opened", "conn", id, "addr", c.addr)
-	return c, nil
-}
-
-// data implements events: it cuts frames out of the stream and queues them.
-// It runs on the event loop, so it never waits on Redis.
-func (s *Server) data(c *conn, in []byte) error {
-	s.Stats.BytesIn.Add(int64(len(in)))
-	buf := in
-	if len(c.in.b) > 0 {
-		c.in.add(in)
-		buf = c.in.b
-	}
-	started := false // a frame completed: the tail's frame started in this read
-	for {
-		frame, err := box.Split(buf, s.opts.MaxFrame)
-		if err != nil {
-			s.Stats.BadFrames.Add(1)
-			s.limit.Warn("bad frame", "bad frame: closing connection", "conn", c.id, "addr", c.addr, "err", err)
-			return err
-		}
-		if frame == nil {
-			break
-		}
-		buf = buf[len(frame):]
-		started = true
-		s.Stats.FramesIn.Add(1)
-		if !s.admit(c, frame) {
-			continue // a draining gateway stopped taking c's work: answered RetMoved (drain.go)
-		}
-		if s.opts.MaxInflight > 0 && c.inflight.Load() >= int64(s.opts.MaxInflight) {
-			// One connection may not hold more of the farm than this: its
-			// later frames are answered at once, not queued.
-			s.Stats.OverInflight.Add(1)
-			s.Stats.Busy.Add(1)
-			s.limit.Warn("max inflight", "connection at --max-inflight: frame answered -10002", "conn", c.id, "addr", c.addr, "n", s.opts.MaxInflight)
-			c.peer.send(busyReply(frame))
-			c.owed.Add(-1) // after the answer: a drain closes c once it is owed nothing
-			continue
-		}
-		if !s.enqueueFrame(c, frame) {
-			s.Stats.Busy.Add(1)
-			s.limit.Warn("backlog", "backlog full (Redis slow or away): frame answered -10002", "conn", c.id, "n", s.opts.Backlog)
-			c.peer.send(busyReply(frame))
-			c.owed.Add(-1)
-			continue
-		}
-		c.queued()
-	}
-	// Keep the unparsed tail; evio reuses its input buffer, so copy it.
-	if len(buf) == 0 {
-		c.in.reset()
-		s.partials.done(c)
-		return nil
-	}
-	if len(c.in.b) == 0 || &buf[0] != &c.in.b[0] {
-		c.in.keep(buf)
-	}
-	s.partials.hold(c, c.in.held(), started)
-	return nil
-}
-
-// closed implements events: the workers get the connection's close event
-// after all its frames.
-func (s *Server) closed(c *conn, err error) {
-	s.mu.Lock()
-	delete(s.conns, c.id)
-	s.unindexLocked(c)
-	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
-		delete(s.perIP, c.ip)
-	}
-	s.mu.Unlock()
-	s.partials.done(c)
-	c.in.release()
-	s.closedIDs.add(c.id, time.Now())
-	s.Stats.Conns.Add(-1)
-	switch {
-	case errors.Is(err, errSlowClient):
-		s.Stats.SlowClosed.Add(1)
-		s.limit.Warn("slow client", "client does not read: closed", "conn", c.id, "addr", c.addr)
-	case errors.Is(err, errFrameTimeout):
-		s.Stats.FrameTimeouts.Add(1)
-		s.limit.Warn("frame timeout", "frame not complete within --frame-timeout: closed", "conn", c.id, "addr", c.addr, "timeout", s.opts.FrameTimeout)
-	case errors.Is(err, errPartialBudget):
-		s.Stats.PartialShed.Add(1)
-		s.limit.Warn("partial budget", "partial frames over --partial-budget: closed the connection with the oldest", "conn", c.id, "addr", c.addr, "budget", s.opts.PartialBudget)
-	case errors.Is(err, errIdle):
-		s.Stats.IdleClosed.Add(1)
-		s.log.Debug("idle client closed", "conn", c.id, "addr", c.addr)
-	}
-	s.enqueue(c, queue.KindClose, nil)
-	s.log.Debug("closed", "conn", c.id, "addr", c.addr, "err", err)
-}
-
-// enqueueFrame hands a frame of c to the pusher; false if the backlog is
-// full. A connection's only frame in flight is queued even at the queue
-// bound: the bound stops bulk, not a player waiting for one answer.
-func (s *Server) enqueueFrame(c *conn, frame []byte) bool {
-	return s.enqueueItem(c, queue.KindFrame, frame, c.inflight.Load() == 0)
-}
-
-// enqueue hands an open or close event of c to the pusher; they always go
-// through.
-func (s *Server) enqueue(c *conn, kind queue.Kind, frame []byte) bool {
-	return s.enqueueItem(c, kind, frame, true)
-}
-
-// enqueueItem hands an event of c to the pusher; past the backlog frames
-// are refused. always: the queue bound does not apply.
-func (s *Server) enqueueItem(c *conn, kind queue.Kind, frame []byte, always bool) bool {
-	c.seq++
-	e := queue.Envelope{Kind: kind, Seq: c.seq, At: time.Now().UnixNano(), Gateway: s.opts.ID, Conn: c.id, Addr: c.addr, UID: c.userID(), Frame: frame}
-	enc := queue.AppendEnvelope(make([]byte, 0, queue.EnvelopeSize(&e)), &e)
-	it := pushItem{c: c, env: enc, kind: kind, always: always}
-	if kind == queue.KindFrame {
-		h, _ := box.ParseHeader(frame)
-		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true
-	}
-	if !s.queue.push(it) {
-		c.seq-- // not queued: the workers must not see a gap
-		return false
-	}
-	return true
-}
-
-// busyReply answers a frame that could not be queued.
-func busyReply(frame []byte) []byte {
-	h, _ := box.ParseHeader(frame)
-	return busyAnswer(h.Cmd, h.SN)
-}
-
-// busyAnswer answers frame cmd, sn: it was not queued.
-func busyAnswer(cmd int32, sn uint32) []byte { return box.Append(nil, cmd, box.RetBusy, sn, nil) }
 
 // setUID records that c is logged in as uid ("" for logged out).
 func (s *Server) setUID(c *conn, uid string) {

@@ -1,42 +1,39 @@
 package gateway
 
 import (
-	"context"
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	"slices"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
-	"golang.org/x/sys/unix"
-
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/wsframe"
 )
 
-// This file is the WebSocket transport (Options.WSListen): players in
+// This file is the WebSocket protocol (Options.WSListen): players in
 // browsers and mini-programs, who cannot open raw TCP sockets, join the
-// same farm through it. It sits behind the same seam as evio.go (peer,
-// events), so a WebSocket player is a connection like any other: same
-// ids, sessions, groups, triggers, ordering, slow-client policy and stats.
+// same farm through it. Its connections live on the same event loop as
+// TCP players (evio.go) and share everything but the bytes on the wire
+// (transport.go): a WebSocket player costs what a TCP player does, with
+// no goroutine or buffer of its own while it is idle.
+//
+// A connection on the WebSocket listener starts with an HTTP request. A
+// request for WSPath must be a WebSocket handshake (RFC 6455 section 4):
+// it is checked and answered here, on the loop, and the connection is a
+// player from then on. Any other request goes to Options.Web, a game's
+// page: the loop hands the connection over to a net/http server
+// (wsweb.go), which answers that one request and closes it.
 //
 // The wire: each binary message carries exactly one Box frame, both ways.
 // A text message, a message holding part of a frame or several frames, or
-// a bad frame closes that connection with a close code and a log line.
-// Messages are capped at MaxFrame bytes (close code 1009 past it).
-//
-// Per connection, one goroutine (the HTTP handler's) reads messages and
-// reports opened, data... and closed to the core, in order; one goroutine
-// writes: send only queues (bounded by OutBuffer) and never blocks. The
-// writer also pings the client every WSPing and closes a connection from
-// which nothing, not even a pong, came for WSIdleTimeout.
+// a bad frame closes that connection with a close code, and counts as a
+// bad frame. Messages are capped at MaxFrame bytes (close code 1009 past
+// it). The gateway pings a client from which nothing came for WSPing and
+// closes one from which nothing, not even a pong, came for WSIdleTimeout.
 
 // Defaults of the WebSocket options.
 const (
@@ -45,517 +42,431 @@ const (
 	DefaultWSIdleTimeout = 60 * time.Second
 )
 
-// Close codes a WebSocket client sees (RFC 6455 section 7.4.1), besides
-// 1009 (message over MaxFrame).
+// Close codes a WebSocket client sees (RFC 6455 section 7.4.1).
 const (
-	WSCloseNormal    = websocket.StatusNormalClosure   // 1000: closed by the farm (kick, close_users, drain)
-	WSCloseGoingAway = websocket.StatusGoingAway       // 1001: the gateway stops
-	WSCloseText      = websocket.StatusUnsupportedData // 1003: a text message
-	WSCloseBadFrame  = websocket.StatusPolicyViolation // 1008: not exactly one valid Box frame
-	WSCloseTooBig    = websocket.StatusMessageTooBig   // 1009: a message over MaxFrame
-	WSCloseFull      = websocket.StatusTryAgainLater   // 1013: at MaxConns
+	WSCloseNormal    = wsframe.CloseNormal        // 1000: closed by the farm (kick, close_users, drain)
+	WSCloseGoingAway = wsframe.CloseGoingAway     // 1001: the gateway stops
+	WSCloseProtocol  = wsframe.CloseProtocolError // 1002: not a valid WebSocket frame (unmasked, reserved bits...)
+	WSCloseText      = wsframe.CloseUnsupported   // 1003: a text message
+	WSCloseBadFrame  = wsframe.ClosePolicy        // 1008: not exactly one valid Box frame
+	WSCloseTooBig    = wsframe.CloseTooBig        // 1009: a message over MaxFrame
+	WSCloseFull      = wsframe.CloseTryAgainLater // 1013: at MaxConns
 )
 
-// Why a WebSocket message was refused.
+// Limits of the opening handshake.
+const (
+	// wsHandshakeTimeout bounds the wait for a whole request.
+	wsHandshakeTimeout = 10 * time.Second
+	// wsMaxRequest bounds a handshake request's size.
+	wsMaxRequest = 16 << 10
+)
+
+// Why a WebSocket connection was refused or closed.
 var (
-	errWSText    = errors.New("gateway: websocket text message (binary Box frames only)")
-	errWSPartial = errors.New("gateway: websocket message holds part of a frame")
-	errWSSeveral = errors.New("gateway: websocket message holds more than one frame")
+	errWSText             = errors.New("gateway: websocket text message (binary Box frames only)")
+	errWSPartial          = errors.New("gateway: websocket message holds part of a frame")
+	errWSSeveral          = errors.New("gateway: websocket message holds more than one frame")
+	errWSHandshakeTimeout = errors.New("gateway: websocket handshake not complete within its timeout")
 )
 
-// wsRefusal is a bad message: the reason a connection ends and its close
-// code.
-type wsRefusal struct {
-	code   websocket.StatusCode
-	reason string // sent to the client (at most 123 bytes)
-	err    error
-}
-
-func (r *wsRefusal) Error() string { return r.err.Error() }
-func (r *wsRefusal) Unwrap() error { return r.err }
-
-// wsTransport serves WebSocket players on one HTTP listener; Options.Web,
-// if set, is served on every other path of it.
-type wsTransport struct {
-	ln       net.Listener
+// wsConfig is what the WebSocket connections of a listener share.
+type wsConfig struct {
 	path     string
 	origins  []string
 	maxFrame int
-	outLimit int
-	stall    time.Duration
 	ping     time.Duration // 0: no pings
 	idle     time.Duration // 0: never idle
-	web      http.Handler
 	ev       events
-	bad      func(c *conn, err error) // counts and logs a refused message
 	log      *slog.Logger
-
-	srv      *http.Server
-	mu       sync.Mutex
-	peers    map[*wsPeer]struct{}
-	stopping bool
-	handlers sync.WaitGroup
+	web      *webServer // nil: no page (Options.Web)
+	pingMsg  []byte
 }
 
-// listenWS binds Options.WSListen; it returns nil when the option is
-// empty. Run calls it before Ready, so WSAddr is valid once Ready.
-func (s *Server) listenWS() (*wsTransport, error) {
-	o := s.opts
-	if o.WSListen == "" {
-		return nil, nil
+func newWSConfig(o Options, ev events, log *slog.Logger) *wsConfig {
+	w := &wsConfig{
+		path: o.WSPath, origins: o.WSOrigins, maxFrame: o.MaxFrame,
+		ping: o.WSPing, idle: o.WSIdleTimeout, ev: ev, log: log,
+		pingMsg: wsframe.AppendFrame(nil, wsframe.OpPing, nil),
 	}
-	t := &wsTransport{
-		path: o.WSPath, origins: o.WSOrigins, maxFrame: o.MaxFrame, outLimit: o.OutBuffer,
-		stall: o.WriteStall, ping: o.WSPing, idle: o.WSIdleTimeout, web: o.Web,
-		ev: s, bad: s.badMessage, log: s.log.With("transport", "ws"),
-		peers: make(map[*wsPeer]struct{}),
-	}
-	if t.path == "" {
-		t.path = DefaultWSPath
+	if w.path == "" {
+		w.path = DefaultWSPath
 	}
 	switch {
-	case t.ping == 0:
-		t.ping = DefaultWSPing
-	case t.ping < 0:
-		t.ping = 0
+	case w.ping == 0:
+		w.ping = DefaultWSPing
+	case w.ping < 0:
+		w.ping = 0
 	}
 	switch {
-	case t.idle == 0:
-		t.idle = DefaultWSIdleTimeout
-	case t.idle < 0:
-		t.idle = 0
+	case w.idle == 0:
+		w.idle = DefaultWSIdleTimeout
+	case w.idle < 0:
+		w.idle = 0
 	}
-	lc := net.ListenConfig{}
-	if o.ReusePort {
-		lc.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			})
-			return errors.Join(err, serr)
-		}
+	if o.Web != nil {
+		w.web = newWebServer(o.Web, log)
 	}
-	ln, err := lc.Listen(context.Background(), "tcp", o.WSListen)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: websocket listen %s: %w", o.WSListen, err)
-	}
-	t.ln = ln
-	s.wsAddr = ln.Addr()
-	s.log.Info("websocket listening", "addr", ln.Addr().String(), "path", t.path, "web", o.Web != nil)
-	return t, nil
+	return w
 }
 
-// WSAddr returns the bound WebSocket listen address (after Ready), or nil
-// when Options.WSListen is empty.
-func (s *Server) WSAddr() net.Addr { return s.wsAddr }
-
-// badMessage counts and logs a WebSocket message that was not exactly one
-// valid frame; its connection is closed.
-func (s *Server) badMessage(c *conn, err error) {
-	s.Stats.BadFrames.Add(1)
-	s.log.Warn("bad websocket message: closing connection", "conn", c.id, "addr", c.addr, "err", err)
+// sweepEvery is how often the connections need looking at: to ping them,
+// and to find the idle ones in time.
+func (w *wsConfig) sweepEvery() time.Duration {
+	every := wsHandshakeTimeout / 4
+	if w.ping > 0 {
+		every = min(every, w.ping)
+	}
+	if w.idle > 0 {
+		every = min(every, w.idle/4)
+	}
+	return every
 }
 
-// start serves WebSocket players until serveCtx ends; when ctx (Run's)
-// ends it stops accepting, so that a drain only serves the players it has.
-// The returned function waits until every connection was closed and
-// reported. t may be nil (no WebSocket listener): then it does nothing.
-func (t *wsTransport) start(ctx, serveCtx context.Context) (wait func()) {
-	if t == nil {
-		return func() {}
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc(t.path, t.handle)
-	if t.web != nil {
-		mux.Handle("/", t.web)
-	}
-	t.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       time.Minute, // between page requests; upgraded connections have their own
-		ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, rawConnKey{}, c)
-		},
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := t.srv.Serve(t.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			t.log.Error("websocket server stopped", "err", err)
-		}
-	}()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-ctx.Done():
-			_ = t.ln.Close() // stop accepting; the drain goes on
-			<-serveCtx.Done()
-		case <-serveCtx.Done():
-		}
-		_ = t.srv.Close() // the listener and page requests; not the upgraded connections
-		t.mu.Lock()
-		t.stopping = true
-		peers := make([]*wsPeer, 0, len(t.peers))
-		for p := range t.peers {
-			peers = append(peers, p)
-		}
-		t.mu.Unlock()
-		for _, p := range peers {
-			p.abort(errShutdown)
-		}
-		t.handlers.Wait()
-		<-served
-	}()
-	return func() { <-stopped }
+// open returns the protocol of a connection just accepted.
+func (w *wsConfig) open(p peer) protocol {
+	return &wsConn{cfg: w, p: p, since: time.Now()}
 }
 
-// rawConnKey finds the TCP connection under an HTTP request, so that a
-// close that the client does not answer can be cut short.
-type rawConnKey struct{}
-
-// handle upgrades one HTTP request and serves the connection until it
-// ends: opened, data..., closed, all on this goroutine.
-func (t *wsTransport) handle(w http.ResponseWriter, r *http.Request) {
-	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
-	p := &wsPeer{t: t, raw: raw, addr: r.RemoteAddr, wake: make(chan struct{}, 1), writerDone: make(chan struct{})}
-	p.touch()
-	// Registered before anything else, so that a shutdown from now on
-	// aborts it (the abort waits in p.kill for the writer).
-	t.mu.Lock()
-	if t.stopping {
-		t.mu.Unlock()
-		http.Error(w, "gateway stopping", http.StatusServiceUnavailable)
-		return
-	}
-	t.handlers.Add(1)
-	t.peers[p] = struct{}{}
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		delete(t.peers, p)
-		t.mu.Unlock()
-		t.handlers.Done()
-	}()
-
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		OriginPatterns: t.origins,
-		OnPongReceived: func(context.Context, []byte) { p.touch() },
-		OnPingReceived: func(context.Context, []byte) bool { p.touch(); return true },
-	})
-	if err != nil {
-		// Accept answered the request (403 for a foreign origin, 426 ...).
-		t.log.Info("websocket handshake refused", "addr", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
-		return
-	}
-	c.SetReadLimit(int64(t.maxFrame))
-	p.c = c
-	core, err := t.ev.opened(p)
-	if err != nil {
-		_ = p.closeWith(WSCloseFull, "too many connections")
-		return
-	}
-	p.core = core
-	go p.writeLoop()
-
-	end := p.readLoop()
-
-	p.mu.Lock()
-	p.ended = true
-	if p.kill == nil {
-		p.kill = end
-	}
-	reason := p.kill
-	p.mu.Unlock()
-	p.signal()
-	<-p.writerDone
-	var ref *wsRefusal
-	if errors.As(reason, &ref) {
-		reason = ref.err
-	}
-	if errors.Is(reason, errPeerClosed) {
-		reason = nil
-	}
-	t.ev.closed(core, reason)
-}
-
-// errPeerClosed marks a connection the client closed (or that broke).
-var errPeerClosed = errors.New("gateway: websocket closed by the client")
-
-// readLoop reads messages until the connection ends and returns why: a
-// refusal (bad message), or errPeerClosed wrapping what the read said.
-func (p *wsPeer) readLoop() error {
-	t := p.t
-	for {
-		typ, msg, err := p.readMessage()
-		if err != nil {
-			if errors.Is(err, websocket.ErrMessageTooBig) {
-				// The library has sent close code 1009 already.
-				ref := &wsRefusal{code: WSCloseTooBig, reason: "message too big", err: fmt.Errorf("%w: over %d bytes", box.ErrTooLarge, t.maxFrame)}
-				t.bad(p.core, ref.err)
-				return ref
-			}
-			return fmt.Errorf("%w: %w", errPeerClosed, err)
-		}
-		p.touch()
-		if typ != websocket.MessageBinary {
-			t.bad(p.core, errWSText)
-			return &wsRefusal{code: WSCloseText, reason: "binary Box frames only", err: errWSText}
-		}
-		frame, err := box.Split(msg, t.maxFrame)
-		switch {
-		case err != nil:
-		case frame == nil:
-			err = errWSPartial
-		case len(frame) != len(msg):
-			err = errWSSeveral
-		}
-		if err != nil {
-			t.bad(p.core, err)
-			return &wsRefusal{code: WSCloseBadFrame, reason: "one whole Box frame per message", err: err}
-		}
-		if err := t.ev.data(p.core, msg); err != nil {
-			return &wsRefusal{code: WSCloseBadFrame, reason: "bad frame", err: err}
-		}
+// stop ends the page server once the event loop has stopped.
+func (w *wsConfig) stop() {
+	if w.web != nil {
+		w.web.close()
 	}
 }
 
-// readMessage reads one message, telling the core how much of it is held
-// while it arrives: a message counts in the gateway's partial frames
-// (budget and frame timeout, limits.go) like a TCP frame not yet whole.
-func (p *wsPeer) readMessage() (websocket.MessageType, []byte, error) {
-	typ, r, err := p.c.Reader(context.Background())
-	if err != nil {
-		return 0, nil, err
-	}
-	var buf []byte
-	for {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, min(max(cap(buf), 512), 256<<10))
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			p.t.ev.partial(p.core, 0)
-			return 0, nil, err
-		}
-		p.t.ev.partial(p.core, cap(buf))
-	}
-	p.t.ev.partial(p.core, 0)
-	return typ, buf, nil
+// wsConn is the WebSocket protocol of one connection (server side): the
+// handshake, then frames. Its fields are its event goroutine's, except
+// where said.
+type wsConn struct {
+	cfg   *wsConfig
+	p     peer
+	c     *conn       // the core's, once upgraded
+	up    atomic.Bool // upgraded: the sweep reads it
+	bye   atomic.Bool // our close frame is sent: waiting for the client's
+	since time.Time   // accepted; read by the sweep
+	// lastPing is the sweep's.
+	lastPing time.Time
+
+	req    []byte // the handshake request so far; nil once upgraded
+	lineOK bool   // its request line was for the WebSocket path
+	in     inBuf  // a frame not whole yet, as received (masked)
+	msg    []byte // a fragmented message so far, unmasked
+	msgOn  bool   // a fragmented message is under way
+	held   bool   // bytes of a message are counted in the core's partial frames
+	skip   uint64 // after bye: payload bytes of a frame still to drop
 }
 
-// wsPeer is one WebSocket connection.
-type wsPeer struct {
-	t       *wsTransport
-	c       *websocket.Conn
-	raw     net.Conn // under c: closed to cut a close short
-	addr    string
-	core    *conn
-	lastIn  atomic.Int64 // unix ns of the last message, ping or pong
-	pinging atomic.Bool
+// start waits for the handshake: the core opens the connection once it is
+// upgraded.
+func (w *wsConn) start() error { return nil }
 
-	mu      sync.Mutex
-	queue   [][]byte // output not yet taken by the writer
-	queued  int      // bytes queued and not yet written
-	closing bool     // close once the queue is written
-	kill    error    // end now, for this reason
-	ended   bool     // the reader is done
-
-	wake       chan struct{} // cap 1: the writer has something to do
-	writerDone chan struct{}
-}
-
-func (p *wsPeer) remoteAddr() string { return p.addr }
-
-func (p *wsPeer) touch() { p.lastIn.Store(time.Now().UnixNano()) }
-
-func (p *wsPeer) signal() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// send implements peer: it queues and never blocks. Past OutBuffer bytes
-// not yet written the client is dropped as slow.
-func (p *wsPeer) send(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	p.mu.Lock()
-	if p.kill != nil || p.ended {
-		p.mu.Unlock()
-		return
-	}
-	if p.queued+len(b) > p.t.outLimit {
-		p.kill = errSlowClient
-		p.queue = nil
-		if p.raw != nil {
-			// A write blocked on this client fails at once; the writer
-			// then closes the connection.
-			_ = p.raw.Close()
-		}
-	} else {
-		p.queue = append(p.queue, append([]byte(nil), b...))
-		p.queued += len(b)
-	}
-	p.mu.Unlock()
-	p.signal()
-}
-
-// close implements peer: close code 1000 once the queued output is
-// written, or after closeGrace.
-func (p *wsPeer) close() {
-	p.mu.Lock()
-	p.closing = true
-	p.mu.Unlock()
-	p.signal()
-}
-
-// abort ends the connection without writing what is queued.
-func (p *wsPeer) abort(reason error) {
-	p.mu.Lock()
-	if p.kill == nil {
-		p.kill = reason
-	}
-	p.mu.Unlock()
-	p.signal()
-}
-
-// writeLoop writes queued frames, one per binary message, pings, and
-// closes the connection when told to or when the client is idle or slow.
-func (p *wsPeer) writeLoop() {
-	defer close(p.writerDone)
-	t := p.t
-	var tick <-chan time.Time
-	if every := t.tickEvery(); every > 0 {
-		tk := time.NewTicker(every)
-		defer tk.Stop()
-		tick = tk.C
-	}
-	for {
-		select {
-		case <-p.wake:
-		case now := <-tick:
-			if t.idle > 0 && now.Sub(time.Unix(0, p.lastIn.Load())) > t.idle {
-				p.abort(errIdle)
-			} else if t.ping > 0 && p.pinging.CompareAndSwap(false, true) {
-				go func() {
-					defer p.pinging.Store(false)
-					ctx, cancel := context.WithTimeout(context.Background(), t.ping)
-					defer cancel()
-					_ = p.c.Ping(ctx) // the pong, if any, touches lastIn
-				}()
-			}
-		}
-		for {
-			p.mu.Lock()
-			q := p.queue
-			p.queue = nil
-			kill, closing := p.kill, p.closing
-			p.mu.Unlock()
-			if kill != nil {
-				p.finish(kill)
-				return
-			}
-			if len(q) == 0 {
-				if closing {
-					p.finish(nil)
-					return
-				}
-				break
-			}
-			if err := p.write(q, closing); err != nil {
-				p.abort(err)
-			}
-		}
-	}
-}
-
-// tickEvery is how often the writer pings and checks idleness.
-func (t *wsTransport) tickEvery() time.Duration {
+func (w *wsConn) read(in []byte) ([]byte, after, error) {
 	switch {
-	case t.ping > 0 && t.idle > 0:
-		return min(t.ping, t.idle/2)
-	case t.ping > 0:
-		return t.ping
-	case t.idle > 0:
-		return t.idle / 4
+	case !w.up.Load():
+		return w.handshake(in)
+	case w.bye.Load():
+		return w.discard(in)
 	}
-	return 0
+	return w.frames(nil, in)
 }
 
-// write sends queued chunks, each cut into frames, one frame per binary
-// message. A write that makes no progress for WriteStall (closeGrace when
-// closing) drops the client as slow.
-func (p *wsPeer) write(q [][]byte, closing bool) error {
-	stall := p.t.stall
-	if closing {
-		stall = min(stall, closeGrace)
-	}
-	for _, chunk := range q {
-		for len(chunk) > 0 {
-			p.mu.Lock()
-			kill := p.kill
-			p.mu.Unlock()
-			if kill != nil {
-				return kill
-			}
-			f, err := box.Split(chunk, math.MaxInt32)
-			if err != nil || f == nil {
-				p.t.log.Error("dropping output that is not whole frames", "conn", p.core.id, "n", len(chunk), "err", err)
-				break
-			}
-			chunk = chunk[len(f):]
-			ctx, cancel := context.WithTimeout(context.Background(), stall)
-			err = p.c.Write(ctx, websocket.MessageBinary, f)
-			timedOut := ctx.Err() != nil
-			cancel()
-			if err != nil {
-				if timedOut {
-					return errSlowClient
-				}
-				return fmt.Errorf("%w: %w", errPeerClosed, err)
-			}
-			p.mu.Lock()
-			p.queued -= len(f)
-			p.mu.Unlock()
+// appendFrames wraps each frame in a binary message. The core checked the
+// frames: their packet_len only says where each ends.
+func (w *wsConn) appendFrames(dst, frames []byte) []byte {
+	for len(frames) > 0 {
+		n, ok := box.PacketLen(frames)
+		if !ok || n < box.HeaderLen || n > len(frames) {
+			n = len(frames) // not whole frames: the core never sends them
 		}
+		dst = wsframe.AppendFrame(dst, wsframe.OpBinary, frames[:n])
+		frames = frames[n:]
 	}
-	return nil
+	return dst
 }
 
-// finish closes the connection for reason (nil: a normal close asked by
-// the farm) with the matching close code. A client that does not answer
-// the close is cut off after closeGrace.
-func (p *wsPeer) finish(reason error) {
-	var ref *wsRefusal
+// goodbye is a close frame: 1000 when the farm closes the connection, 1001
+// when the gateway stops. A client that does not read or answer (slow,
+// idle) is cut off without one, as is one still in its handshake.
+func (w *wsConn) goodbye(reason error) []byte {
+	if !w.up.Load() {
+		return nil
+	}
+	var code uint16
 	switch {
 	case reason == nil:
-		_ = p.closeWith(WSCloseNormal, "")
-	case errors.As(reason, &ref):
-		_ = p.closeWith(ref.code, ref.reason)
+		code = WSCloseNormal
 	case errors.Is(reason, errShutdown):
-		_ = p.closeWith(WSCloseGoingAway, "gateway stopping")
+		code = WSCloseGoingAway
 	default:
-		// A slow or idle client, or a connection already gone: no close
-		// handshake with a client that does not read or answer.
-		_ = p.c.CloseNow()
+		return nil
+	}
+	w.bye.Store(true)
+	return wsframe.AppendClose(nil, code, "")
+}
+
+func (w *wsConn) due(now, lastIn time.Time) ([]byte, error) {
+	if !w.up.Load() {
+		if now.Sub(w.since) > wsHandshakeTimeout {
+			return nil, errWSHandshakeTimeout
+		}
+		return nil, nil
+	}
+	if w.cfg.idle > 0 && now.Sub(lastIn) > w.cfg.idle {
+		return nil, errIdle
+	}
+	if w.cfg.ping > 0 && now.Sub(lastIn) >= w.cfg.ping && now.Sub(w.lastPing) >= w.cfg.ping {
+		w.lastPing = now
+		return w.cfg.pingMsg, nil
+	}
+	return nil, nil
+}
+
+// handOver gives a page request's connection to the page server.
+func (w *wsConn) handOver(nc net.Conn) {
+	req := w.req
+	w.req = nil
+	w.cfg.web.serve(nc, req)
+}
+
+func (w *wsConn) closed(reason error) {
+	w.in.release()
+	w.msg, w.req = nil, nil
+	if w.c != nil {
+		w.cfg.ev.closed(w.c, reason)
 	}
 }
 
-// closeWith closes with a close code and a handshake bounded by closeGrace.
-func (p *wsPeer) closeWith(code websocket.StatusCode, reason string) error {
-	cut := time.AfterFunc(closeGrace, func() {
-		if p.raw != nil {
-			_ = p.raw.Close()
+// handshake gathers the HTTP request and answers it: a page request is
+// handed over, a WebSocket handshake upgrades the connection, anything
+// else gets an HTTP error. A request that comes in one read, as they
+// usually do, is parsed where it lies.
+func (w *wsConn) handshake(in []byte) ([]byte, after, error) {
+	head := in
+	if len(w.req) > 0 {
+		w.req = append(w.req, in...)
+		head = w.req
+	}
+	if !w.lineOK {
+		eol := bytes.IndexByte(bytes.TrimLeft(head, "\r\n"), '\n')
+		if eol < 0 {
+			return w.await(head, "request line too long")
 		}
-	})
-	defer cut.Stop()
-	return p.c.Close(code, reason)
+		if _, target, _, ok := requestLine(bytes.TrimLeft(head, "\r\n")); w.cfg.web != nil && (!ok || !isPath(target, w.cfg.path)) {
+			w.req = append(w.req[:0:0], head...) // the page server reads it again
+			return nil, handOver, nil
+		}
+		w.lineOK = true
+	}
+	end := headEnd(head)
+	if end == 0 || end > wsMaxRequest {
+		return w.await(head, "request headers too large")
+	}
+	rest := head[end:]
+	r, err := parseRequest(head[:end])
+	if err == nil && !isPath(r.target, w.cfg.path) {
+		err = httpError(http.StatusNotFound, "", "404 page not found")
+	}
+	if err == nil {
+		if err = checkUpgrade(&r); err == nil {
+			err = checkOrigin(&r, w.cfg.origins)
+		}
+		if err != nil {
+			w.cfg.log.Info("websocket handshake refused", "addr", w.p.remoteAddr(), "origin", string(r.origin), "err", err)
+		}
+	}
+	if err != nil {
+		w.req = nil
+		return appendHTTPError(nil, err), closeAfter, nil
+	}
+	out := appendSwitching(make([]byte, 0, 160), r.key)
+	w.req, w.lineOK = nil, false
+	c, err := w.cfg.ev.opened(w.p)
+	if err != nil {
+		// Refused (MaxConns): the core never had it, so nothing to report.
+		return wsframe.AppendClose(out, WSCloseFull, "too many connections"), closeAfter, nil
+	}
+	w.c = c
+	w.up.Store(true)
+	if len(rest) == 0 {
+		return out, keepOpen, nil
+	}
+	return w.frames(out, rest)
+}
+
+// await keeps the part of a request read so far, up to wsMaxRequest.
+func (w *wsConn) await(head []byte, tooLarge string) ([]byte, after, error) {
+	if len(head) > wsMaxRequest {
+		w.req = nil
+		return appendHTTPError(nil, httpError(http.StatusRequestHeaderFieldsTooLarge, "", "%s", tooLarge)), closeAfter, nil
+	}
+	if len(w.req) == 0 {
+		w.req = append(make([]byte, 0, max(len(head), 512)), head...) // the loop reuses its input buffer
+	}
+	return nil, keepOpen, nil
+}
+
+// frames parses the frames in what was read, after what is held. Whole
+// messages go to the core; a ping is answered (in out); a close is
+// answered and ends the connection; what is not whole yet is kept, and
+// counted in the core's partial frames.
+func (w *wsConn) frames(out, in []byte) ([]byte, after, error) {
+	buf := in
+	if len(w.in.b) > 0 {
+		w.in.add(in)
+		buf = w.in.b
+	}
+	done := false // a message ended in this read
+	want := 0     // bytes of the frame not whole yet, if known
+	for len(buf) > 0 {
+		h, n, err := wsframe.Parse(buf)
+		if err != nil {
+			return w.refuse(out, WSCloseProtocol, "protocol error", err)
+		}
+		if n == 0 {
+			break
+		}
+		switch {
+		case !h.Masked:
+			return w.refuse(out, WSCloseProtocol, "protocol error", fmt.Errorf("%w: unmasked frame from a client", wsframe.ErrProtocol))
+		case h.Rsv != 0:
+			return w.refuse(out, WSCloseProtocol, "protocol error", fmt.Errorf("%w: reserved bits with no extension", wsframe.ErrProtocol))
+		case h.Op == wsframe.OpText:
+			return w.refuse(out, WSCloseText, "binary Box frames only", errWSText)
+		case h.Op == wsframe.OpBinary && w.msgOn:
+			return w.refuse(out, WSCloseProtocol, "protocol error", fmt.Errorf("%w: a message inside a fragmented one", wsframe.ErrProtocol))
+		case h.Op == wsframe.OpContinuation && !w.msgOn:
+			return w.refuse(out, WSCloseProtocol, "protocol error", fmt.Errorf("%w: continuation of no message", wsframe.ErrProtocol))
+		case !h.Op.Control() && h.Len > uint64(w.cfg.maxFrame-len(w.msg)):
+			return w.refuse(out, WSCloseTooBig, "message too big", fmt.Errorf("%w: websocket message over %d bytes", box.ErrTooLarge, w.cfg.maxFrame))
+		}
+		size := n + int(h.Len)
+		if len(buf) < size {
+			want = size
+			break
+		}
+		payload := buf[n:size]
+		wsframe.Mask(payload, h.Mask, 0)
+		buf = buf[size:]
+		switch h.Op {
+		case wsframe.OpPing:
+			out = wsframe.AppendFrame(out, wsframe.OpPong, payload)
+		case wsframe.OpPong:
+		case wsframe.OpClose:
+			// Answered with the client's code; the connection ends once
+			// the answer is written.
+			code, ok := wsframe.CloseCode(payload)
+			switch {
+			case !ok:
+				code = WSCloseProtocol
+			case code == wsframe.CloseNoStatus:
+				code = 0
+			}
+			return wsframe.AppendClose(out, code, ""), closeAfter, nil
+		default:
+			msg := payload
+			if !h.Fin || w.msgOn {
+				w.msg = append(w.msg, payload...)
+				w.msgOn = true
+				if !h.Fin {
+					continue
+				}
+				msg = w.msg
+			}
+			err := w.cfg.ev.message(w.c, msg)
+			w.msgOn = false
+			if w.msg = w.msg[:0]; cap(w.msg) > 4<<10 {
+				w.msg = nil
+			}
+			done = true
+			if err != nil {
+				return w.refuse(out, WSCloseBadFrame, "one whole Box frame per message", err)
+			}
+		}
+	}
+	// Keep the unparsed tail; the loop reuses its input buffer, so copy it.
+	switch {
+	case len(buf) == 0:
+		w.in.reset()
+	case len(w.in.b) == 0 || &buf[0] != &w.in.b[0]:
+		w.in.keepSized(buf, want)
+	}
+	w.countPartial(done)
+	return out, keepOpen, nil
+}
+
+// countPartial tells the core how much of a message is held; done: a
+// message ended in this read, so what is held now started in it.
+func (w *wsConn) countPartial(done bool) {
+	if len(w.in.b) == 0 && !w.msgOn {
+		if w.held {
+			w.held = false
+			w.cfg.ev.partial(w.c, 0)
+		}
+		return
+	}
+	if done && w.held {
+		w.cfg.ev.partial(w.c, 0) // a new message: its frame timeout starts now
+	}
+	w.held = true
+	w.cfg.ev.partial(w.c, w.in.held()+cap(w.msg))
+}
+
+// refuse closes the connection with a close code for what the client sent.
+func (w *wsConn) refuse(out []byte, code uint16, reason string, err error) ([]byte, after, error) {
+	if !errors.Is(err, errBadFrame) {
+		err = fmt.Errorf("%w: %w", errBadFrame, err)
+	}
+	w.bye.Store(true)
+	w.forget()
+	return wsframe.AppendClose(out, code, reason), lingerAfter, err
+}
+
+// forget drops a message under way: the connection is closing.
+func (w *wsConn) forget() {
+	w.msg, w.msgOn = nil, false
+	if w.held {
+		w.held = false
+		w.cfg.ev.partial(w.c, 0)
+	}
+}
+
+// discard reads what a client sends after our close frame, until its own
+// close frame: data is dropped, nothing is answered.
+func (w *wsConn) discard(in []byte) ([]byte, after, error) {
+	if w.msgOn || w.held {
+		w.forget()
+	}
+	buf := in
+	if len(w.in.b) > 0 {
+		w.in.add(in)
+		buf = w.in.b
+	}
+	for len(buf) > 0 {
+		if w.skip > 0 {
+			n := int(min(w.skip, uint64(len(buf))))
+			w.skip -= uint64(n)
+			buf = buf[n:]
+			continue
+		}
+		h, n, err := wsframe.Parse(buf)
+		if err != nil {
+			return nil, closeNow, nil
+		}
+		if n == 0 {
+			break
+		}
+		if h.Op == wsframe.OpClose {
+			if uint64(len(buf)-n) < h.Len {
+				break // its payload, so that nothing is left unread
+			}
+			return nil, closeAfter, nil
+		}
+		buf, w.skip = buf[n:], h.Len
+	}
+	if len(buf) == 0 {
+		w.in.release()
+	} else {
+		w.in.keepSized(buf, 0) // part of a header
+	}
+	return nil, keepOpen, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -449,5 +450,94 @@ func TestWSFrameTimeout(t *testing.T) {
 	})
 	if n := gw.partials.held(); n != 0 {
 		t.Errorf("partial bytes held after the close = %d", n)
+	}
+}
+
+// TestWSIdleCostsNoGoroutine: WebSocket players live on the event loop,
+// like TCP players: holding them adds no goroutine.
+func TestWSIdleCostsNoGoroutine(t *testing.T) {
+	gw, _ := startWSGateway(t, Options{})
+	dialWS(t, gw, nil) // warm up
+	before := runtime.NumGoroutine()
+	const n = 50
+	for range n {
+		c, _ := dialWS(t, gw, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.Write(ctx, websocket.MessageBinary, box.Append(nil, 1, 0, 1, []byte("hi")))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wsWaitFor(t, 10*time.Second, "the frames in", func() bool { return gw.Stats.FramesIn.Load() == n })
+	// The client library holds a goroutine or two per connection of its
+	// own; the gateway none.
+	if grown := runtime.NumGoroutine() - before; grown > n/2 {
+		t.Errorf("%d goroutines more for %d connections", grown, n)
+	}
+	var srv int
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "maple/gateway.") && !strings.Contains(g, "_test.go") {
+			srv++
+		}
+	}
+	t.Logf("%d goroutines more for %d connections, %d in the gateway", runtime.NumGoroutine()-before, n, srv)
+	if srv > 20 {
+		t.Errorf("%d gateway goroutines with %d connections open", srv, n+1)
+	}
+}
+
+// TestWSClientCloses: a client's close is answered with its code and the
+// connection ends, reported as a clean close.
+func TestWSClientCloses(t *testing.T) {
+	gw, _ := startWSGateway(t, Options{})
+	c, _ := dialWS(t, gw, nil)
+	if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("close handshake: %v", err)
+	}
+	wsWaitFor(t, 5*time.Second, "the connection gone", func() bool { return gw.Stats.Conns.Load() == 0 })
+	if n := gw.Stats.BadFrames.Load(); n != 0 {
+		t.Errorf("BadFrames = %d", n)
+	}
+}
+
+// TestWSMaxConns: past MaxConns a WebSocket player is refused with 1013,
+// and past MaxConnsPerIP too.
+func TestWSMaxConns(t *testing.T) {
+	for _, o := range []Options{{MaxConns: 1}, {MaxConnsPerIP: 1}} {
+		gw, _ := startWSGateway(t, o)
+		dialWS(t, gw, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, _, err := websocket.Dial(ctx, wsURL(gw, ""), nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, c, WSCloseFull)
+		if n := gw.Stats.Conns.Load(); n != 1 {
+			t.Errorf("%+v: Conns = %d, want 1", o, n)
+		}
+	}
+}
+
+// TestWSPlainHTTP: requests that are not a handshake get HTTP answers.
+func TestWSPlainHTTP(t *testing.T) {
+	gw, _ := startWSGateway(t, Options{})
+	for _, tt := range []struct {
+		path string
+		code int
+	}{{"/ws", http.StatusUpgradeRequired}, {"/other", http.StatusNotFound}} {
+		resp, err := http.Get("http://" + gw.WSAddr().String() + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("GET %s: %d, want %d", tt.path, resp.StatusCode, tt.code)
+		}
+	}
+	if n := gw.Stats.Accepted.Load(); n != 0 {
+		t.Errorf("Accepted = %d: a request was taken for a player", n)
 	}
 }
