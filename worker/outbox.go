@@ -32,12 +32,12 @@ type outbox struct {
 	gws    gatewayBook
 	parts  interface{ active() []int } // the partitions whose streams are trimmed
 
-	ctx    context.Context // sends give up when it ends (shutdown)
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	queue  []writeOp
-	room   chan struct{} // made by a pusher past maxQueued; closed when the queue is taken
-	signal chan struct{} // something was queued
+	ctx     context.Context // sends give up when it ends (shutdown)
+	cancel  context.CancelFunc
+	mu      sync.Mutex
+	waiting []writeOp
+	room    chan struct{} // made by a pusher past maxQueued; closed when the queue is taken
+	signal  chan struct{} // something was queued
 
 	sending sync.Mutex // held by the one sending; guards what follows
 	spare   []writeOp
@@ -144,7 +144,7 @@ const maxQueued = 8192
 // worker.
 func (ob *outbox) push(op writeOp) {
 	ob.mu.Lock()
-	for len(ob.queue) >= maxQueued && ob.ctx.Err() == nil {
+	for len(ob.waiting) >= maxQueued && ob.ctx.Err() == nil {
 		if ob.room == nil {
 			ob.room = make(chan struct{})
 		}
@@ -157,8 +157,8 @@ func (ob *outbox) push(op writeOp) {
 		ob.mu.Unlock()
 		return
 	}
-	ob.queue = append(ob.queue, op)
-	first := len(ob.queue) == 1
+	ob.waiting = append(ob.waiting, op)
+	first := len(ob.waiting) == 1
 	ob.mu.Unlock()
 	if first {
 		select {
@@ -179,8 +179,8 @@ func (ob *outbox) freeLocked() {
 // take swaps the queue out for spare.
 func (ob *outbox) take(spare []writeOp) []writeOp {
 	ob.mu.Lock()
-	ops := ob.queue
-	ob.queue = spare[:0]
+	ops := ob.waiting
+	ob.waiting = spare[:0]
 	ob.freeLocked()
 	ob.mu.Unlock()
 	return ops
@@ -190,7 +190,7 @@ func (ob *outbox) take(spare []writeOp) []writeOp {
 func (ob *outbox) queued() bool {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
-	return len(ob.queue) > 0
+	return len(ob.waiting) > 0
 }
 
 // out queues an outbound message (queue.AppendOut) for gateway gw.
