@@ -180,14 +180,9 @@ func (d *dispatcher) room() (conns, envs int, bytes int64) {
 func (d *dispatcher) waitRoom(ctx context.Context) bool {
 	d.mu.Lock()
 	for !d.roomLocked() {
-		if d.roomWait == nil {
-			d.roomWait = make(chan struct{})
-		}
-		ch := d.roomWait
+		ch := signalOf(&d.roomWait)
 		d.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if !waitSignal(ctx, ch) {
 			return false
 		}
 		d.mu.Lock()
@@ -212,17 +207,9 @@ func (d *dispatcher) waitIdle(ctx context.Context) bool {
 		d.mu.Unlock()
 		return true
 	}
-	if d.idleWait == nil {
-		d.idleWait = make(chan struct{})
-	}
-	ch := d.idleWait
+	ch := signalOf(&d.idleWait)
 	d.mu.Unlock()
-	select {
-	case <-ch:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return waitSignal(ctx, ch)
 }
 
 // waitPartition returns once no entry of partition p is in flight (true),
@@ -234,11 +221,23 @@ func (d *dispatcher) waitPartition(ctx context.Context, p int) bool {
 		d.mu.Unlock()
 		return true
 	}
-	if pe.idle == nil {
-		pe.idle = make(chan struct{})
-	}
-	ch := pe.idle
+	ch := signalOf(&pe.idle)
 	d.mu.Unlock()
+	return waitSignal(ctx, ch)
+}
+
+// signalOf returns the signal *sig, made now if nobody waits on it yet:
+// a signal exists only while somebody waits, and whoever ends the wait
+// closes it and sets *sig to nil. Call with d.mu held.
+func signalOf(sig *chan struct{}) chan struct{} {
+	if *sig == nil {
+		*sig = make(chan struct{})
+	}
+	return *sig
+}
+
+// waitSignal returns true once ch is closed, false if ctx ends first.
+func waitSignal(ctx context.Context, ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
