@@ -94,6 +94,11 @@ type Options struct {
 	// connections that each did one round trip (to measure what an idle
 	// player costs the server).
 	Requests int
+	// Marks, if set, is called once the run is over for instants during
+	// it (a worker killed, a gateway rolled); Result.Stalls tells, for
+	// each, how long after it the last request sent before it was
+	// answered.
+	Marks func() ([]time.Time, error)
 }
 
 func (o Options) withDefaults() Options {
@@ -201,6 +206,11 @@ type Result struct {
 	P99  time.Duration `json:"p99_ns"`
 	P999 time.Duration `json:"p999_ns"`
 	Max  time.Duration `json:"max_ns"`
+	// Stalls holds, for each of Options.Marks in order, how long after it
+	// the last request sent before it was answered (to 1 ms): the stall
+	// the players saw. Requests never answered do not count (Unanswered
+	// does).
+	Stalls []time.Duration `json:"stalls_ns,omitempty"`
 }
 
 // Run dials opts.Conns connections to opts.Addr, keeps opts.Depth requests
@@ -244,6 +254,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		warmEnd:  o.Warmup,
 		end:      o.Warmup + o.Duration,
 		stopSend: make(chan struct{}),
+	}
+	if o.Marks != nil {
+		r.stalls = newStalls(r.end)
 	}
 	var wg sync.WaitGroup
 	for _, c := range conns {
@@ -322,6 +335,15 @@ loop:
 		windowOK += c.windowOK
 		h.merge(&c.hist)
 	}
+	if o.Marks != nil {
+		marks, err := o.Marks()
+		if err != nil {
+			return res, fmt.Errorf("bench: marks: %w", err)
+		}
+		for _, m := range marks {
+			res.Stalls = append(res.Stalls, r.stalls.after(m.Sub(r.start)).Round(stallBucket))
+		}
+	}
 	res.Duration = o.Duration
 	if cancelled != nil {
 		res.Duration = max(0, min(time.Since(r.start), r.end)-r.warmEnd)
@@ -386,6 +408,7 @@ type run struct {
 	end      time.Duration
 	stopSend chan struct{} // closed at end (or on cancel): writers stop
 	stopOnce sync.Once
+	stalls   *stalls // with Options.Marks
 }
 
 func (r *run) now() time.Duration { return time.Since(r.start) }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -406,5 +408,48 @@ func TestRunRequests(t *testing.T) {
 	}
 	if took := time.Since(start); took < o.Warmup+o.Duration {
 		t.Errorf("Run took %v, less than the window", took)
+	}
+}
+
+// The stall after an instant is how long after it the last request sent
+// before it was answered.
+func TestStallsAfter(t *testing.T) {
+	s := newStalls(100 * time.Millisecond)
+	s.answered(10*time.Millisecond, 11*time.Millisecond)
+	s.answered(20*time.Millisecond, 95*time.Millisecond) // stalled
+	s.answered(30*time.Millisecond, 31*time.Millisecond)
+	s.answered(60*time.Millisecond, 90*time.Millisecond)
+	s.answered(500*time.Millisecond, time.Second) // outside the run: ignored
+	for _, c := range []struct{ mark, want time.Duration }{
+		{5 * time.Millisecond, 0},
+		{15 * time.Millisecond, 0},
+		{25 * time.Millisecond, 70 * time.Millisecond},
+		{70 * time.Millisecond, 25 * time.Millisecond},
+		{99 * time.Millisecond, 0},
+	} {
+		if got := s.after(c.mark); got != c.want {
+			t.Errorf("stall after %v = %v, want %v", c.mark, got, c.want)
+		}
+	}
+}
+
+func TestReadMarks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "marks")
+	if err := os.WriteFile(path, []byte("1700000000.123456789\n\n1700000001\n1700000002.5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadMarks(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Time{time.Unix(1700000000, 123456789), time.Unix(1700000001, 0), time.Unix(1700000002, 500000000)}
+	if !slices.EqualFunc(got, want, time.Time.Equal) {
+		t.Errorf("marks %v, want %v", got, want)
+	}
+	if err := os.WriteFile(path, []byte("yesterday\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadMarks(path); err == nil || !strings.Contains(err.Error(), ":1:") {
+		t.Errorf("a bad line: err %v, want one naming line 1", err)
 	}
 }

@@ -243,6 +243,7 @@ func (c *conn) read() {
 		default:
 		}
 		c.answered.Add(1)
+		c.run.stalls.answered(s.at, at)
 		switch {
 		case b.Cmd != c.cmd:
 			c.mismatches.Add(1)

@@ -22,6 +22,7 @@ type load struct {
 	wg      sync.WaitGroup
 
 	sent, answered, busy, increments atomic.Int64
+	worstNs                          atomic.Int64 // the longest a request waited for its reply
 	mu                               sync.Mutex
 	errs                             []error
 	conns                            []*client.Conn
@@ -72,8 +73,12 @@ func (l *load) run(c *client.Conn, i, j int) {
 			cmd, body = demo.CmdCounter, l.counter
 		}
 		l.sent.Add(1)
+		start := time.Now()
 		r, err := c.Request(ctx, cmd, []byte(body))
 		cancel()
+		if took := int64(time.Since(start)); took > l.worstNs.Load() {
+			l.worstNs.Store(took) // racy max: fine for a figure, off by one update at most
+		}
 		if err != nil {
 			if cmd == demo.CmdCounter {
 				l.increments.Add(1) // it may have run

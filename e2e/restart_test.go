@@ -106,6 +106,31 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Logf("sent %d, answered %d, busy %d", l.sent.Load(), l.answered.Load(), l.busy.Load())
 }
 
+// A SIGKILLed worker's players wait about one --liveness (700 ms by
+// default), not one --lease: the lease here is 30 s, so a farm that waited
+// for it would stall the players a killed worker served for 30 s. The
+// bound asserted is far above the liveness (the machine may be loaded)
+// and far below the lease; scripts/chaos.sh measures the stall itself.
+func TestSIGKILLMovesPartitionsWithinLiveness(t *testing.T) {
+	pf := newProcFarm(t, storetest.Options{})
+	args := []string{"worker", "--concurrency", "16", "--lease", "30s"}
+	doomed := startProc(t, pf.env, mapleBin, args...)
+	startProc(t, pf.env, mapleBin, args...)
+	time.Sleep(2 * time.Second) // the two share the partitions
+	l := startLoad(t, pf.gw.Addr().String(), 32, 1, "liveness")
+	time.Sleep(time.Second)
+	doomed.signal(syscall.SIGKILL)
+	doomed.wait(5 * time.Second)
+	time.Sleep(3 * time.Second)
+	report(t, l.finish(t))
+	worst := time.Duration(l.worstNs.Load())
+	t.Logf("sent %d, answered %d; longest wait for a reply %v (the kill's stall)", l.sent.Load(), l.answered.Load(),
+		worst.Round(time.Millisecond))
+	if worst > 10*time.Second {
+		t.Errorf("a request waited %v after a SIGKILL: the partitions moved by lease (30 s), not by liveness", worst)
+	}
+}
+
 // Proof 2: the same with SIGKILL: every request gets a reply; duplicates
 // only for frames in flight at a kill; counter at least the increments.
 func TestSIGKILLUnderLoad(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "ws", Usage: "speak WebSocket to --addr (a gateway's --ws-listen): one frame per binary message, both ways"},
 			&cli.StringFlag{Name: "ws-path", Value: bench.DefaultWSPath, Usage: "URL path of the WebSocket endpoint (with --ws)"},
 			&cli.IntFlag{Name: "requests", Usage: "requests per connection, then it stays open, idle, until the window ends; 0: no limit"},
+			&cli.StringFlag{Name: "marks", Usage: "file of instants during the run (unix seconds, as `date +%s.%N` prints), read when it ends: for each, report how long the last request sent before it waited (a worker killed, a gateway rolled)"},
 		},
 		Action: func(c *cli.Context) error {
 			o := bench.Options{
@@ -48,6 +50,9 @@ func benchCommand() *cli.Command {
 			}
 			if o.Conns <= 0 || o.Depth <= 0 || o.Duration <= 0 || o.Size < 0 || o.Warmup < 0 || o.Requests < 0 {
 				return errors.New("bench: --conns, --depth and --duration must be positive, --size, --warmup and --requests not negative")
+			}
+			if path := c.String("marks"); path != "" {
+				o.Marks = func() ([]time.Time, error) { return bench.ReadMarks(path) }
 			}
 			if o.Size == 0 {
 				o.Size = -1 // bench.Options: -1 is an empty body, 0 the default
@@ -139,6 +144,14 @@ func printResult(w io.Writer, r bench.Result, warmup time.Duration) {
 	fmt.Fprintf(w, "  conn errors   %d\n", r.ConnErrors)
 	if r.Pushes > 0 {
 		fmt.Fprintf(w, "  pushes        %d\n", r.Pushes)
+	}
+	if len(r.Stalls) > 0 {
+		worst := slices.Max(r.Stalls)
+		parts := make([]string, len(r.Stalls))
+		for i, s := range r.Stalls {
+			parts[i] = ms(s)
+		}
+		fmt.Fprintf(w, "  stalls        worst %s: %s\n", ms(worst), strings.Join(parts, " "))
 	}
 }
 

@@ -67,8 +67,10 @@ func workerFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "concurrency", Value: worker.DefaultConcurrency, EnvVars: []string{"MAPLE_CONCURRENCY"},
 			Usage: "handlers running at once (one connection's frames always run one at a time)"},
+		&cli.DurationFlag{Name: "liveness", Value: worker.DefaultLiveness, EnvVars: []string{"MAPLE_LIVENESS"},
+			Usage: "a killed worker's frames move to another worker about this long after it stopped; a worker that cannot renew its liveness this long gives its partitions up"},
 		&cli.DurationFlag{Name: "lease", Value: worker.DefaultLease, EnvVars: []string{"MAPLE_LEASE"},
-			Usage: "a killed worker's frames move to another worker within this time"},
+			Usage: "a partition lease: how long a partition stays with a stopped worker that cannot be seen dead by --liveness (one of an older release)"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: worker.DefaultShutdownTimeout, EnvVars: []string{"MAPLE_SHUTDOWN_TIMEOUT"},
 			Usage: "on SIGTERM, time to finish the frames in hand"},
 		&cli.IntFlag{Name: "max-deliveries", Value: worker.DefaultMaxDeliveries, EnvVars: []string{"MAPLE_MAX_DELIVERIES"},
@@ -115,7 +117,7 @@ func gatewayOptions(c *cli.Context, ro *redis.UniversalOptions) gateway.Options 
 func workerOptions(c *cli.Context, ro *redis.UniversalOptions) worker.Options {
 	return worker.Options{
 		Redis: ro, Prefix: c.String("prefix"), Partitions: c.Int("partitions"), ID: c.String("worker-id"),
-		Concurrency: c.Int("concurrency"), Lease: c.Duration("lease"),
+		Concurrency: c.Int("concurrency"), Lease: c.Duration("lease"), Liveness: c.Duration("liveness"),
 		ShutdownTimeout: c.Duration("shutdown-timeout"), MaxDeliveries: c.Int("max-deliveries"),
 		HandlerTimeout: c.Duration("handler-timeout"), GatewayTimeout: c.Duration("gateway-timeout"),
 		LoginMode:    store.LoginMode(c.String("login-mode")),

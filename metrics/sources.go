@@ -63,6 +63,7 @@ func Worker(s *worker.Stats) stat.SampleFunc {
 				{Name: "dead_letters_total", Value: s.DeadLetters.Load(), Help: "Entries moved to the dead-letter streams."},
 				{Name: "inflight", Type: stat.Gauge, Value: s.InFlight.Load(), Help: "Entries read and not yet acknowledged."},
 				{Name: "partitions", Type: stat.Gauge, Value: s.Partitions.Load(), Help: "Partitions leased now."},
+				{Name: "leases_lost_total", Value: s.LeasesLost.Load(), Help: "Partitions dropped at once: taken by another worker, or liveness or lease renewals failed too long."},
 				{Name: "reads_total", Value: s.Reads.Load(), Help: "Redis round trips reading partition streams."},
 				{Name: "writes_total", Value: s.Writes.Load(), Help: "Redis round trips writing replies and acknowledgements."},
 				{Name: "redis_errors_total", Value: s.RedisErrs.Load(), Help: "Failed Redis calls."},

@@ -6,7 +6,9 @@
 # checked), and meanwhile, every KILL_EVERY seconds, kills one worker
 # (SIGKILL and SIGTERM in turn) and starts a new one. At the end it prints
 # sent, answered, lost (never answered), duplicated (answered twice: allowed
-# only for frames in flight at a SIGKILL), mismatched, and the worst latency.
+# only for frames in flight at a SIGKILL), mismatched, the worst latency, and
+# for each SIGKILL its stall: from the kill to the answer of the last request
+# sent before it (`maple bench --marks`), the worst of them too.
 # Needs only Go and redis-server. Exits 1 if anything was lost or mismatched.
 #
 # With GATEWAY_ROLLS=N it also rolls a gateway N times during the run, as
@@ -25,8 +27,11 @@
 #   WORKERS     workers running at once [3]
 #   KILL_EVERY  seconds between kills [2]; 0: no worker is killed
 #   CONNS DEPTH bench connections and requests in flight each [32 4]
-#   LEASE       worker --lease: how soon a killed worker's frames move [2s]
+#   LIVENESS    worker --liveness: how soon a killed worker's frames move [the default]
+#   LEASE       worker --lease [the default]
 #   OUT         output directory for logs and the bench JSON [./chaos-out]
+#   MAPLE       a maple binary to run the gateway and workers (another
+#               release, side by side); bench is this tree's [this tree's]
 #   WORKER_MOVE what is done to a worker every KILL_EVERY seconds [kill]:
 #               kill   SIGKILL and SIGTERM in turn (a replacement started first)
 #               hup    SIGHUP (reload), workers serving --metrics-addr
@@ -46,7 +51,8 @@ WORKERS=${WORKERS:-3}
 KILL_EVERY=${KILL_EVERY:-2}
 CONNS=${CONNS:-32}
 DEPTH=${DEPTH:-4}
-LEASE=${LEASE:-2s}
+LIVENESS=${LIVENESS:-}
+LEASE=${LEASE:-}
 OUT=${OUT:-./chaos-out}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 WORKER_MOVE=${WORKER_MOVE:-kill}
@@ -100,7 +106,14 @@ trap 'exit 130' INT TERM
 
 log "building maple"
 (cd "$root" && go build -o "$tmp/maple" ./cmd/maple)
+benchbin=$tmp/maple
 maple=$tmp/maple
+if [ -n "${MAPLE:-}" ]; then
+  # Another build's gateway and workers (a release before, side by side);
+  # the load still comes from this tree's bench.
+  cp "$MAPLE" "$tmp/maple-farm"
+  maple=$tmp/maple-farm
+fi
 
 # build_roller writes the gateway-roll clients (GATEWAY_ROLLS) to a temp
 # module that uses this tree (replace) and builds them.
@@ -421,7 +434,9 @@ start_worker() {
   hup | hup2) extra=(--metrics-addr "127.0.0.1:$(free_port)") ;;
   fixed) extra=(--worker-id "w$n" --metrics-addr "127.0.0.1:$(free_port)") ;;
   esac
-  "$maple" worker --lease "$LEASE" --concurrency 16 "${extra[@]}" >"$OUT/worker-$n.log" 2>&1 &
+  [ -n "$LIVENESS" ] && extra+=(--liveness "$LIVENESS")
+  [ -n "$LEASE" ] && extra+=(--lease "$LEASE")
+  "$maple" worker --concurrency 16 "${extra[@]}" >"$OUT/worker-$n.log" 2>&1 &
   workers+=($!)
 }
 # live_workers lists the pids of the workers running now, reloaded ones
@@ -440,8 +455,10 @@ if [ "$GATEWAY_ROLLS" -gt 0 ]; then
     --rolls "$GATEWAY_ROLLS" --drain "$ROLL_DRAIN" --out "$OUT" >"$OUT/roll.txt" 2>"$OUT/roll.log" &
   roll_pid=$!
 fi
-"$maple" bench --addr "127.0.0.1:$gw_port" --conns "$CONNS" --depth "$DEPTH" \
-  --duration "${DURATION}s" --warmup 0 --json >"$OUT/bench.json" 2>"$OUT/bench.log" &
+marks=$OUT/kills.txt # the instants of the SIGKILLs, for bench --marks
+: >"$marks"
+"$benchbin" bench --addr "127.0.0.1:$gw_port" --conns "$CONNS" --depth "$DEPTH" \
+  --duration "${DURATION}s" --warmup 0 --json --marks "$marks" >"$OUT/bench.json" 2>"$OUT/bench.log" &
 bench_pid=$!
 
 kills=0 terms=0 hups=0 i=0
@@ -465,6 +482,7 @@ while kill -0 "$bench_pid" 2>/dev/null; do
   victim=${workers[$idx]}
   start_worker # the replacement first: the farm never has fewer workers
   if [ $((i % 2)) = 0 ]; then
+    date +%s.%N >>"$marks"
     kill -KILL "$victim" 2>/dev/null && kills=$((kills + 1))
   else
     kill -TERM "$victim" 2>/dev/null && terms=$((terms + 1))
@@ -489,8 +507,9 @@ if [ -z "$sent" ]; then
   log "bench produced no result; see $OUT/bench.log"
   exit 1
 fi
+settings="liveness ${LIVENESS:-default}, lease ${LEASE:-default}"
 if [ "$WORKER_MOVE" = kill ]; then
-  printf 'chaos: %ss, %d SIGKILL + %d SIGTERM of %d workers (lease %s)\n' "$DURATION" "$kills" "$terms" "$WORKERS" "$LEASE"
+  printf 'chaos: %ss, %d SIGKILL + %d SIGTERM of %d workers (%s)\n' "$DURATION" "$kills" "$terms" "$WORKERS" "$settings"
 else
   # The last reloaded workers may still be draining: let them exit.
   for _ in $(seq 150); do
@@ -498,12 +517,19 @@ else
     [ "${#live[@]}" -le "$WORKERS" ] && break
     sleep 0.1
   done
-  printf 'chaos: %ss, move %s: %d reloads of %d workers (lease %s); %d workers at the end\n' \
-    "$DURATION" "$WORKER_MOVE" "$hups" "$WORKERS" "$LEASE" "${#live[@]}"
+  printf 'chaos: %ss, move %s: %d reloads of %d workers (%s); %d workers at the end\n' \
+    "$DURATION" "$WORKER_MOVE" "$hups" "$WORKERS" "$settings" "${#live[@]}"
 fi
 printf '  sent        %s\n  answered    %s\n  lost        %s\n  duplicated  %s\n' "$sent" "$answered" "$lost" "$dups"
 printf '  mismatched  %s\n  busy        %s\n  failed      %s\n  p99         %s ms\n  worst       %s ms\n' \
   "$mism" "$busy" "$failed" "$p99_ms" "$max_ms"
+# The stall of each SIGKILL (bench --marks), in ms, and the worst.
+stalls=$(tr -d ' \n' <"$OUT/bench.json" | sed -n 's/.*"stalls_ns":\[\([0-9,]*\)\].*/\1/p' | tr ',' '\n' |
+  awk 'NF { printf "%.0f ", $1 / 1e6 }')
+if [ -n "$stalls" ]; then
+  printf '  SIGKILL stalls (ms, kill to the last earlier request answered): %s\n' "$stalls"
+  printf '  worst stall %s ms\n' "$(echo "$stalls" | tr ' ' '\n' | sort -n | tail -n 1)"
+fi
 if [ "$GATEWAY_ROLLS" -gt 0 ]; then
   cat "$OUT/roll.txt"
 fi

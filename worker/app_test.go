@@ -22,6 +22,7 @@ func newTestWorker(t *testing.T, app *App) *Worker {
 	o := Options{Logger: slog.New(slog.DiscardHandler)}.withDefaults()
 	w := newWorker(app, o, o.Logger)
 	w.build(nil, nil, nil, 0, false)
+	w.table.add(0) // the tests' deliveries are of partition 0
 	return w
 }
 

@@ -28,6 +28,7 @@ func BenchmarkFrameBookkeeping(b *testing.B) {
 				b.Fatal(err)
 			}
 			w.build(nil, nil, nil, 1, false)
+			w.table.add(0)
 			dp := w.dispatch
 			conns := make([]string, n)
 			seqs := make([]uint64, n)

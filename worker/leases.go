@@ -4,30 +4,67 @@ import (
 	"context"
 	"log/slog"
 	mrand "math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/internal/ratelog"
 )
 
-// leaseKeeper keeps this worker's share of the partitions: every Lease/10
-// it heartbeats, renews its leases, takes free partitions up to
-// ceil(partitions/live workers), and hands extra ones back once their
-// frames are done, so a new worker gets work and a dead one's partitions
-// move on within one lease. It alone changes the partition table.
+// leaseKeeper keeps this worker's share of the partitions. It alone
+// changes the partition table.
+//
+// Two clocks run it. The liveness round, Options.Liveness/livenessRounds
+// apart, renews this worker's liveness (one script call, whatever the
+// partitions) and learns who is alive and who died. The lease round,
+// every Options.Lease/10, also heartbeats, renews each partition's lease,
+// takes free partitions up to ceil(partitions/live workers) and hands
+// extra ones back once their frames are done. A liveness round that finds
+// a worker newly dead, or the number of workers changed, runs the lease
+// round's taking at once, taking the dead worker's partitions as if free:
+// a SIGKILLed worker's players wait about one Liveness, not one Lease.
+//
+// That is safe because a worker fences itself: once its liveness could
+// have run out by Redis's clock (Liveness after it sent its last renewal
+// that succeeded, less fenceMargin), it drops every partition, and drops
+// one whose lease renewals failed for Lease less fenceMargin. A frame of
+// a dropped partition that has not started is left pending for the next
+// owner (processor.handle); one running finishes, as when a lease is lost.
 type leaseKeeper struct {
-	q     *queue.Broker
-	log   *slog.Logger
-	stats *Stats
-	id    string
-	parts int
-	ttl   time.Duration // Options.Lease
-	table *partitionTable
-	taker taker
-	held  heldEntries
-	out   interface{ flush(ctx context.Context) }
-	marks interface{ forgetPartition(p int) }
-	ready chan struct{} // closed after the first round
+	q        *queue.Broker
+	log      *slog.Logger
+	logs     *ratelog.Limiter
+	stats    *Stats
+	id       string
+	parts    int
+	ttl      time.Duration // Options.Lease
+	liveness time.Duration // Options.Liveness
+	table    *partitionTable
+	taker    taker
+	held     heldEntries
+	out      interface{ flush(ctx context.Context) }
+	marks    interface{ forgetPartition(p int) }
+	ready    chan struct{} // closed after the first round
+
+	// mu orders the fence against adding partitions: none is added
+	// while the liveness is out, and the fence drops what was added.
+	mu         sync.Mutex
+	aliveUntil time.Time         // the fence: when the liveness may run out
+	renewed    map[int]time.Time // per partition: when its last good renewal was sent
+	fence      *time.Timer
+	// gen counts the fences. The worker leases under its id, then, after
+	// a fence, under <id>~g<gen>: other workers may still name the old
+	// name dead (a round's list is a moment old), so it is never alive
+	// again.
+	gen int
+
+	// What the rounds learnt (the rounds' goroutine only).
+	live    []string        // workers alive at the last liveness round
+	dead    map[string]bool // workers seen dead by the last liveness round
+	workers int             // live workers at the last round
+	legacy  int             // workers alive by heartbeat only (an older release)
 
 	// The rounds run until shutdown; releases until the drain is over
 	// (stop).
@@ -37,6 +74,34 @@ type leaseKeeper struct {
 	abandon    context.CancelFunc
 	releases   sync.WaitGroup
 }
+
+// name is what the worker leases under now, and its generation.
+func (lk *leaseKeeper) name() (string, int) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.gen == 0 {
+		return lk.id, 0
+	}
+	return lk.id + "~g" + strconv.Itoa(lk.gen), lk.gen
+}
+
+// workerOf is the worker id of a lease name.
+func workerOf(name string) string {
+	if i := strings.LastIndex(name, "~g"); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// livenessRounds is how many liveness rounds run per Options.Liveness: a
+// worker is seen dead only after that many missed renewals in a row, and
+// one that died is seen at most Liveness/livenessRounds late.
+const livenessRounds = 7
+
+// fenceMargin is how long before its liveness (or a lease) could run out
+// by Redis's clock a worker gives its partitions up: time for a write
+// sent before that to land, and for the timer to fire late.
+func fenceMargin(d time.Duration) time.Duration { return d / livenessRounds }
 
 // taker takes a partition's pending entries over (the reader).
 type taker interface {
@@ -52,10 +117,12 @@ type heldEntries interface {
 type leaseParams struct {
 	queue      *queue.Broker
 	log        *slog.Logger
+	logs       *ratelog.Limiter
 	stats      *Stats
 	id         string
 	partitions int
 	lease      time.Duration
+	liveness   time.Duration
 	table      *partitionTable
 	taker      taker
 	held       heldEntries
@@ -66,33 +133,41 @@ type leaseParams struct {
 
 func newLeaseKeeper(p leaseParams) *leaseKeeper {
 	lk := &leaseKeeper{
-		q: p.queue, log: p.log, stats: p.stats, id: p.id, parts: p.partitions, ttl: p.lease,
+		q: p.queue, log: p.log, logs: p.logs, stats: p.stats, id: p.id, parts: p.partitions,
+		ttl: p.lease, liveness: p.liveness,
 		table: p.table, taker: p.taker, held: p.held, out: p.outbox, marks: p.marks, ready: p.ready,
+		renewed: make(map[int]time.Time), dead: make(map[string]bool),
 	}
 	lk.life, lk.abandon = context.WithCancel(context.Background())
 	lk.roundsCtx, lk.stopRounds = context.WithCancel(lk.life)
 	return lk
 }
 
-// start runs lease rounds until shutdown.
+// start runs the rounds until shutdown.
 func (lk *leaseKeeper) start(wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() { defer wg.Done(); lk.run(lk.roundsCtx) }()
 }
 
-// shutdown stops the lease rounds: no partition is taken or renewed any
-// more. Partitions go back with handBack.
+// shutdown stops the rounds: no partition is taken or renewed any more.
+// Partitions go back with handBack.
 func (lk *leaseKeeper) shutdown() { lk.stopRounds() }
 
 func (lk *leaseKeeper) run(ctx context.Context) {
 	offset := mrand.IntN(lk.parts)
-	tick := time.NewTicker(lk.ttl / 10)
+	tick := time.NewTicker(lk.liveness / livenessRounds)
 	defer tick.Stop()
-	first := true
-	for {
-		lk.round(ctx, offset)
+	defer lk.stopFence()
+	var lastLease time.Time
+	for first := true; ; first = false {
+		changed := lk.livenessRound(ctx)
+		if now := time.Now(); first || now.Sub(lastLease) >= lk.ttl/10 {
+			lastLease = now
+			lk.leaseRound(ctx, offset)
+		} else if changed {
+			lk.take(ctx, offset)
+		}
 		if first {
-			first = false
 			close(lk.ready)
 		}
 		select {
@@ -103,39 +178,153 @@ func (lk *leaseKeeper) run(ctx context.Context) {
 	}
 }
 
-func (lk *leaseKeeper) round(ctx context.Context, offset int) {
+// livenessRound renews this worker's liveness and moves the fence on. It
+// reports whether a worker died or the number of workers changed since
+// the last round: partitions are then to be taken at once.
+func (lk *leaseKeeper) livenessRound(ctx context.Context) (changed bool) {
+	me, _ := lk.name()
+	sent := time.Now()
+	live, dead, err := lk.q.LiveRound(ctx, me, lk.liveness, lk.ttl)
+	if err != nil {
+		if ctx.Err() == nil {
+			lk.stats.RedisErrs.Add(1)
+			lk.logs.Error("liveness renewal failed", "err", err)
+		}
+		return false
+	}
+	lk.alive(sent)
+	lk.live = live
+	for _, d := range dead {
+		if !lk.dead[d] {
+			changed = true
+			lk.log.Info("worker stopped renewing its liveness: taking its partitions over", "dead", d)
+		}
+	}
+	clear(lk.dead)
+	for _, d := range dead {
+		lk.dead[d] = true
+	}
+	if n := len(live) + lk.legacy; n != lk.workers {
+		changed = true
+		lk.workers = n
+	}
+	return changed
+}
+
+// alive moves the fence to Liveness after sent, less the margin.
+func (lk *leaseKeeper) alive(sent time.Time) {
+	until := sent.Add(lk.liveness - fenceMargin(lk.liveness))
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	lk.aliveUntil = until
+	if lk.fence == nil {
+		lk.fence = time.AfterFunc(time.Until(until), lk.fenceOut)
+	} else {
+		lk.fence.Reset(time.Until(until))
+	}
+}
+
+// fenceOut drops every partition: the liveness may have run out, and
+// other workers may be taking them over.
+func (lk *leaseKeeper) fenceOut() {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if time.Now().Before(lk.aliveUntil) { // renewed since the timer fired
+		return
+	}
+	held := lk.table.held()
+	lk.gen++
+	if len(held) > 0 {
+		lk.log.Warn("liveness not renewed in time: giving every partition up", "partitions", len(held),
+			"liveness", lk.liveness)
+	}
+	for _, p := range held {
+		lk.dropLocked(p)
+	}
+}
+
+func (lk *leaseKeeper) stopFence() {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.fence != nil {
+		lk.fence.Stop()
+	}
+}
+
+// dropLocked forgets partition p at once (lost or fenced): its frames not
+// started stay pending for the next owner.
+func (lk *leaseKeeper) dropLocked(p int) {
+	lk.table.remove(p, nil)
+	lk.marks.forgetPartition(p)
+	delete(lk.renewed, p)
+	lk.stats.LeasesLost.Add(1)
+	lk.stats.Partitions.Store(int64(lk.table.activeCount()))
+}
+
+// leaseRound heartbeats, renews the leases held, gives extra partitions
+// back and takes free ones.
+func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 	now := time.Now()
 	if err := lk.q.Heartbeat(ctx, lk.q.Keys.Workers(), lk.id, now); err != nil {
 		if ctx.Err() == nil {
 			lk.stats.RedisErrs.Add(1)
-			lk.log.Error("heartbeat failed", "err", err)
+			lk.logs.Error("heartbeat failed", "err", err)
 		}
 		return
 	}
-	alive, err := lk.q.Alive(ctx, lk.q.Keys.Workers(), now, lk.ttl)
-	if err != nil || len(alive) == 0 {
-		return
+	// Workers of an older release heartbeat but have no liveness: they
+	// count for the share too.
+	if alive, err := lk.q.Alive(ctx, lk.q.Keys.Workers(), now, lk.ttl); err == nil && lk.live != nil {
+		lk.legacy = 0
+		known := make(map[string]bool, len(lk.live)+len(lk.dead))
+		for _, n := range lk.live {
+			known[workerOf(n)] = true
+		}
+		for n := range lk.dead {
+			known[workerOf(n)] = true
+		}
+		for _, id := range alive {
+			if !known[id] {
+				lk.legacy++
+			}
+		}
+		lk.workers = len(lk.live) + lk.legacy
 	}
-	target := (lk.parts + len(alive) - 1) / len(alive)
 
 	// Renew what we hold.
-	held := lk.table.held()
-	for _, p := range held {
-		ok, err := lk.q.AcquireLease(ctx, p, lk.id, lk.ttl)
-		if err != nil {
-			lk.stats.RedisErrs.Add(1)
-			continue // keep it; the next round retries
-		}
-		if !ok {
+	me, gen := lk.name()
+	for _, p := range lk.table.held() {
+		sent := time.Now()
+		ok, err := lk.q.AcquireLease(ctx, p, me, lk.ttl)
+		lk.mu.Lock()
+		switch {
+		case gen != lk.gen:
+			// A fence dropped it meanwhile.
+		case err == nil && ok:
+			lk.renewed[p] = sent
+		case err == nil:
 			lk.log.Warn("lease lost", "partition", p)
-			lk.table.remove(p, nil)
-			lk.marks.forgetPartition(p)
+			lk.dropLocked(p)
+		case time.Since(lk.renewed[p]) > lk.ttl-fenceMargin(lk.ttl):
+			lk.log.Warn("lease not renewed in time: giving the partition up", "partition", p, "err", err)
+			lk.dropLocked(p)
+		default:
+			lk.stats.RedisErrs.Add(1) // keep it; the next round retries
 		}
+		lk.mu.Unlock()
 	}
+	lk.take(ctx, offset)
+}
 
-	// Give extra partitions back, once their frames are done.
+// take gives partitions over this worker's share back, once their frames
+// are done, and takes free ones, and dead workers', up to the share.
+func (lk *leaseKeeper) take(ctx context.Context, offset int) {
+	if lk.workers == 0 {
+		return
+	}
+	target := (lk.parts + lk.workers - 1) / lk.workers
 	active := lk.table.activeCount()
-	for _, p := range held {
+	for _, p := range lk.table.held() {
 		if active <= target {
 			break
 		}
@@ -143,23 +332,44 @@ func (lk *leaseKeeper) round(ctx context.Context, offset int) {
 			active--
 		}
 	}
-
-	// Take free partitions up to our share.
+	dead := make([]string, 0, len(lk.dead))
+	for d := range lk.dead {
+		dead = append(dead, d)
+	}
+	me, gen := lk.name()
 	for i := 0; i < lk.parts && active < target; i++ {
 		p := (offset + i) % lk.parts
 		if lk.table.holds(p) {
 			continue
 		}
-		ok, err := lk.q.AcquireLease(ctx, p, lk.id, lk.ttl)
+		sent := time.Now()
+		ok, err := lk.q.AcquireLease(ctx, p, me, lk.ttl, dead...)
 		if err != nil || !ok {
 			continue
 		}
-		if err := lk.taker.takeOver(ctx, p); err != nil {
-			lk.log.Error("claim failed; giving the partition back", "partition", p, "err", err)
-			_ = lk.q.ReleaseLease(ctx, p, lk.id)
+		lk.mu.Lock()
+		if gen != lk.gen || time.Now().After(lk.aliveUntil) {
+			// The fence passed (or never moved): the next round retries.
+			lk.mu.Unlock()
+			_ = lk.q.ReleaseLease(ctx, p, me)
 			continue
 		}
-		lk.table.add(p)
+		// Held, so that the entries taken over run (a fence drops them),
+		// but not read until they are admitted: later ones must not
+		// overtake them.
+		l := lk.table.addOpening(p)
+		lk.renewed[p] = sent
+		lk.mu.Unlock()
+		if err := lk.taker.takeOver(ctx, p); err != nil {
+			lk.log.Error("claim failed; giving the partition back", "partition", p, "err", err)
+			lk.mu.Lock()
+			lk.table.remove(p, l)
+			delete(lk.renewed, p)
+			lk.mu.Unlock()
+			_ = lk.q.ReleaseLease(ctx, p, me)
+			continue
+		}
+		lk.table.open(l)
 		active++
 		lk.log.Debug("partition acquired", "partition", p)
 	}
@@ -173,15 +383,17 @@ func (lk *leaseKeeper) release(ctx context.Context, p int) bool {
 	if l == nil {
 		return false
 	}
+	me, _ := lk.name()
 	lk.releases.Add(1)
-	go func() { defer lk.releases.Done(); lk.giveBack(ctx, p, l) }()
+	go func() { defer lk.releases.Done(); lk.giveBack(ctx, p, l, me) }()
 	return true
 }
 
 // giveBack hands partition p back once its reads are over and its frames
 // handled and acknowledged. If ctx ends first (shutdown), the partition
 // stays listed, and giveUpAll gives its lease up when the worker stops.
-func (lk *leaseKeeper) giveBack(ctx context.Context, p int, l *lease) {
+// me is the name p was leased under.
+func (lk *leaseKeeper) giveBack(ctx context.Context, p int, l *lease, me string) {
 	if !lk.table.waitReads(ctx, l) || !lk.held.waitPartition(ctx, p) {
 		return
 	}
@@ -189,9 +401,12 @@ func (lk *leaseKeeper) giveBack(ctx context.Context, p int, l *lease) {
 	if ctx.Err() != nil {
 		return
 	}
+	lk.mu.Lock()
 	lk.table.remove(p, l)
+	delete(lk.renewed, p)
+	lk.mu.Unlock()
 	lk.marks.forgetPartition(p)
-	if err := lk.q.ReleaseLease(ctx, p, lk.id); err != nil {
+	if err := lk.q.ReleaseLease(ctx, p, me); err != nil {
 		lk.log.Error("release failed", "partition", p, "err", err)
 	}
 	lk.log.Debug("partition released", "partition", p)
@@ -218,9 +433,11 @@ func (lk *leaseKeeper) stop() { lk.abandon() }
 // list of live workers: other workers take its partitions over at once
 // rather than after the lease.
 func (lk *leaseKeeper) giveUpAll(ctx context.Context) {
+	me, _ := lk.name()
 	for _, p := range lk.table.held() {
-		_ = lk.q.ReleaseLease(ctx, p, lk.id)
+		_ = lk.q.ReleaseLease(ctx, p, me)
 	}
 	_ = lk.q.Deregister(ctx, lk.q.Keys.Workers(), lk.id)
+	_ = lk.q.LiveForget(ctx, me)
 	lk.stats.Partitions.Store(0)
 }

@@ -21,6 +21,7 @@ type partitionTable struct {
 
 // lease is one leased partition.
 type lease struct {
+	opening   bool // taken over, its pending entries not yet admitted: not read
 	releasing bool
 	reading   int           // reads of it in progress
 	readsDone chan struct{} // made by a release waiting for reading to be 0
@@ -30,13 +31,13 @@ func newPartitionTable() *partitionTable {
 	return &partitionTable{parts: make(map[int]*lease)}
 }
 
-// active lists the partitions leased and not being given back.
+// active lists the partitions leased, open and not being given back.
 func (t *partitionTable) active() []int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]int, 0, len(t.parts))
 	for p, l := range t.parts {
-		if !l.releasing {
+		if !l.releasing && !l.opening {
 			out = append(out, p)
 		}
 	}
@@ -98,7 +99,7 @@ func (t *partitionTable) startRead(want []int) (parts []int, done func()) {
 	reading := make([]*lease, 0, len(want))
 	parts = want[:0:0]
 	for _, p := range want {
-		if l := t.parts[p]; l != nil && !l.releasing {
+		if l := t.parts[p]; l != nil && !l.releasing && !l.opening {
 			l.reading++
 			reading = append(reading, l)
 			parts = append(parts, p)
@@ -125,6 +126,23 @@ func (t *partitionTable) add(p int) *lease {
 	t.parts[p] = l
 	t.mu.Unlock()
 	return l
+}
+
+// addOpening lists partition p as leased but not to be read yet: its
+// pending entries are being taken over (open ends that).
+func (t *partitionTable) addOpening(p int) *lease {
+	l := &lease{opening: true}
+	t.mu.Lock()
+	t.parts[p] = l
+	t.mu.Unlock()
+	return l
+}
+
+// open lets partition p's lease l be read.
+func (t *partitionTable) open(l *lease) {
+	t.mu.Lock()
+	l.opening = false
+	t.mu.Unlock()
 }
 
 // remove drops partition p if it is still the lease l (nil: whichever).

@@ -39,7 +39,8 @@ type processor struct {
 	}
 	out    *outbound
 	outbox interface{ flush(ctx context.Context) }
-	svc    *services // lent to each Request
+	svc    *services                      // lent to each Request
+	table  interface{ holds(p int) bool } // the partitions leased
 
 	deadlines deadlines
 	stop      context.CancelFunc // ends the handlers' contexts
@@ -62,12 +63,13 @@ type processorParams struct {
 	outbound *outbound
 	outbox   interface{ flush(ctx context.Context) }
 	services *services
+	table    interface{ holds(p int) bool }
 }
 
 func newProcessor(p processorParams) *processor {
 	pr := &processor{app: p.app, st: p.store, q: p.queue, log: p.log, stats: p.stats, maxDeliveries: p.maxDeliveries,
 		timeout: p.handlerTimeout, logs: p.logs, panics: p.panics, marks: p.marks, out: p.outbound,
-		outbox: p.outbox, svc: p.services}
+		outbox: p.outbox, svc: p.services, table: p.table}
 	pr.deadlines.base, pr.stop = context.WithCancel(context.Background())
 	return pr
 }
@@ -78,6 +80,11 @@ func (pr *processor) shutdown() { pr.stop() }
 
 // handle runs the app on one envelope.
 func (pr *processor) handle(d queue.Delivery) outcome {
+	if pr.table != nil && !pr.table.holds(d.Part) {
+		// The partition was dropped (lost, or this worker fenced itself)
+		// after the entry was read: its next owner runs it.
+		return kept
+	}
 	if d.Env.Kind == 0 {
 		pr.log.Error("unreadable entry: moving to dead letters", "partition", d.Part, "id", d.ID, "index", d.Index)
 		return pr.deadLetter(d, "unreadable entry")

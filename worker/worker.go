@@ -24,6 +24,7 @@ import (
 const (
 	DefaultConcurrency     = 64
 	DefaultLease           = 5 * time.Second
+	DefaultLiveness        = 700 * time.Millisecond
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultMaxDeliveries   = 5
 	DefaultHandlerTimeout  = 30 * time.Second
@@ -55,8 +56,17 @@ type Options struct {
 	// connection always run one at a time, in order.
 	Concurrency int
 	// Lease is how long a partition stays with a worker that stopped
-	// renewing it: a killed worker's frames go to another within it.
+	// renewing it and cannot be seen dead (Liveness): one of an older
+	// release, or one whose liveness renewals work while its lease
+	// renewals fail.
 	Lease time.Duration
+	// Liveness is how long a worker that stopped (SIGKILL, a lost host)
+	// counts as alive: its partitions move to the other workers about
+	// Liveness after it stopped. A worker that cannot renew its liveness
+	// in time (Redis away, the process starved of CPU that long) gives
+	// its partitions up first. Raised to at least 70 ms, and kept below
+	// Lease.
+	Liveness time.Duration
 	// ShutdownTimeout bounds the drain after Run's ctx is cancelled.
 	ShutdownTimeout time.Duration
 	// MaxDeliveries is how often a frame is tried before it goes to the
@@ -99,6 +109,10 @@ func (o Options) withDefaults() Options {
 	if o.Lease <= 0 {
 		o.Lease = DefaultLease
 	}
+	if o.Liveness <= 0 {
+		o.Liveness = DefaultLiveness
+	}
+	o.Liveness = min(max(o.Liveness, 70*time.Millisecond), o.Lease)
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -163,6 +177,10 @@ type Stats struct {
 	Reads       atomic.Int64 // Redis round trips reading
 	Writes      atomic.Int64 // Redis round trips writing
 	Partitions  atomic.Int64 // leased now
+	// LeasesLost counts partitions dropped at once: their lease went to
+	// another worker, or this worker's liveness or lease renewals failed
+	// too long.
+	LeasesLost  atomic.Int64
 	PushSkipped atomic.Int64 // pushes to users who were not connected
 	// ClosedDropped counts frames dropped unrun because their connection
 	// closed before they started: nobody reads their answer.
@@ -292,15 +310,15 @@ func (w *Worker) build(st *store.Store, q, rq *queue.Broker, parts int, cluster 
 		gateways: w.reaper, outbox: w.outbox})
 	w.proc = newProcessor(processorParams{app: w.app, store: st, queue: q, log: w.log, stats: stats,
 		maxDeliveries: o.MaxDeliveries, handlerTimeout: o.HandlerTimeout, logs: logs, panics: panics,
-		marks: w.marks, outbound: w.out, outbox: w.outbox,
+		marks: w.marks, outbound: w.out, outbox: w.outbox, table: w.table,
 		services: &services{out: w.out, q: q, users: w.marks, log: w.log, loginMode: o.LoginMode,
 			gatewayTimeout: o.GatewayTimeout, parts: parts}})
 	w.dispatch = newDispatcher(dispatcherParams{log: w.log, stats: stats, concurrency: o.Concurrency,
 		maxHeldBytes: o.MaxHeldBytes, proc: w.proc, out: w.outbox, gateways: w.reaper})
 	w.reader = newReader(readerParams{queue: q, blocking: rq, log: duty("reader"), stats: stats, id: o.ID,
 		cluster: cluster, batch: o.Batch, table: w.table, dispatch: w.dispatch, marks: w.marks, bundles: w.outbox})
-	w.leases = newLeaseKeeper(leaseParams{queue: q, log: duty("leases"), stats: stats, id: o.ID, partitions: parts,
-		lease: o.Lease, table: w.table, taker: w.reader, held: w.dispatch, outbox: w.outbox, marks: w.marks,
+	w.leases = newLeaseKeeper(leaseParams{queue: q, log: duty("leases"), logs: logs, stats: stats, id: o.ID,
+		partitions: parts, lease: o.Lease, liveness: o.Liveness, table: w.table, taker: w.reader, held: w.dispatch, outbox: w.outbox, marks: w.marks,
 		ready: w.ready})
 	w.timers = newTimers(timersParams{queue: q, log: duty("timers"), stats: stats, partitions: parts,
 		tick: o.TimerTick, jobs: w.app.jobs, table: w.table})

@@ -117,6 +117,18 @@ func (k Keys) Gateways() string { return k.Prefix + ":gateways" }
 // heartbeat (unix ms).
 func (k Keys) Workers() string { return k.Prefix + ":workers" }
 
+// Live is the workers' liveness registry: sorted set of worker instance
+// id -> its last renewal (that worker's clock, unix ms, used only to
+// forget it). Whether a worker is alive is its mark, LiveMark, which it
+// sets with a TTL of Options.Liveness several times per liveness: one that
+// stops (SIGKILL) is seen dead by the others when Redis expires its mark,
+// and they take its partitions over without waiting for their leases.
+func (k Keys) Live() string { return k.Prefix + ":{live}" }
+
+// LiveMark is worker id's liveness mark (live_round.lua spells it too:
+// Live() + ":" + id, in Live's slot).
+func (k Keys) LiveMark(id string) string { return k.Live() + ":" + id }
+
 // PartitionCount holds the farm's number of partitions.
 func (k Keys) PartitionCount() string { return k.Prefix + ":partitions" }
 

@@ -30,6 +30,8 @@ func TestNames(t *testing.T) {
 		{k.GatewayUsers("g1"), "maple:{gw:g1}:users"},
 		{k.Gateways(), "maple:gateways"},
 		{k.Workers(), "maple:workers"},
+		{k.Live(), "maple:{live}"},
+		{k.LiveMark("w1-abc"), "maple:{live}:w1-abc"},
 		{k.PartitionCount(), "maple:partitions"},
 		{k.Session("ann"), "maple:{u:ann}:session"},
 		{k.UserGroups("ann"), "maple:{u:ann}:groups"},

@@ -12,8 +12,15 @@ import (
 var scriptLeaseAcquire = loadScript("lease_acquire")
 
 // AcquireLease takes or renews the lease on partition p for worker id.
-func (q *Broker) AcquireLease(ctx context.Context, p int, id string, ttl time.Duration) (bool, error) {
-	n, err := scriptLeaseAcquire.Run(ctx, q.rdb, []string{q.Keys.Owner(p)}, id, ttl.Milliseconds()).Int()
+// A lease held by one of dead (LiveRound's dead workers) is taken as if
+// free: that worker stopped before its liveness ran out (it fences itself).
+func (q *Broker) AcquireLease(ctx context.Context, p int, id string, ttl time.Duration, dead ...string) (bool, error) {
+	args := make([]any, 0, 2+len(dead))
+	args = append(args, id, ttl.Milliseconds())
+	for _, d := range dead {
+		args = append(args, d)
+	}
+	n, err := scriptLeaseAcquire.Run(ctx, q.rdb, []string{q.Keys.Owner(p)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("store: lease partition %d: %w", p, err)
 	}
@@ -29,6 +36,46 @@ func (q *Broker) ReleaseLease(ctx context.Context, p int, id string) error {
 		return fmt.Errorf("store: release partition %d: %w", p, err)
 	}
 	return nil
+}
+
+// scriptLiveRound (lua/live_round.lua) renews a worker's liveness and
+// lists the live and the dead.
+var scriptLiveRound = loadScript("live_round")
+
+// LiveRound marks worker id alive for liveness more (by Redis's clock),
+// and returns the workers alive and those that stopped renewing less than
+// forget ago (dead). Those silent for longer are forgotten.
+func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time.Duration) (live, dead []string, err error) {
+	res, err := scriptLiveRound.Run(ctx, q.rdb, []string{q.Keys.Live()}, id, liveness.Milliseconds(),
+		forget.Milliseconds(), time.Now().UnixMilli()).Slice()
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+	}
+	if len(res) != 2 {
+		return nil, nil, fmt.Errorf("store: liveness round: %d replies, want 2", len(res))
+	}
+	return stringList(res[0]), stringList(res[1]), nil
+}
+
+// LiveForget takes worker id off the liveness registry (it stopped
+// cleanly and holds no partition any more).
+func (q *Broker) LiveForget(ctx context.Context, id string) error {
+	if err := q.rdb.Del(ctx, q.Keys.LiveMark(id)).Err(); err != nil {
+		return err
+	}
+	return q.rdb.ZRem(ctx, q.Keys.Live(), id).Err()
+}
+
+// stringList converts a script's array of strings.
+func stringList(v any) []string {
+	a, _ := v.([]any)
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // ForgetConsumers deletes the consumers of partition p's group that hold

@@ -165,6 +165,10 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			_, err := s.AcquireLease(ctx, 3, "w", time.Second)
 			return err
 		}, []string{"lease_acquire"}},
+		{"LiveRound", func(ctx context.Context, s *Broker) error {
+			_, _, err := s.LiveRound(ctx, "w", time.Second, time.Second)
+			return err
+		}, []string{"live_round"}},
 		{"ReleaseLease", func(ctx context.Context, s *Broker) error {
 			return s.ReleaseLease(ctx, 3, "w")
 		}, []string{"lease_release"}},

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# scripts/idle.sh BIN... : what an idle farm costs Redis, for each maple binary in turn.
+# Each run: a fresh redis-server, `BIN gateway` and WORKERS x `BIN worker`, no players;
+# after WARMUP it resets Redis's command statistics and, over DUR seconds, reads Redis's
+# CPU (utime+stime from /proc) and INFO commandstats. Prints per binary and round: Redis
+# calls/s, commandstats usec/s (time Redis spent in commands), Redis CPU ms/s, and the
+# top commands. Rounds alternate the binaries, so the figures are side by side.
+# Env: WORKERS [2] DUR [20] WARMUP [3] ROUNDS [3]
+#   scripts/idle.sh /tmp/maple-before /tmp/maple-after
+set -uo pipefail
+WORKERS=${WORKERS:-2}; DUR=${DUR:-20}; WARMUP=${WARMUP:-3}; ROUNDS=${ROUNDS:-3}
+[ $# -gt 0 ] || { echo "usage: scripts/idle.sh BIN..." >&2; exit 2; }
+tmp=$(mktemp -d /tmp/idle.XXXXXX); pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; sleep 0.5
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; rm -rf "$tmp"
+}
+trap cleanup EXIT
+port() { echo $((20000 + RANDOM % 12000)); }
+cpu() { awk '{print $14+$15}' /proc/$1/stat 2>/dev/null || echo 0; } # clock ticks
+tck=$(getconf CLK_TCK)
+for round in $(seq "$ROUNDS"); do
+  for bin in "$@"; do
+    label=$(basename "$bin")
+    rp=$(port); gp=$(port)
+    mkdir -p "$tmp/r"
+    redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp/r" >/dev/null 2>&1 & rs=$!; pids+=($rs)
+    sleep 0.3
+    run=()
+    "$bin" gateway --redis "redis://127.0.0.1:$rp/0" --listen "127.0.0.1:$gp" >"$tmp/gw.log" 2>&1 & run+=($!)
+    for _ in $(seq "$WORKERS"); do
+      "$bin" worker --redis "redis://127.0.0.1:$rp/0" >>"$tmp/w.log" 2>&1 & run+=($!)
+    done
+    pids+=("${run[@]}")
+    sleep "$WARMUP"
+    redis-cli -p "$rp" config resetstat >/dev/null
+    r0=$(cpu $rs)
+    sleep "$DUR"
+    r1=$(cpu $rs)
+    redis-cli -p "$rp" info commandstats >"$tmp/cs.txt"
+    python3 - "$label" "$round" "$tmp/cs.txt" $((r1 - r0)) "$tck" "$DUR" <<'PY'
+import re, sys
+label, rnd, cs, ticks, tck, dur = sys.argv[1:7]
+dur = float(dur)
+rows = []
+for line in open(cs):
+    m = re.match(r'cmdstat_([^:]+):calls=(\d+),usec=(\d+)', line)
+    if m and m.group(1) != 'config':
+        rows.append((int(m.group(3)), m.group(1), int(m.group(2))))
+rows.sort(reverse=True)
+calls = sum(r[2] for r in rows) / dur
+usec = sum(r[0] for r in rows) / dur
+cpu_ms = float(ticks) / float(tck) * 1000 / dur
+top = ", ".join(f"{c} {k / dur:.1f}/s" for u, c, k in rows[:6])
+print(f"{label:>14} r{rnd}: {calls:6.1f} calls/s, commands {usec:7.1f} us/s, redis CPU {cpu_ms:5.2f} ms/s | {top}")
+PY
+    kill -TERM "${run[@]}" 2>/dev/null; wait "${run[@]}" 2>/dev/null
+    kill -TERM $rs; wait $rs 2>/dev/null
+  done
+done
