@@ -19,9 +19,10 @@ import (
 // Two clocks run it. The liveness round, Options.Liveness/livenessRounds
 // apart, renews this worker's liveness (one script call, whatever the
 // partitions) and learns who is alive and who died. The lease round,
-// every Options.Lease/10, also heartbeats, renews each partition's lease,
-// takes free partitions up to ceil(partitions/live workers) and hands
-// extra ones back once their frames are done. A liveness round that finds
+// every Options.Lease/4, heartbeats, renews each partition's lease, takes
+// free partitions up to ceil(partitions/live workers) and hands extra
+// ones back once their frames are done; a worker short of its share looks
+// for free partitions every Lease/10. A liveness round that finds
 // a worker newly dead, or the number of workers changed, runs the lease
 // round's taking at once, taking the dead worker's partitions as if free:
 // a SIGKILLed worker's players wait about one Liveness, not one Lease.
@@ -158,13 +159,15 @@ func (lk *leaseKeeper) run(ctx context.Context) {
 	tick := time.NewTicker(lk.liveness / livenessRounds)
 	defer tick.Stop()
 	defer lk.stopFence()
-	var lastLease time.Time
+	var lastLease, lastTake time.Time
 	for first := true; ; first = false {
 		changed := lk.livenessRound(ctx)
-		if now := time.Now(); first || now.Sub(lastLease) >= lk.ttl/10 {
-			lastLease = now
+		switch now := time.Now(); {
+		case first || now.Sub(lastLease) >= lk.ttl/4:
+			lastLease, lastTake = now, now
 			lk.leaseRound(ctx, offset)
-		} else if changed {
+		case changed || now.Sub(lastTake) >= lk.ttl/10 && lk.short():
+			lastTake = now
 			lk.take(ctx, offset)
 		}
 		if first {
@@ -316,13 +319,22 @@ func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 	lk.take(ctx, offset)
 }
 
+// share is this worker's share of the partitions.
+func (lk *leaseKeeper) share() int {
+	return (lk.parts + lk.workers - 1) / max(lk.workers, 1)
+}
+
+// short reports whether this worker holds fewer partitions than its
+// share: it looks for free ones more often than it renews.
+func (lk *leaseKeeper) short() bool { return lk.table.activeCount() < lk.share() }
+
 // take gives partitions over this worker's share back, once their frames
 // are done, and takes free ones, and dead workers', up to the share.
 func (lk *leaseKeeper) take(ctx context.Context, offset int) {
 	if lk.workers == 0 {
 		return
 	}
-	target := (lk.parts + lk.workers - 1) / lk.workers
+	target := lk.share()
 	active := lk.table.activeCount()
 	for _, p := range lk.table.held() {
 		if active <= target {
