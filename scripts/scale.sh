@@ -21,7 +21,8 @@
 # checking every reply, for WARMUP and then DURATION seconds. Inside the
 # bench's measured window (0.3 s from either end) it reads utime+stime of
 # every process from /proc/<pid>/stat, the whole machine's busy time from
-# /proc/stat, and the farm's batching counters from its stat hashes, and
+# /proc/stat, the farm's batching counters from its stat hashes and every
+# redis-server's INFO commandstats (reset at the window's start), and
 # divides by the replies in that window: CPU µs per frame (a request and
 # its reply) of the gateways, the workers, each redis-server and the bench
 # itself; frames per gateway pipeline and per worker read and write; the
@@ -363,9 +364,13 @@ run_config() {
   sample s0 "${all[@]}"
   local st0 st1
   st0=$(stat_counters "${rports[@]}")
+  for p in "${rports[@]}"; do "$REDIS_CLI" -p "$p" config resetstat >/dev/null; done
   sleep_until $((start + (WARMUP + DURATION) * 1000000 - 300000))
   sample s1 "${all[@]}"
   st1=$(stat_counters "${rports[@]}")
+  for p in "${rports[@]}"; do
+    "$REDIS_CLI" -p "$p" info commandstats | sed "s/^/$p /"
+  done >"$OUT/cmdstats-$cfg-r$round.txt"
   if ! wait "$bench_pid"; then
     log "  bench reported failures (see $file and $OUT/bench.log)"
     failed=1
@@ -381,6 +386,19 @@ run_config() {
   mis=$(json_field "$file" mismatches)
   fail=$(json_field "$file" failed)
   busy=$(json_field "$file" busy)
+  # Redis commands per 1000 frames and their µs per frame (INFO
+  # commandstats, reset at the window's start), every server together.
+  awk -v f="$(awk -v r="$rps" -v d="$DURATION" 'BEGIN {print r * (d - 0.6)}')" '
+    match($2, /^cmdstat_[^:]+:calls=[0-9]+,usec=[0-9]+/) {
+      split(substr($2, 9), a, /[:=,]/); calls[a[1]] += a[3]; usec[a[1]] += a[5]; tot += a[5]
+    }
+    END {
+      n = 0; for (c in usec) order[++n] = c
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (usec[order[j]] > usec[order[i]]) { t = order[i]; order[i] = order[j]; order[j] = t }
+      line = sprintf("scale.sh:     redis commands %.2f us/frame:", tot / f)
+      for (i = 1; i <= n && i <= 8; i++) line = line sprintf(" %s %.2f (%.1f/kframe)", order[i], usec[order[i]] / f, calls[order[i]] / f * 1000)
+      print line
+    }' "$OUT/cmdstats-$cfg-r$round.txt" >&2
   # CPU µs per frame by kind: ticks / CLK_TCK * 1e6 / (replies/s * window).
   local d=() k n=${#all[@]}
   for k in "${!all[@]}"; do d+=($((s1[k] - s0[k]))); done
