@@ -479,7 +479,7 @@ awk -v configs="$CONFIGS" -v conns="$CONNS" -v depth="$DEPTH" '
     printf "%d conns x %d in flight, medians of the rounds. x a: replies/s against a of the same round.\n", conns, depth
     printf "busy%%: all CPUs busy; rest%%: busy outside these processes (softirqs, other load). CPU in us per frame (request and reply), processes of a kind together.\n"
     printf "batches: frames per gateway pipeline / frames handled per worker read / per worker write. bad: lost, duplicated, mismatched, failed replies.\n"
-    printf "%-31s %9s %5s %-16s %5s %5s %8s %7s %6s %-17s %6s %-11s %6s %6s %4s\n", "configuration", "replies/s", "x a", "x a per round", "busy%", "rest%", "gateways", "workers", "redis", "redis per server", "bench", "batches", "p99ms", "maxms", "bad"
+    printf "%-31s %9s %5s %-24s %5s %5s %8s %7s %6s %-17s %6s %-11s %6s %6s %4s\n", "configuration", "replies/s", "x a", "x a per round", "busy%", "rest%", "gateways", "workers", "redis", "redis per server", "bench", "batches", "p99ms", "maxms", "bad"
     nc = split(configs, cs, " ")
     for (k = 1; k <= nc; k++) {
       c = cs[k]
@@ -490,7 +490,7 @@ awk -v configs="$CONFIGS" -v conns="$CONNS" -v depth="$DEPTH" '
       }
       per = ""
       for (i = 1; i <= nrd[c]; i++) per = per (i > 1 ? "+" : "") sprintf("%.2f", median(col[c, "rd" i]))
-      printf "%-31s %9.0f %5s %-16s %5.0f %5.0f %8.2f %7.2f %6.2f %-17s %6.2f %-11s %6.1f %6.1f %4d\n", (c in name ? name[c] : c), median(col[c, "rps"]),
+      printf "%-31s %9.0f %5s %-24s %5.0f %5.0f %8.2f %7.2f %6.2f %-17s %6.2f %-11s %6.1f %6.1f %4d\n", (c in name ? name[c] : c), median(col[c, "rps"]),
         (ratios == "" ? "-" : sprintf("%.2f", median(ratios))), (rl == "" ? "-" : rl), median(col[c, "busy"]), median(col[c, "rest"]),
         median(col[c, "gw"]), median(col[c, "wk"]), median(col[c, "rd"]), per, median(col[c, "bn"]),
         sprintf("%d/%d/%d", median(col[c, "b1"]), median(col[c, "b2"]), median(col[c, "b3"])),
