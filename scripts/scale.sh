@@ -244,7 +244,8 @@ fi
 tck=$(getconf CLK_TCK)
 rm -f "$OUT"/run-*.json "$OUT"/*.log "$OUT"/runs.txt "$OUT"/table.txt
 
-# run_config CFG ROUND: one measured run of configuration CFG; appends a
+# run_config CFG ROUND: one measured run of configuration CFG (sets failed
+# if the bench reported wrong or lost replies); appends a
 # line to $OUT/runs.txt: configuration, round, replies/s, % of all CPUs
 # busy, % of all CPUs busy outside the run's processes (the kernel's
 # softirqs, anything else on the machine), CPU µs per frame of the
@@ -351,7 +352,7 @@ run_config() {
   log "round $round/$ROUNDS: $cfg: $ngw gateway(s) + $nwk worker(s) on ${#rports[@]} redis-server(s);" \
     "partitions per worker $split${placement:+; $placement}"
 
-  local file="$OUT/run-$cfg-r$round.json" failed=0 start
+  local file="$OUT/run-$cfg-r$round.json" start
   start=${EPOCHREALTIME/./}
   "$maple" bench --json --addr "$addrs" --conns "$CONNS" --depth "$DEPTH" --size "$SIZE" \
     --warmup "${WARMUP}s" --duration "${DURATION}s" >"$file" 2>>"$OUT/bench.log" &
@@ -373,7 +374,7 @@ run_config() {
   done >"$OUT/cmdstats-$cfg-r$round.txt"
   if ! wait "$bench_pid"; then
     log "  bench reported failures (see $file and $OUT/bench.log)"
-    failed=1
+    failed=1 # the script's exit status; the run is still reported
   fi
   bench_pid=
 
@@ -441,13 +442,12 @@ run_config() {
   done
   pids=("${keep[@]}")
   run_maple=() run_redis=()
-  return "$failed"
 }
 
 failed=0
 for round in $(seq "$ROUNDS"); do
   for cfg in $CONFIGS; do
-    run_config "$cfg" "$round" || failed=1
+    run_config "$cfg" "$round" # not in a condition: set -e stops the script at any failing step
   done
 done
 
