@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,7 +58,9 @@ const (
 
 // Options configure Run. Zero values mean the defaults above.
 type Options struct {
-	// Addr is the host:port to dial (required).
+	// Addr is the host:port to dial (required), or several separated by
+	// commas (several gateways of one farm): connection i dials the
+	// (i mod n)th, so the connections spread round-robin over them.
 	Addr string
 	// Conns is the number of TCP connections.
 	Conns int
@@ -213,15 +216,17 @@ type Result struct {
 	Stalls []time.Duration `json:"stalls_ns,omitempty"`
 }
 
-// Run dials opts.Conns connections to opts.Addr, keeps opts.Depth requests
+// Run dials opts.Conns connections to opts.Addr (round-robin over its
+// addresses if it lists several), keeps opts.Depth requests
 // in flight on each for opts.Warmup plus opts.Duration, waits up to
 // opts.Grace for the last replies, and reports. It returns an error if no
 // connection could be dialed; if ctx ends first it stops at once and
 // returns the partial Result with ctx's error.
 func Run(ctx context.Context, opts Options) (Result, error) {
 	o := opts.withDefaults()
-	if o.Addr == "" {
-		return Result{}, errors.New("bench: no address")
+	addrs, err := splitAddrs(o.Addr)
+	if err != nil {
+		return Result{}, err
 	}
 	res := Result{Addr: o.Addr, Conns: o.Conns, Depth: o.Depth, Size: o.Size, Cmd: o.Cmd, WS: o.WS}
 
@@ -230,7 +235,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	var firstErr error
 	d := net.Dialer{Timeout: o.DialTimeout}
 	for i := 0; i < o.Conns; i++ {
-		c, err := dial(ctx, &d, i, o)
+		c, err := dial(ctx, &d, i, addrs[i%len(addrs)], o)
 		if err != nil {
 			if ctx.Err() != nil {
 				closeAll(conns)
@@ -359,17 +364,33 @@ loop:
 	return res, cancelled
 }
 
-// dial opens connection i: TCP, and the WebSocket handshake with
+// splitAddrs is the addresses of Options.Addr: one, or several separated
+// by commas (spaces around them ignored). An empty one is an error.
+func splitAddrs(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("bench: no address")
+	}
+	addrs := strings.Split(s, ",")
+	for i, a := range addrs {
+		addrs[i] = strings.TrimSpace(a)
+		if addrs[i] == "" {
+			return nil, fmt.Errorf("bench: empty address in %q", s)
+		}
+	}
+	return addrs, nil
+}
+
+// dial opens connection i to addr: TCP, and the WebSocket handshake with
 // Options.WS.
-func dial(ctx context.Context, d *net.Dialer, i int, o Options) (*conn, error) {
-	nc, err := d.DialContext(ctx, "tcp", o.Addr)
+func dial(ctx context.Context, d *net.Dialer, i int, addr string, o Options) (*conn, error) {
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	if !o.WS {
 		return newConn(i, nc, box.NewReader(nc, 0).Next, nc, o), nil
 	}
-	br, err := dialWS(nc, o.Addr, o.WSPath, o.DialTimeout)
+	br, err := dialWS(nc, addr, o.WSPath, o.DialTimeout)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -276,6 +276,47 @@ func TestRunCancel(t *testing.T) {
 	}
 }
 
+// TestRunSeveralAddrs: a comma-separated Addr spreads the connections
+// round-robin over the addresses (several gateways of one farm), and
+// every reply is checked as with one.
+func TestRunSeveralAddrs(t *testing.T) {
+	var frames [3]atomic.Int64
+	var addrs []string
+	for i := range frames {
+		addrs = append(addrs, startServer(t, func(*box.Box) int {
+			frames[i].Add(1)
+			return 1
+		}))
+	}
+	o := short(strings.Join(addrs, ", "))
+	o.Conns = 6
+	r, err := Run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, r)
+	if r.Unanswered != 0 || r.Mismatches != 0 || r.ConnErrors != 0 || r.RepliesPerSec <= 0 {
+		t.Errorf("want a clean run, got %+v", r)
+	}
+	var sum int64
+	for i := range frames {
+		n := frames[i].Load()
+		if n == 0 {
+			t.Errorf("server %d (%s) got no frames", i, addrs[i])
+		}
+		sum += n
+	}
+	if sum != r.Answered {
+		t.Errorf("servers answered %d frames, bench counted %d", sum, r.Answered)
+	}
+
+	for _, bad := range []string{"", " ", addrs[0] + ",", addrs[0] + ",," + addrs[1]} {
+		if _, err := Run(t.Context(), Options{Addr: bad, Conns: 2}); err == nil {
+			t.Errorf("Addr %q: no error", bad)
+		}
+	}
+}
+
 func TestRunEmptyBodyOtherCmd(t *testing.T) {
 	var bad atomic.Int64
 	addr := startServer(t, func(b *box.Box) int {

@@ -29,7 +29,7 @@ func benchCommand() *cli.Command {
 			"or a connection broke.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:28000", EnvVars: []string{"MAPLE_ADDR"},
-				Usage: "gateway address"},
+				Usage: "gateway address; several, comma-separated, spread the connections over them round-robin"},
 			&cli.IntFlag{Name: "conns", Value: bench.DefaultConns, Usage: "TCP connections"},
 			&cli.IntFlag{Name: "depth", Value: bench.DefaultDepth, Usage: "requests in flight per connection"},
 			&cli.DurationFlag{Name: "duration", Value: bench.DefaultDuration, Usage: "length of the measured window"},
