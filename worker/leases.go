@@ -104,9 +104,12 @@ const livenessRounds = 7
 // sent before that to land, and for the timer to fire late.
 func fenceMargin(d time.Duration) time.Duration { return d / livenessRounds }
 
-// taker takes a partition's pending entries over (the reader).
+// taker takes a partition's pending entries over, and reads a partition
+// just taken on its own until its main reads take it in (the reader).
 type taker interface {
 	takeOver(ctx context.Context, p int) error
+	interimReads() bool
+	readInterim(p int, l *lease)
 }
 
 // heldEntries says when a partition's entries are all done (the
@@ -381,7 +384,11 @@ func (lk *leaseKeeper) take(ctx context.Context, offset int) {
 			_ = lk.q.ReleaseLease(ctx, p, me)
 			continue
 		}
-		lk.table.open(l)
+		interim := lk.taker.interimReads()
+		lk.table.open(l, interim)
+		if interim {
+			lk.taker.readInterim(p, l)
+		}
 		active++
 		lk.log.Debug("partition acquired", "partition", p)
 	}

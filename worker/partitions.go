@@ -21,10 +21,14 @@ type partitionTable struct {
 
 // lease is one leased partition.
 type lease struct {
-	opening   bool // taken over, its pending entries not yet admitted: not read
-	releasing bool
-	reading   int           // reads of it in progress
-	readsDone chan struct{} // made by a release waiting for reading to be 0
+	opening bool // taken over, its pending entries not yet admitted: not read
+	// interim: read on its own (reader.interim) until the reader's main
+	// loop adopts it, at the start of a read while no interim read of it
+	// is in progress; interimReading says one is.
+	interim, interimReading bool
+	releasing               bool
+	reading                 int           // reads of it in progress
+	readsDone               chan struct{} // made by a release waiting for reading to be 0
 }
 
 func newPartitionTable() *partitionTable {
@@ -100,6 +104,12 @@ func (t *partitionTable) startRead(want []int) (parts []int, done func()) {
 	parts = want[:0:0]
 	for _, p := range want {
 		if l := t.parts[p]; l != nil && !l.releasing && !l.opening {
+			if l.interim {
+				if l.interimReading {
+					continue // read by reader.interim this time
+				}
+				l.interim = false // adopted: no interim read starts any more
+			}
 			l.reading++
 			reading = append(reading, l)
 			parts = append(parts, p)
@@ -138,11 +148,36 @@ func (t *partitionTable) addOpening(p int) *lease {
 	return l
 }
 
-// open lets partition p's lease l be read.
-func (t *partitionTable) open(l *lease) {
+// open lets partition p's lease l be read; with interim, first by
+// reads of its own (startInterim) until the main reads adopt it.
+func (t *partitionTable) open(l *lease, interim bool) {
 	t.mu.Lock()
 	l.opening = false
+	l.interim = interim
 	t.mu.Unlock()
+}
+
+// startInterim starts an interim read of partition p's lease l, unless
+// the main reads adopted it or it is no longer read (false). done must
+// be called once the read's entries are admitted.
+func (t *partitionTable) startInterim(p int, l *lease) (ok bool, done func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.parts[p] != l || !l.interim || l.releasing {
+		return false, nil
+	}
+	l.interimReading = true
+	l.reading++
+	return true, func() {
+		t.mu.Lock()
+		l.interimReading = false
+		l.reading--
+		if l.reading == 0 && l.readsDone != nil {
+			close(l.readsDone)
+			l.readsDone = nil
+		}
+		t.mu.Unlock()
+	}
 }
 
 // remove drops partition p if it is still the lease l (nil: whichever).

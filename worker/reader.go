@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maple-farm/maple/internal/queue"
@@ -32,16 +33,23 @@ type reader struct {
 	}
 	bundles interface{ sawBundle(gw string) } // the outbox
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      *sync.WaitGroup // the reads' goroutines
+	recover atomic.Bool     // an interim read failed: recover what it took
 }
 
 // readTable is what the reader asks of the partition table.
 type readTable interface {
 	active() []int
 	startRead(want []int) (parts []int, done func())
+	startInterim(p int, l *lease) (ok bool, done func())
 	notHeld(parts []int) []int
 }
+
+// interimBlock is how long an interim read blocks: it ends soon after
+// the main reads adopt the partition.
+const interimBlock = 100 * time.Millisecond
 
 // intake is what the reader asks of the dispatcher.
 type intake interface {
@@ -74,6 +82,7 @@ func newReader(p readerParams) *reader {
 
 // start reads until shutdown.
 func (r *reader) start(wg *sync.WaitGroup) {
+	r.wg = wg
 	wg.Add(1)
 	go func() { defer wg.Done(); r.run(r.ctx) }()
 }
@@ -139,6 +148,9 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 		if !r.dispatch.waitRoom(ctx) {
 			return
 		}
+		if r.recover.Swap(false) {
+			recoverOwn = true
+		}
 		want := parts()
 		if len(want) == 0 {
 			if once {
@@ -195,6 +207,49 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 		r.deliver(ctx, ds, reading, false)
 		done()
 	}
+}
+
+// interimReads reports whether a partition just taken is read on its own
+// first (readInterim): one read blocks on all partitions, and a partition
+// added while it waits (up to 500 ms) would wait with it. On a cluster
+// each partition has its own reads from the start.
+func (r *reader) interimReads() bool { return !r.cluster }
+
+// readInterim reads partition p, just taken (lease l), on its own until
+// the main reads adopt it (partitionTable.startRead) or it goes back.
+func (r *reader) readInterim(p int, l *lease) {
+	if r.wg == nil || r.ctx.Err() != nil {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, log := r.ctx, r.log.With("partition", p)
+		for ctx.Err() == nil {
+			if !r.dispatch.waitRoom(ctx) {
+				return
+			}
+			ok, done := r.table.startInterim(p, l)
+			if !ok {
+				return
+			}
+			r.stats.Reads.Add(1)
+			ds, err := r.rq.ReadInbound(ctx, r.id, []int{p}, r.readCount(1, maxEntryGuess), interimBlock)
+			if err != nil {
+				done()
+				// What the read took may be pending under our name: the
+				// main loop takes it back before reading on.
+				r.recover.Store(true)
+				if ctx.Err() == nil {
+					r.stats.RedisErrs.Add(1)
+					log.Error("read failed", "err", err)
+				}
+				return
+			}
+			r.deliver(ctx, ds, []int{p}, false)
+			done()
+		}
+	}()
 }
 
 // takeOver takes over the entries of partition p, which the lease keeper
