@@ -136,7 +136,7 @@ func Attacks(short bool) []Attack {
 		},
 		{
 			Name: "halfframes", Issue: "f",
-			What:    fmt.Sprintf("200 connections each holding 1 MiB - 1 byte of a 1 MiB frame; a slowloris (1 byte / 2 s); --frame-timeout %v", frameTimeout),
+			What:    fmt.Sprintf("200 connections each holding 1 MiB - 1 byte of a 1 MiB frame; a slowloris (1 byte / 2 s); each sends an echo with its frame's first bytes; --frame-timeout %v", frameTimeout),
 			Gateway: flags("max-frame", mf, "frame-timeout", frameTimeout.String()),
 			Run: func(ctx context.Context, e Env) Observation {
 				return HalfFrames(ctx, e.Addr, 200, MaxFrame, frameTimeout)
