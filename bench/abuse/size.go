@@ -633,17 +633,30 @@ func Malformed(ctx context.Context, addr string, conns, parallel, maxFrame int) 
 // output piles up; the gateway must drop it as not reading (--out-buffer,
 // or --write-stall once its output stops moving) and stay responsive
 // meanwhile.
-func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration) Observation {
+//
+// Until then the attacker has up to inflight frames in the farm (the
+// gateway's --max-inflight: their replies are counted out as they reach
+// its output queue), and another player's frame may wait behind all of
+// them: in the pusher's pipeline, the worker's batch, the gateway's take.
+// So first it measures, on this machine now, how long the farm takes to
+// carry one such window for a client that reads (Observation.InflightWait,
+// the median of three); Run allows the steady player's p99 and max that
+// much above the targets.
+func NoRead(ctx context.Context, addr string, size, inflight int, writeStall time.Duration) Observation {
 	t := newTally()
 	const slack = 3 * time.Second
-	expect := fmt.Sprintf("a client that never reads is closed within --write-stall %v (+%v) of its last write; nobody else notices", writeStall, slack)
+	frame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
+	t.inflightWait = inflightWindow(ctx, t, addr, frame, inflight, 3)
+	expect := fmt.Sprintf("a client that never reads is closed within --write-stall %v (+%v) of its last write; nobody else notices beyond waiting behind its frames in flight (steady p99 <= %v, max <= %v, + %v: a window of %d of its frames carried for a client that reads)",
+		writeStall, slack, TargetP99, TargetMax, fmtDur(t.inflightWait), inflight)
+	frames0, sent0 := t.frames.Load(), t.sent.Load()
 	c, err := t.dial(ctx, addr)
 	if err != nil {
 		t.problemf("dial: %v", err)
 		return t.obs(expect)
 	}
 	defer c.Close()
-	frame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
+	start := time.Now()
 	lastWrite := time.Now()
 	stop := time.Now().Add(10 * time.Second) // at most this long writing
 	for time.Now().Before(stop) && ctx.Err() == nil {
@@ -660,7 +673,7 @@ func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration
 		}
 		t.frames.Add(1)
 	}
-	t.sawf("wrote %d frames (%d MiB) in %v without reading", t.frames.Load(), t.sent.Load()>>20, time.Since(t.start).Round(time.Millisecond))
+	t.sawf("wrote %d frames (%d MiB) in %v without reading", t.frames.Load()-frames0, (t.sent.Load()-sent0)>>20, time.Since(start).Round(time.Millisecond))
 	deadline := lastWrite.Add(writeStall + slack)
 	for !c.isClosed() && time.Now().Before(deadline) && ctx.Err() == nil {
 		if tcpClosed(c.Conn) {
@@ -675,4 +688,43 @@ func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration
 		t.problemf("not closed %v after its last write (--write-stall %v)", writeStall+slack, writeStall)
 	}
 	return t.obs(expect)
+}
+
+// inflightWindow returns the median of runs measures of how long the farm
+// takes to answer n frames written at once by a client that reads them:
+// from the write to the last reply.
+func inflightWindow(ctx context.Context, t *tally, addr string, frame []byte, n, runs int) time.Duration {
+	c, err := t.dial(ctx, addr)
+	if err != nil {
+		t.problemf("window: dial: %v", err)
+		return 0
+	}
+	defer c.Close()
+	replies := make(chan struct{}, n)
+	done := readFrames(c, func(b box.Box) { replies <- struct{}{} })
+	defer func() { c.Close(); <-done }()
+	burst := bytes.Repeat(frame, n)
+	var took []time.Duration
+	for range runs {
+		start := time.Now()
+		_ = c.SetWriteDeadline(start.Add(10 * time.Second))
+		if _, err := c.Write(burst); err != nil {
+			t.problemf("window: write: %v", err)
+			return 0
+		}
+		for range n {
+			select {
+			case <-replies:
+			case <-done:
+				t.problemf("window: a client that reads was dropped")
+				return 0
+			case <-ctx.Done():
+				return 0
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	t.sawf("a window of %d frames of %d bytes, written at once by a client that reads, answered in %v", n, len(frame), took)
+	return took[len(took)/2]
 }
