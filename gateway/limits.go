@@ -127,13 +127,25 @@ func (s *Server) partial(c *conn, n int) {
 	}
 }
 
+// FrameSweep is how often the gateway looks for frames past the frame
+// timeout ft: a quarter of it, at most a second. The bound it gives: a
+// connection whose frame is not whole ft after the gateway read the
+// frame's first byte is closed by the sweep that follows, at most ft +
+// FrameSweep(ft) after that read, plus one wake of its event loop. The
+// sweep has a goroutine and a timer of its own, so busy connections
+// cannot hold it up. Time before the read (a connection waiting in the
+// accept queue, its bytes in the kernel's buffers) costs the gateway
+// nothing and is not counted.
+func FrameSweep(ft time.Duration) time.Duration { return min(ft/4, time.Second) }
+
 // runFrameTimeouts closes connections whose frame takes longer than
-// FrameTimeout to arrive (a client that sends a byte now and then).
+// FrameTimeout to arrive (a client that sends a byte now and then), every
+// FrameSweep.
 func (s *Server) runFrameTimeouts(ctx context.Context) {
 	if s.opts.FrameTimeout <= 0 {
 		return
 	}
-	tick := time.NewTicker(min(s.opts.FrameTimeout/4, time.Second))
+	tick := time.NewTicker(FrameSweep(s.opts.FrameTimeout))
 	defer tick.Stop()
 	for {
 		select {

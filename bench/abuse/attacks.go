@@ -41,9 +41,15 @@ type Observation struct {
 	OK, Busy, Failed, OtherRet int64 // 0, -10002, -10001, anything else
 	Closed                     int64 // its connections the gateway closed (not the attacker)
 	Expect                     string
-	Saw                        []string // what it saw, one fact a line
-	Problems                   []string // where what it saw is not what it expected
-	Dur                        time.Duration
+	// InflightWait, if set, is how long the farm took in this run to
+	// carry one window of the attack's frames in flight (--max-inflight of
+	// them) for a client that reads: the wait behind them the design lets
+	// another player's frame have. Run adds it to the steady p99 and
+	// max targets.
+	InflightWait time.Duration
+	Saw          []string // what it saw, one fact a line
+	Problems     []string // where what it saw is not what it expected
+	Dur          time.Duration
 }
 
 // WireBytes is Sent plus ConnWireBytes per connection: the attacker's
@@ -56,6 +62,7 @@ type tally struct {
 	sent, conns, frames, ok, busy, failed, other, closedCnt atomic.Int64
 	mu                                                      sync.Mutex
 	saw, problems                                           []string
+	inflightWait                                            time.Duration
 }
 
 func newTally() *tally { return &tally{start: time.Now()} }
@@ -91,7 +98,7 @@ func (t *tally) obs(expect string) Observation {
 	return Observation{
 		Sent: t.sent.Load(), Conns: t.conns.Load(), Frames: t.frames.Load(),
 		OK: t.ok.Load(), Busy: t.busy.Load(), Failed: t.failed.Load(), OtherRet: t.other.Load(),
-		Closed: t.closedCnt.Load(), Expect: expect,
+		Closed: t.closedCnt.Load(), Expect: expect, InflightWait: t.inflightWait,
 		Saw: append([]string(nil), t.saw...), Problems: append([]string(nil), t.problems...),
 		Dur: time.Since(t.start),
 	}

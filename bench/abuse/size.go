@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/examples/demo"
+	"github.com/maple-farm/maple/gateway"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -295,19 +297,49 @@ send:
 // a maxFrame-byte frame and hold; then one connection (slowloris) sends a
 // frame one byte every 2 s. A started frame must be complete within
 // frameTimeout, or its connection is closed.
+//
+// The gateway times a frame from its reading of the first byte, and
+// closes it at most frameTimeout + gateway.FrameSweep after that read.
+// Under this attack the read comes well after the write (0.3 to 2 s
+// measured on 2 shared cores: one event loop accepts one connection a
+// pass while it takes in 200 MiB), so the write cannot start the clock.
+// Each connection sends a whole echo frame in the same write as its
+// frame's first bytes: the gateway reads them together and can answer the
+// echo only after that read, so the reply bounds the start of the
+// frame's time from above. The close must follow the reply within that
+// bound plus TargetMax, the longest the suite lets the gateway take to act
+// for the steady player under attack (here: the loop's wake for the close,
+// and this process's reader).
 func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTimeout time.Duration) Observation {
 	t := newTally()
-	const slack = 2 * time.Second // a timeout sweep's period and a busy machine
-	expect := fmt.Sprintf("every connection with a frame started is closed within --frame-timeout %v (+%v); the partial frames cost the gateway a bounded memory", frameTimeout, slack)
+	sweep := gateway.FrameSweep(frameTimeout)
+	bound := frameTimeout + sweep + TargetMax
+	expect := fmt.Sprintf("every connection with a frame started is closed within --frame-timeout %v + its sweep %v (+%v) of the gateway's reading the frame's first byte (the reply to an echo sent with it); the partial frames cost the gateway a bounded memory", frameTimeout, sweep, TargetMax)
 
-	// The holders: one shared buffer, maxFrame-1 bytes of a frame.
-	part := box.Append(nil, demo.CmdEcho, 0, 1, make([]byte, maxFrame-box.HeaderLen))[:maxFrame-1]
-	type holder struct {
-		c     *aconn
-		start time.Time
-		done  <-chan struct{}
+	type half struct {
+		c       *aconn
+		start   time.Time    // just before its write
+		replied atomic.Int64 // when the echo's reply came (unix ns); 0: not yet
+		done    <-chan struct{}
 	}
-	hs := make([]*holder, conns)
+	const echoSN = 1
+	echo := box.Append(nil, demo.CmdEcho, 0, echoSN, []byte("half"))
+	watch := func(c *aconn) *half {
+		h := &half{c: c}
+		h.done = readFrames(c, func(b box.Box) {
+			t.reply(b.Ret)
+			if b.SN == echoSN {
+				h.replied.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		})
+		return h
+	}
+
+	// The holders: one shared buffer, the echo and maxFrame-1 bytes of a
+	// frame.
+	part := box.Append(nil, demo.CmdEcho, 0, 2, make([]byte, maxFrame-box.HeaderLen))[:maxFrame-1]
+	part = append(slices.Clip(echo), part...)
+	hs := make([]*half, conns)
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
 	for range 16 {
@@ -324,10 +356,11 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 					t.problemf("dial: %v", err)
 					continue
 				}
-				h := &holder{c: c, start: time.Now(), done: readFrames(c, nil)}
+				h := watch(c)
 				hs[i] = h
-				t.frames.Add(1)
+				t.frames.Add(2)
 				_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				h.start = time.Now()
 				if _, err := c.Write(part); err != nil && !c.isClosed() {
 					c.lost() // a write refused: the gateway has closed it
 				}
@@ -336,12 +369,12 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 	}
 	wg.Wait()
 	sent := time.Since(t.start)
-	t.sawf("%d connections sent %d of %d bytes of a frame each in %v", conns, maxFrame-1, maxFrame, sent.Round(time.Millisecond))
+	t.sawf("%d connections sent an echo and %d of %d bytes of a frame each in %v", conns, maxFrame-1, maxFrame, sent.Round(time.Millisecond))
 
 	// The slowloris connection, started last: it holds the newest
 	// partial frame, so a budget that closes the oldest ones first spares
 	// it, and only --frame-timeout can close it.
-	sl, err := t.dial(ctx, addr)
+	nc, err := t.dial(ctx, addr)
 	if err != nil {
 		t.problemf("dial: %v", err)
 		for _, h := range hs {
@@ -351,88 +384,114 @@ func HalfFrames(ctx context.Context, addr string, conns, maxFrame int, frameTime
 		}
 		return t.obs(expect)
 	}
-	slDone := readFrames(sl, nil)
-	slFrame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("z"), 64))
-	slStart := time.Now()
-	t.frames.Add(1)
+	sl := watch(nc)
+	slFrame := box.Append(nil, demo.CmdEcho, 0, 2, bytes.Repeat([]byte("z"), 64))
+	t.frames.Add(2)
+	sl.start = time.Now()
 	go func() {
-		for i := 0; i < len(slFrame); i++ {
-			if _, err := sl.Write(slFrame[i : i+1]); err != nil {
-				sl.lost()
+		b := append(slices.Clip(echo), slFrame[0]) // one write: read together
+		for i := 1; ; i++ {
+			if _, err := sl.c.Write(b); err != nil {
+				sl.c.lost()
 				return
 			}
+			if i == len(slFrame) {
+				return
+			}
+			b = slFrame[i : i+1]
 			select {
-			case <-sl.closed:
+			case <-sl.c.closed:
 				return
 			case <-time.After(2 * time.Second):
 			}
 		}
 	}()
 
-	// Wait until all are closed, or the last one is overdue.
-	var last time.Time
-	for _, h := range hs {
-		if h != nil && h.start.After(last) {
-			last = h.start
+	// Wait until all are closed, or each open one is overdue (its echo
+	// answered more than bound ago); one whose echo is never answered, at
+	// most 2 x bound.
+	all := append(slices.Clip(hs), sl)
+	giveUp := time.Now().Add(2 * bound)
+	for time.Now().Before(giveUp) && ctx.Err() == nil {
+		now, waiting := time.Now(), false
+		for _, h := range all {
+			if h == nil || h.c.isClosed() {
+				continue
+			}
+			if r := h.replied.Load(); r == 0 || now.Before(time.Unix(0, r).Add(bound)) {
+				waiting = true
+				break
+			}
 		}
-	}
-	deadline := last.Add(frameTimeout + slack)
-	if d := slStart.Add(frameTimeout + slack); d.After(deadline) {
-		deadline = d
-	}
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		all := sl.isClosed()
-		for _, h := range hs {
-			all = all && (h == nil || h.c.isClosed())
-		}
-		if all {
+		if !waiting {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	if sl.isClosed() {
-		d := sl.at.Sub(slStart)
-		t.sawf("slowloris closed %v after its first byte", d.Round(10*time.Millisecond))
-		if d > frameTimeout+slack {
-			t.problemf("slowloris closed only %v after its first byte (--frame-timeout %v)", d.Round(10*time.Millisecond), frameTimeout)
+	// judge says how h ended: "open", "budget" (closed before its frame
+	// could time out), "unanswered" (closed after, its echo not answered:
+	// nothing to judge it by), "late" or "ok"; lag is its echo's reply after its write,
+	// took its close after the reply.
+	judge := func(h *half) (verdict string, lag, took time.Duration) {
+		r := h.replied.Load()
+		if r != 0 {
+			lag = time.Unix(0, r).Sub(h.start)
 		}
-	} else {
-		t.problemf("slowloris still open %v after its first byte (--frame-timeout %v)", time.Since(slStart).Round(10*time.Millisecond), frameTimeout)
+		switch {
+		case !h.c.isClosed():
+			return "open", lag, 0
+		case h.c.at.Before(h.start.Add(frameTimeout)):
+			// The frame timeout closes no earlier than frameTimeout
+			// after the read, which follows the write.
+			return "budget", lag, 0
+		case r == 0:
+			return "unanswered", lag, 0
+		}
+		took = h.c.at.Sub(time.Unix(0, r))
+		if took > bound {
+			return "late", lag, took
+		}
+		return "ok", lag, took
 	}
-	var open, early, late int
-	var firstClose, lastClose time.Duration = -1, 0
+
+	v, lag, took := judge(sl)
+	switch v {
+	case "open":
+		t.problemf("slowloris still open %v after its first byte (echo answered %v after it; --frame-timeout %v)", time.Since(sl.start).Round(10*time.Millisecond), lag.Round(10*time.Millisecond), frameTimeout)
+	case "ok", "late":
+		t.sawf("slowloris: its echo answered %v after its first byte, closed %v after that", lag.Round(10*time.Millisecond), took.Round(10*time.Millisecond))
+		if v == "late" {
+			t.problemf("slowloris closed %v after its echo's reply > --frame-timeout %v + %v + %v", took.Round(10*time.Millisecond), frameTimeout, sweep, TargetMax)
+		}
+	default:
+		t.problemf("slowloris closed %v after its first byte: %s", sl.c.at.Sub(sl.start).Round(10*time.Millisecond), v)
+	}
+	n := map[string]int{}
+	var maxLag, minTook, maxTook time.Duration = 0, -1, 0
 	for _, h := range hs {
 		if h == nil {
 			continue
 		}
-		if !h.c.isClosed() {
-			open++
-			continue
-		}
-		d := h.c.at.Sub(h.start)
-		if firstClose < 0 || d < firstClose {
-			firstClose = d
-		}
-		lastClose = max(lastClose, d)
-		switch {
-		case d < frameTimeout-slack/2:
-			early++
-		case d > frameTimeout+slack:
-			late++
+		v, lag, took := judge(h)
+		n[v]++
+		maxLag = max(maxLag, lag)
+		if v == "ok" || v == "late" {
+			if minTook < 0 || took < minTook {
+				minTook = took
+			}
+			maxTook = max(maxTook, took)
 		}
 	}
-	t.sawf("holders: %d closed (%d well before --frame-timeout, by a memory budget; first %v, last %v after their first byte), %d still open",
-		conns-open, early, firstClose.Round(10*time.Millisecond), lastClose.Round(10*time.Millisecond), open)
-	if open > 0 {
-		t.problemf("%d of %d half-sent frames still held %v after their first byte (--frame-timeout %v)", open, conns, frameTimeout+slack, frameTimeout)
+	t.sawf("holders: %d closed by a memory budget (before --frame-timeout), %d by the timeout %v to %v after their echo's reply, %d later without a reply (not judged); echoes answered up to %v after the write; %d still open",
+		n["budget"], n["ok"]+n["late"], minTook.Round(10*time.Millisecond), maxTook.Round(10*time.Millisecond), n["unanswered"], maxLag.Round(10*time.Millisecond), n["open"])
+	if n["open"] > 0 {
+		t.problemf("%d of %d half-sent frames still held (--frame-timeout %v)", n["open"], conns, frameTimeout)
 	}
-	if late > 0 {
-		t.problemf("%d half-sent frames closed later than --frame-timeout %v + %v", late, frameTimeout, slack)
+	if n["late"] > 0 {
+		t.problemf("%d half-sent frames closed later than --frame-timeout %v + %v + %v after their echo's reply", n["late"], frameTimeout, sweep, TargetMax)
 	}
-	sl.Close()
-	<-slDone
-	for _, h := range hs {
+	for _, h := range all {
 		if h != nil {
 			h.c.Close()
 			<-h.done
@@ -574,17 +633,30 @@ func Malformed(ctx context.Context, addr string, conns, parallel, maxFrame int) 
 // output piles up; the gateway must drop it as not reading (--out-buffer,
 // or --write-stall once its output stops moving) and stay responsive
 // meanwhile.
-func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration) Observation {
+//
+// Until then the attacker has up to inflight frames in the farm (the
+// gateway's --max-inflight: their replies are counted out as they reach
+// its output queue), and another player's frame may wait behind all of
+// them: in the pusher's pipeline, the worker's batch, the gateway's take.
+// So first it measures, on this machine now, how long the farm takes to
+// carry one such window for a client that reads (Observation.InflightWait,
+// the median of three); Run allows the steady player's p99 and max that
+// much above the targets.
+func NoRead(ctx context.Context, addr string, size, inflight int, writeStall time.Duration) Observation {
 	t := newTally()
 	const slack = 3 * time.Second
-	expect := fmt.Sprintf("a client that never reads is closed within --write-stall %v (+%v) of its last write; nobody else notices", writeStall, slack)
+	frame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
+	t.inflightWait = inflightWindow(ctx, t, addr, frame, inflight, 3)
+	expect := fmt.Sprintf("a client that never reads is closed within --write-stall %v (+%v) of its last write; nobody else notices beyond waiting behind its frames in flight (steady p99 <= %v, max <= %v, + %v: a window of %d of its frames carried for a client that reads)",
+		writeStall, slack, TargetP99, TargetMax, fmtDur(t.inflightWait), inflight)
+	frames0, sent0 := t.frames.Load(), t.sent.Load()
 	c, err := t.dial(ctx, addr)
 	if err != nil {
 		t.problemf("dial: %v", err)
 		return t.obs(expect)
 	}
 	defer c.Close()
-	frame := box.Append(nil, demo.CmdEcho, 0, 1, bytes.Repeat([]byte("n"), size))
+	start := time.Now()
 	lastWrite := time.Now()
 	stop := time.Now().Add(10 * time.Second) // at most this long writing
 	for time.Now().Before(stop) && ctx.Err() == nil {
@@ -601,7 +673,7 @@ func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration
 		}
 		t.frames.Add(1)
 	}
-	t.sawf("wrote %d frames (%d MiB) in %v without reading", t.frames.Load(), t.sent.Load()>>20, time.Since(t.start).Round(time.Millisecond))
+	t.sawf("wrote %d frames (%d MiB) in %v without reading", t.frames.Load()-frames0, (t.sent.Load()-sent0)>>20, time.Since(start).Round(time.Millisecond))
 	deadline := lastWrite.Add(writeStall + slack)
 	for !c.isClosed() && time.Now().Before(deadline) && ctx.Err() == nil {
 		if tcpClosed(c.Conn) {
@@ -616,4 +688,43 @@ func NoRead(ctx context.Context, addr string, size int, writeStall time.Duration
 		t.problemf("not closed %v after its last write (--write-stall %v)", writeStall+slack, writeStall)
 	}
 	return t.obs(expect)
+}
+
+// inflightWindow returns the median of runs measures of how long the farm
+// takes to answer n frames written at once by a client that reads them:
+// from the write to the last reply.
+func inflightWindow(ctx context.Context, t *tally, addr string, frame []byte, n, runs int) time.Duration {
+	c, err := t.dial(ctx, addr)
+	if err != nil {
+		t.problemf("window: dial: %v", err)
+		return 0
+	}
+	defer c.Close()
+	replies := make(chan struct{}, n)
+	done := readFrames(c, func(b box.Box) { replies <- struct{}{} })
+	defer func() { c.Close(); <-done }()
+	burst := bytes.Repeat(frame, n)
+	var took []time.Duration
+	for range runs {
+		start := time.Now()
+		_ = c.SetWriteDeadline(start.Add(10 * time.Second))
+		if _, err := c.Write(burst); err != nil {
+			t.problemf("window: write: %v", err)
+			return 0
+		}
+		for range n {
+			select {
+			case <-replies:
+			case <-done:
+				t.problemf("window: a client that reads was dropped")
+				return 0
+			case <-ctx.Done():
+				return 0
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	t.sawf("a window of %d frames of %d bytes, written at once by a client that reads, answered in %v", n, len(frame), took)
+	return took[len(took)/2]
 }
