@@ -37,6 +37,41 @@ type reader struct {
 	cancel  context.CancelFunc
 	wg      *sync.WaitGroup // the reads' goroutines
 	recover atomic.Bool     // an interim read failed: recover what it took
+	sizes   entrySizes      // what recent reads returned, for all reads
+}
+
+// entrySizes is what recent reads returned per entry: envelopes, on
+// average, and bytes, the biggest entry's, decaying, assumed big until
+// reads tell, so that a read does not overshoot the byte cap by much.
+type entrySizes struct {
+	mu       sync.Mutex
+	envs     float64
+	bytes    float64
+	learning bool // set once a read returned something
+}
+
+func (z *entrySizes) get() (envs, bytes float64) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if !z.learning {
+		return 1, maxEntryGuess
+	}
+	return z.envs, z.bytes
+}
+
+// learn takes in what a read returned.
+func (z *entrySizes) learn(ds []queue.Delivery) {
+	entries := countEntries(ds)
+	if entries == 0 {
+		return
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if !z.learning {
+		z.learning, z.envs, z.bytes = true, 1, maxEntryGuess
+	}
+	z.envs = 0.8*z.envs + 0.2*float64(len(ds))/float64(entries)
+	z.bytes = max(0.9*z.bytes, float64(biggestEntry(ds)))
 }
 
 // readTable is what the reader asks of the partition table.
@@ -139,11 +174,6 @@ func (r *reader) run(ctx context.Context) {
 func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int, once bool) {
 	backoff := retry.New(10*time.Millisecond, time.Second)
 	recoverOwn := false
-	perEntry := 1.0 // envelopes per entry, on average, in recent reads
-	// Bytes per entry: the biggest entry of recent reads, decaying, and
-	// assumed big until reads tell, so that a read does not overshoot the
-	// byte cap by much.
-	bytesPerEntry := float64(maxEntryGuess)
 	for ctx.Err() == nil {
 		if !r.dispatch.waitRoom(ctx) {
 			return
@@ -166,7 +196,12 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 		// releases wait for done.
 		reading, done := r.table.startRead(want)
 		if len(reading) == 0 {
+			// All of them are read by interim reads, adopted soon.
 			done()
+			select {
+			case <-ctx.Done():
+			case <-time.After(interimBlock / 10):
+			}
 			continue
 		}
 		if recoverOwn {
@@ -187,7 +222,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			}
 		}
 		r.stats.Reads.Add(1)
-		ds, err := r.rq.ReadInbound(ctx, r.id, reading, r.readCount(perEntry, bytesPerEntry), 500*time.Millisecond)
+		ds, err := r.rq.ReadInbound(ctx, r.id, reading, r.readCount(), 500*time.Millisecond)
 		if err != nil {
 			done()
 			recoverOwn = true
@@ -200,10 +235,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			continue
 		}
 		backoff.Reset()
-		if entries := countEntries(ds); entries > 0 {
-			perEntry = 0.8*perEntry + 0.2*float64(len(ds))/float64(entries)
-			bytesPerEntry = max(0.9*bytesPerEntry, float64(biggestEntry(ds)))
-		}
+		r.sizes.learn(ds)
 		r.deliver(ctx, ds, reading, false)
 		done()
 	}
@@ -234,7 +266,7 @@ func (r *reader) readInterim(p int, l *lease) {
 				return
 			}
 			r.stats.Reads.Add(1)
-			ds, err := r.rq.ReadInbound(ctx, r.id, []int{p}, r.readCount(1, maxEntryGuess), interimBlock)
+			ds, err := r.rq.ReadInbound(ctx, r.id, []int{p}, r.readCount(), interimBlock)
 			if err != nil {
 				done()
 				// What the read took may be pending under our name: the
@@ -246,6 +278,7 @@ func (r *reader) readInterim(p int, l *lease) {
 				}
 				return
 			}
+			r.sizes.learn(ds)
 			r.deliver(ctx, ds, []int{p}, false)
 			done()
 		}
@@ -320,7 +353,8 @@ func (r *reader) deliver(ctx context.Context, ds []queue.Delivery, parts []int, 
 // many as fit the room left, in connections and envelopes (an entry adds
 // at most perEntry of each, the envelopes per entry of recent reads) and
 // in bytes (bytesPerEntry), between 1 and Options.Batch.
-func (r *reader) readCount(perEntry, bytesPerEntry float64) int64 {
+func (r *reader) readCount() int64 {
+	perEntry, bytesPerEntry := r.sizes.get()
 	conns, envs, bytes := r.dispatch.room()
 	perEntry = max(perEntry, 1)
 	n := min(float64(conns)/perEntry, float64(envs)/perEntry, float64(bytes)/max(bytesPerEntry, 1))
