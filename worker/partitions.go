@@ -22,13 +22,15 @@ type partitionTable struct {
 // lease is one leased partition.
 type lease struct {
 	opening bool // taken over, its pending entries not yet admitted: not read
-	// interim: read on its own (reader.interim) until the reader's main
-	// loop adopts it, at the start of a read while no interim read of it
-	// is in progress; interimReading says one is.
-	interim, interimReading bool
-	releasing               bool
-	reading                 int           // reads of it in progress
-	readsDone               chan struct{} // made by a release waiting for reading to be 0
+	// interim: read on its own (reader.readInterim) until the reader's
+	// main loop adopts it (adopt): no interim read starts after that, and
+	// the main loop waits for the one in progress (interimReading;
+	// interimDone is closed when it ends).
+	interim, interimReading, adopting bool
+	interimDone                       chan struct{}
+	releasing                         bool
+	reading                           int           // reads of it in progress
+	readsDone                         chan struct{} // made by a release waiting for reading to be 0
 }
 
 func newPartitionTable() *partitionTable {
@@ -157,13 +159,40 @@ func (t *partitionTable) open(l *lease, interim bool) {
 	t.mu.Unlock()
 }
 
+// adopt takes the partitions of want that are read by interim reads
+// into the main reads: no interim read of them starts any more. If one
+// is in progress, it returns a channel closed when it ends; the main
+// read must wait for it, or it would overtake what that read returns.
+func (t *partitionTable) adopt(want []int) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var wait chan struct{}
+	for _, p := range want {
+		l := t.parts[p]
+		if l == nil || !l.interim {
+			continue
+		}
+		if !l.interimReading {
+			l.interim = false
+			continue
+		}
+		l.adopting = true
+		if l.interimDone == nil {
+			l.interimDone = make(chan struct{})
+		}
+		wait = l.interimDone
+	}
+	return wait
+}
+
 // startInterim starts an interim read of partition p's lease l, unless
 // the main reads adopted it or it is no longer read (false). done must
 // be called once the read's entries are admitted.
 func (t *partitionTable) startInterim(p int, l *lease) (ok bool, done func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.parts[p] != l || !l.interim || l.releasing {
+	if t.parts[p] != l || !l.interim || l.adopting || l.releasing {
+		l.interim = false
 		return false, nil
 	}
 	l.interimReading = true
@@ -171,6 +200,13 @@ func (t *partitionTable) startInterim(p int, l *lease) (ok bool, done func()) {
 	return true, func() {
 		t.mu.Lock()
 		l.interimReading = false
+		if l.adopting {
+			l.interim = false
+		}
+		if l.interimDone != nil {
+			close(l.interimDone)
+			l.interimDone = nil
+		}
 		l.reading--
 		if l.reading == 0 && l.readsDone != nil {
 			close(l.readsDone)

@@ -42,3 +42,50 @@ func TestPartitionTable(t *testing.T) {
 		t.Errorf("notHeld = %v, want [2]", lost)
 	}
 }
+
+// TestInterimReads: a partition just taken is read by interim reads until
+// the main reads adopt it; adopting waits for the interim read in
+// progress, and no interim read starts after it, so no two reads of it
+// ever overlap.
+func TestInterimReads(t *testing.T) {
+	tb := newPartitionTable()
+	tb.add(1)
+	l := tb.addOpening(2)
+	if parts, done := tb.startRead([]int{1, 2}); fmt.Sprint(parts) != "[1]" {
+		t.Errorf("startRead while 2 is opening = %v, want [1]", parts)
+	} else {
+		done()
+	}
+	tb.open(l, true)
+	ok, interimDone := tb.startInterim(2, l)
+	if !ok {
+		t.Fatal("no interim read of a partition just opened")
+	}
+	if parts, done := tb.startRead([]int{1, 2}); fmt.Sprint(parts) != "[1]" {
+		t.Errorf("startRead during an interim read = %v, want [1]", parts)
+	} else {
+		done()
+	}
+	wait := tb.adopt([]int{1, 2})
+	if wait == nil {
+		t.Fatal("adopt during an interim read: nothing to wait for")
+	}
+	select {
+	case <-wait:
+		t.Fatal("adopt's wait ended before the interim read")
+	default:
+	}
+	interimDone()
+	<-wait
+	if ok, _ := tb.startInterim(2, l); ok {
+		t.Error("an interim read started after the partition was adopted")
+	}
+	if tb.adopt([]int{2}) != nil {
+		t.Error("adopt waits again once adopted")
+	}
+	if parts, done := tb.startRead([]int{1, 2}); fmt.Sprint(parts) != "[1 2]" {
+		t.Errorf("startRead once adopted = %v, want [1 2]", parts)
+	} else {
+		done()
+	}
+}

@@ -79,6 +79,7 @@ type readTable interface {
 	active() []int
 	startRead(want []int) (parts []int, done func())
 	startInterim(p int, l *lease) (ok bool, done func())
+	adopt(want []int) <-chan struct{}
 	notHeld(parts []int) []int
 }
 
@@ -191,6 +192,15 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			case <-time.After(50 * time.Millisecond):
 			}
 			continue
+		}
+		// Partitions just taken are read on their own until now: wait
+		// for such a read in progress (it ends within interimBlock).
+		if wait := r.table.adopt(want); wait != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wait:
+			}
 		}
 		// Read only partitions still held and not being given back; their
 		// releases wait for done.
