@@ -239,6 +239,10 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			return nil
 		}, []string{"timer_due"}},
 		{"MoveDueTimersOf", func(ctx context.Context, s *Broker) error {
+			// A timer due now: the script runs only where one is.
+			if _, err := s.ScheduleAfter(ctx, parts, 0, 1, nil); err != nil {
+				return err
+			}
 			all := make([]int, parts)
 			for p := range all {
 				all[p] = p
