@@ -2,7 +2,7 @@
 # scripts/idle.sh BIN... : what an idle farm costs Redis, for each maple binary in turn.
 # Each run: a fresh redis-server, `BIN gateway` and WORKERS x `BIN worker`, no players;
 # after WARMUP it resets Redis's command statistics and, over DUR seconds, reads Redis's
-# CPU (utime+stime from /proc) and INFO commandstats. Prints per binary and round: Redis
+# CPU (INFO cpu, user + sys) and INFO commandstats. Prints per binary and round: Redis
 # calls/s, commandstats usec/s (time Redis spent in commands), Redis CPU ms/s, and the
 # top commands. Rounds alternate the binaries, so the figures are side by side.
 # Env: WORKERS [2] DUR [20] WARMUP [3] ROUNDS [3]
@@ -17,8 +17,8 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { echo $((20000 + RANDOM % 12000)); }
-cpu() { awk '{print $14+$15}' /proc/$1/stat 2>/dev/null || echo 0; } # clock ticks
-tck=$(getconf CLK_TCK)
+# Redis's own CPU seconds (INFO cpu: user + sys, to the microsecond).
+rcpu() { redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 for round in $(seq "$ROUNDS"); do
   for bin in "$@"; do
     label=$(basename "$bin")
@@ -34,13 +34,13 @@ for round in $(seq "$ROUNDS"); do
     pids+=("${run[@]}")
     sleep "$WARMUP"
     redis-cli -p "$rp" config resetstat >/dev/null
-    r0=$(cpu $rs)
+    r0=$(rcpu "$rp")
     sleep "$DUR"
-    r1=$(cpu $rs)
+    r1=$(rcpu "$rp")
     redis-cli -p "$rp" info commandstats >"$tmp/cs.txt"
-    python3 - "$label" "$round" "$tmp/cs.txt" $((r1 - r0)) "$tck" "$DUR" <<'PY'
+    python3 - "$label" "$round" "$tmp/cs.txt" "$r0" "$r1" "$DUR" <<'PY'
 import re, sys
-label, rnd, cs, ticks, tck, dur = sys.argv[1:7]
+label, rnd, cs, c0, c1, dur = sys.argv[1:7]
 dur = float(dur)
 rows = []
 for line in open(cs):
@@ -50,7 +50,7 @@ for line in open(cs):
 rows.sort(reverse=True)
 calls = sum(r[2] for r in rows) / dur
 usec = sum(r[0] for r in rows) / dur
-cpu_ms = float(ticks) / float(tck) * 1000 / dur
+cpu_ms = (float(c1) - float(c0)) * 1000 / dur
 top = ", ".join(f"{c} {k / dur:.1f}/s" for u, c, k in rows[:6])
 print(f"{label:>14} r{rnd}: {calls:6.1f} calls/s, commands {usec:7.1f} us/s, redis CPU {cpu_ms:5.2f} ms/s | {top}")
 PY
