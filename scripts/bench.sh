@@ -37,21 +37,6 @@ OUT=$(cd "$OUT" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/maple-bench.XXXXXX")
 pids=()
 
-# stop PID...: TERM, up to 5 s to drain, then KILL.
-stop() {
-  local pid alive
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    alive=0
-    for pid in "$@"; do
-      if kill -0 "$pid" 2>/dev/null; then alive=1; fi
-    done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-
 # cleanup stops the maple processes first, so they drain into a live Redis,
 # then Redis.
 cleanup() {
@@ -64,39 +49,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "bench.sh: $*" >&2; }
-
-# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port: a port nothing listens on now (checked, not reserved).
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
-    if ! port_open "$p"; then echo "$p"; return 0; fi
-  done
-  log "no free port found"
-  return 1
-}
-
-# wait_for WHAT PID CHECK...: run CHECK until it succeeds, for up to 30 s,
-# failing early if PID has exited.
-wait_for() {
-  local what=$1 pid=$2
-  shift 2
-  for _ in $(seq 300); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      log "$what exited; its log:"
-      tail -n 20 "$OUT/$what.log" >&2 || true
-      return 1
-    fi
-    sleep 0.1
-  done
-  log "$what did not answer within 30s; its log:"
-  tail -n 20 "$OUT/$what.log" >&2 || true
-  return 1
-}
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh" # stop, port_open, free_port, wait_for
 
 log "building maple"
 (cd "$root" && go build -o "$tmp/maple" ./cmd/maple && go build -o "$tmp/benchchart" ./scripts/benchchart)

@@ -46,20 +46,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/maple-ws.XXXXXX")
 pids=()
 
 log() { echo "ws.sh: $*" >&2; }
-
-stop() {
-  local pid alive
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    alive=0
-    for pid in "$@"; do
-      if kill -0 "$pid" 2>/dev/null; then alive=1; fi
-    done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh" # stop, port_open, free_port, wait_for
 
 cleanup() {
   if [ ${#pids[@]} -gt 0 ]; then stop "${pids[@]}"; fi
@@ -68,18 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 12000))
-    if ! port_open "$p"; then echo "$p"; return 0; fi
-  done
-  log "no free port found"
-  return 1
-}
 
 wait_port() {
   for _ in $(seq 300); do

@@ -161,8 +161,9 @@ func (t *partitionTable) open(l *lease, interim bool) {
 
 // adopt takes the partitions of want that are read by interim reads
 // into the main reads: no interim read of them starts any more. If one
-// is in progress, it returns a channel closed when it ends; the main
-// read must wait for it, or it would overtake what that read returns.
+// is in progress, it returns a channel closed when one of them ends (call
+// again until it returns nil); the main read must wait for them all, or
+// it would overtake what they return.
 func (t *partitionTable) adopt(want []int) <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -77,6 +77,9 @@ func TestInterimReads(t *testing.T) {
 	}
 	interimDone()
 	<-wait
+	if tb.adopt([]int{1, 2}) != nil {
+		t.Error("adopt waits again after the last interim read ended")
+	}
 	if ok, _ := tb.startInterim(2, l); ok {
 		t.Error("an interim read started after the partition was adopted")
 	}

@@ -194,8 +194,9 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			continue
 		}
 		// Partitions just taken are read on their own until now: wait
-		// for such a read in progress (it ends within interimBlock).
-		if wait := r.table.adopt(want); wait != nil {
+		// for every such read in progress (each ends within interimBlock,
+		// and none starts once adopted).
+		for wait := r.table.adopt(want); wait != nil; wait = r.table.adopt(want) {
 			select {
 			case <-ctx.Done():
 				return
