@@ -24,9 +24,9 @@ import (
 )
 
 type target struct {
-	title, unit          string
-	lower                bool // lower is better
-	goal, before, after  float64
+	title, unit         string
+	lower               bool // lower is better
+	goal, before, after float64
 }
 
 func main() {
