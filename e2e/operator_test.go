@@ -152,8 +152,13 @@ func TestOperatorTools(t *testing.T) {
 		if !ok || p99 <= 0 || p99 >= 0.025 {
 			t.Errorf("gateway p99 of the last second = %v (%v), want the fast echoes' (< 25ms)", p99, ok)
 		}
-		if s := since["request_duration_seconds_p99"]; s < 0.025 || s > 0.05 {
-			t.Errorf("gateway p99 since start = %v, want the slow requests' bucket (25ms, 50ms]", s)
+		// Since start, the 320 sleeps are about a fifth of the requests, so
+		// the p99 is about their p95: 30 ms each, 16 at once, on two cores
+		// under the race detector, a few of them end past 50 ms (the next
+		// bucket; also in the release before). What matters is that it is
+		// theirs, not the fast echoes' of the last second.
+		if s := since["request_duration_seconds_p99"]; s < 0.025 || s > 0.1 {
+			t.Errorf("gateway p99 since start = %v, want the slow requests' buckets (25ms, 100ms]", s)
 		}
 	})
 

@@ -83,9 +83,11 @@ type readTable interface {
 	notHeld(parts []int) []int
 }
 
-// interimBlock is how long an interim read blocks: it ends soon after
-// the main reads adopt the partition.
-const interimBlock = 100 * time.Millisecond
+// interimBlock is how long an interim read blocks. The main read, when
+// it adopts the partition, waits for the interim read in progress (and
+// reads none of its partitions meanwhile), so it is short: interim reads
+// live until the main read's next round, at most 500 ms.
+const interimBlock = 10 * time.Millisecond
 
 // intake is what the reader asks of the dispatcher.
 type intake interface {
@@ -211,7 +213,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			done()
 			select {
 			case <-ctx.Done():
-			case <-time.After(interimBlock / 10):
+			case <-time.After(interimBlock):
 			}
 			continue
 		}
