@@ -348,17 +348,24 @@ func (p *evioPeer) answer(out []byte, next after, reason error) ([]byte, evio.Ac
 	return rest, action
 }
 
+// peerList is a copy of the connections open now, to walk without the
+// lock.
+func (t *evioTransport) peerList() []*evioPeer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*evioPeer, 0, len(t.peers))
+	for p := range t.peers {
+		out = append(out, p)
+	}
+	return out
+}
+
 // goodbyes closes the connections left when the server stops, each with
 // its protocol's goodbye (WebSocket: 1001) after its queued output; false
 // if there are none. Loop 0 (Tick).
 func (t *evioTransport) goodbyes() bool {
 	t.saidBye = true
-	t.mu.Lock()
-	bye := make([]*evioPeer, 0, len(t.peers))
-	for p := range t.peers {
-		bye = append(bye, p)
-	}
-	t.mu.Unlock()
+	bye := t.peerList()
 	for _, p := range bye {
 		p.end(errShutdown)
 	}
@@ -459,14 +466,8 @@ func (t *evioTransport) sweep() {
 		return
 	}
 	t.lastSweep = now
-	t.mu.Lock()
-	peers := make([]*evioPeer, 0, len(t.peers))
-	for p := range t.peers {
-		peers = append(peers, p)
-	}
-	t.mu.Unlock()
 	var check []*evioPeer
-	for _, p := range peers {
+	for _, p := range t.peerList() {
 		send, end := p.proto.due(now, time.Unix(0, p.lastIn.Load()))
 		if end != nil {
 			check = append(check, p)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/maple-farm/maple/internal/keys"
 )
 
@@ -60,10 +62,12 @@ func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time
 // LiveForget takes worker id off the liveness registry (it stopped
 // cleanly and holds no partition any more).
 func (q *Broker) LiveForget(ctx context.Context, id string) error {
-	if err := q.rdb.Del(ctx, q.Keys.LiveMark(id)).Err(); err != nil {
-		return err
-	}
-	return q.rdb.ZRem(ctx, q.Keys.Live(), id).Err()
+	_, err := q.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Del(ctx, q.Keys.LiveMark(id))
+		pipe.ZRem(ctx, q.Keys.Live(), id)
+		return nil
+	})
+	return err
 }
 
 // stringList converts a script's array of strings.
