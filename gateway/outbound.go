@@ -27,45 +27,38 @@ func (s *Server) runOutbound(ctx context.Context) {
 	backoff := retry.New(10*time.Millisecond, time.Second)
 	var pos queue.OutPos // the messages handed out and not yet dropped from the list
 	trim := true         // the next take drops them first
+	wait := false        // the last take found nothing: the next one may block
 	w := &connWrites{at: make(map[*conn]int)}
 	for ctx.Err() == nil {
-		msgs, err := s.q.TakeOut(ctx, s.opts.ID, &pos, outBatch, trim)
-		if err == nil {
-			for _, m := range msgs {
-				s.deliver(w, readOnly(m))
-			}
-			w.flush()
-			if len(msgs) > 0 || pos.Taken > 0 {
-				// Drop what was handed out every trimEvery messages (a
-				// script), and before blocking: WaitOut waits for the
-				// list's tail.
-				trim = pos.Taken >= trimEvery || len(msgs) == 0
-				backoff.Reset()
-				continue
-			}
-			// Nothing waiting: block until a message comes, and read it
-			// in the same round trip (the next take drops it).
-			var m string
-			var ok bool
-			m, ok, err = s.q.WaitOut(ctx, s.block, s.opts.ID, time.Second)
-			if err == nil {
-				if ok {
-					s.deliver(w, readOnly(m))
-					w.flush()
-					pos.Taken++
-					trim = true // a quiet gateway: drop it with the next take
-				}
-				continue
-			}
-			// A failed wait left its message in the list: the next take
-			// returns it.
+		var msgs []string
+		var err error
+		if wait {
+			// Drop what was handed out, read what is waiting, and block
+			// until a message comes if nothing is: one round trip per
+			// message for a quiet gateway.
+			msgs, err = s.q.TakeOutWait(ctx, s.block, s.opts.ID, &pos, outBatch, time.Second)
+		} else {
+			msgs, err = s.q.TakeOut(ctx, s.opts.ID, &pos, outBatch, trim)
 		}
-		if ctx.Err() != nil {
-			return
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.Stats.RedisErrs.Add(1)
+			log.Error("redis pop failed, retrying", "err", err, "backoff", backoff.Delay())
+			backoff.Wait(ctx)
+			continue
 		}
-		s.Stats.RedisErrs.Add(1)
-		log.Error("redis pop failed, retrying", "err", err, "backoff", backoff.Delay())
-		backoff.Wait(ctx)
+		backoff.Reset()
+		for _, m := range msgs {
+			s.deliver(w, readOnly(m))
+		}
+		w.flush()
+		// Drop what was handed out every trimEvery messages (a script),
+		// and whenever the take found nothing: a blocking take waits for
+		// the list's tail, so it drops them first.
+		trim = pos.Taken >= trimEvery
+		wait = len(msgs) == 0 || (wait && len(msgs) == 1)
 	}
 }
 

@@ -35,8 +35,7 @@ var scriptOutTrim = loadScript("out_trim")
 // (out_trim.lua); without, it is one LRANGE past them, which Redis serves
 // without a script. If it fails, pos is unchanged and the same call may be
 // made again: what a lost reply held is returned again, and nothing is
-// dropped twice. Trim before blocking in WaitOut, which waits for the
-// list's tail.
+// dropped twice. TakeOutWait is the take of a gateway that found nothing.
 func (q *Broker) TakeOut(ctx context.Context, gw string, pos *OutPos, n int, trim bool) ([]string, error) {
 	out := q.Keys.Outbound(gw)
 	if !trim && pos.Take != 0 {
@@ -48,21 +47,48 @@ func (q *Broker) TakeOut(ctx context.Context, gw string, pos *OutPos, n int, tri
 		pos.Taken += len(msgs)
 		return msgs, nil
 	}
+	return q.takeTrimmed(ctx, q.rdb, gw, pos, n, 0)
+}
+
+// TakeOutWait is TakeOut with trim that, when nothing is waiting, blocks
+// up to timeout (whole seconds, at least one) for the next message, all
+// in one round trip on rdb (its own client: a blocked command holds a
+// connection): out_trim.lua, the LRANGE, then a BLMOVE of the list's tail
+// onto its tail, which takes nothing. A quiet gateway so pays one round
+// trip per message, where a take and then a wait paid two. When the
+// LRANGE found messages the BLMOVE returned at once with the first of
+// them, and is ignored; otherwise its message, if one came, is the one
+// returned. Like TakeOut, a failed call leaves pos unchanged and may be
+// made again.
+func (q *Broker) TakeOutWait(ctx context.Context, rdb redis.UniversalClient, gw string, pos *OutPos, n int, timeout time.Duration) ([]string, error) {
+	return q.takeTrimmed(ctx, rdb, gw, pos, n, timeout)
+}
+
+// takeTrimmed drops what pos counts (out_trim.lua) and reads up to n
+// messages past it, on rdb; with wait > 0 it then blocks that long for
+// one if there were none.
+func (q *Broker) takeTrimmed(ctx context.Context, rdb redis.UniversalClient, gw string, pos *OutPos, n int, wait time.Duration) ([]string, error) {
+	out := q.Keys.Outbound(gw)
 	seed := mrand.Int64N(1 << 50)
 	var take *redis.Cmd
 	var rng *redis.StringSliceCmd
+	var next *redis.StringCmd
 	for try := 0; ; try++ {
-		pipe := q.rdb.Pipeline()
+		pipe := rdb.Pipeline()
 		take = scriptOutTrim.EvalSha(ctx, pipe, []string{out, q.Keys.OutboundBatch(gw)}, pos.Take, pos.Taken, seed)
 		rng = pipe.LRange(ctx, out, -int64(n), -1)
+		if wait > 0 {
+			next = pipe.BLMove(ctx, out, out, "RIGHT", "RIGHT", wait)
+		}
 		_, err := pipe.Exec(ctx)
-		if err == nil {
-			break
+		if err == nil || (errors.Is(err, redis.Nil) && take.Err() == nil && rng.Err() == nil) {
+			break // redis.Nil: the BLMOVE timed out
 		}
 		// Not in the script cache (a restarted Redis): nothing was
-		// dropped, and the LRANGE's reply is not used. Load and again.
-		if try == 0 && IsNoScript(err) {
-			if err = scriptOutTrim.Load(ctx, q.rdb).Err(); err == nil {
+		// dropped, and the LRANGE's (and BLMOVE's) reply is not used.
+		// Load and again.
+		if try == 0 && IsNoScript(take.Err()) {
+			if err = scriptOutTrim.Load(ctx, rdb).Err(); err == nil {
 				continue
 			}
 		}
@@ -74,25 +100,9 @@ func (q *Broker) TakeOut(ctx context.Context, gw string, pos *OutPos, n int, tri
 	}
 	msgs := rng.Val()
 	slices.Reverse(msgs)
+	if len(msgs) == 0 && next != nil && next.Err() == nil {
+		msgs = append(msgs, next.Val())
+	}
 	pos.Take, pos.Taken = num, len(msgs)
 	return msgs, nil
-}
-
-// WaitOut waits up to timeout (whole seconds, at least one) for a message
-// for gateway gw and returns it, leaving it in the list (BLMOVE of the
-// tail onto the tail), so call it only once TakeOut returned nothing. The
-// caller counts it in pos.Taken once handed out; the next TakeOut drops
-// it. If the call fails, the message is still in the list and the next
-// TakeOut returns it. It uses its own client rdb, since a blocked command
-// holds a connection.
-func (q *Broker) WaitOut(ctx context.Context, rdb redis.UniversalClient, gw string, timeout time.Duration) (string, bool, error) {
-	out := q.Keys.Outbound(gw)
-	v, err := rdb.BLMove(ctx, out, out, "RIGHT", "RIGHT", timeout).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	return v, true, nil
 }

@@ -37,7 +37,7 @@ var testedScripts = map[string]string{
 	"timer_cancel":   "TestTimers",
 	"timer_due":      "TestTimers, TestMoveDueTimersConcurrent",
 	"cron_claim":     "TestClaimPeriod",
-	"out_trim":       "TestTakeOut, TestWaitOutThenTakeOut",
+	"out_trim":       "TestTakeOut, TestTakeOutWait",
 	"trim":           "TestTrim",
 }
 
@@ -1543,17 +1543,19 @@ func TestTakeOut(t *testing.T) {
 	})
 }
 
-// TestWaitOutThenTakeOut: a message WaitOut returned and the gateway
-// counted is dropped by the next TakeOut, never handed out twice; one
-// whose WaitOut reply was lost (not counted) comes back from TakeOut.
-func TestWaitOutThenTakeOut(t *testing.T) {
+// TestTakeOutWait: a take that finds nothing blocks until a message comes
+// and returns it in the same round trip; the next take drops it, never
+// hands it out twice; what is waiting is returned at once, the BLMOVE's
+// copy of it ignored; and a take whose reply was lost (pos not moved on)
+// hands its message out again.
+func TestTakeOutWait(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *Broker) {
 		ctx := testCtx(t)
 		push := func(v ...any) {
 			pipe := s.rdb.Pipeline()
 			s.PushOut(ctx, pipe, "gw", v...)
 			if _, err := pipe.Exec(ctx); err != nil {
-				t.Fatal(err)
+				t.Error(err)
 			}
 		}
 		var pos OutPos
@@ -1561,33 +1563,62 @@ func TestWaitOutThenTakeOut(t *testing.T) {
 		if err != nil || len(msgs) != 0 {
 			t.Fatalf("first TakeOut = %v, %v", msgs, err)
 		}
-		push("x")
-		m, ok, err := s.WaitOut(ctx, s.rdb, "gw", time.Second)
-		if err != nil || !ok || m != "x" {
-			t.Fatalf("WaitOut = %q %v %v", m, ok, err)
+		// pushLater pushes v after 100 ms; wait for the channel it returns.
+		pushLater := func(v string) chan struct{} {
+			done := make(chan struct{})
+			go func() { defer close(done); time.Sleep(100 * time.Millisecond); push(v) }()
+			return done
 		}
-		pos.Taken++
+		// Nothing waiting: it blocks until x comes.
+		pushed := pushLater("x")
+		start := time.Now()
+		msgs, err = s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, 5*time.Second)
+		if err != nil || !slices.Equal(msgs, []string{"x"}) || pos.Taken != 1 {
+			t.Fatalf("blocking TakeOutWait = %q, %v, pos %+v; want x, taken 1", msgs, err, pos)
+		}
+		<-pushed
+		if d := time.Since(start); d < 90*time.Millisecond || d > 4*time.Second {
+			t.Errorf("blocking TakeOutWait returned after %v; want when x came (100 ms)", d)
+		}
 		push("z") // came meanwhile, at the head
-		msgs, err = s.TakeOut(ctx, "gw", &pos, 10, true)
+		msgs, err = s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, time.Second)
 		if err != nil || !slices.Equal(msgs, []string{"z"}) {
-			t.Fatalf("TakeOut after WaitOut = %q, %v; want z only (x was handed out)", msgs, err)
+			t.Fatalf("TakeOutWait after x = %q, %v; want z only (x was handed out)", msgs, err)
 		}
-		for i := 0; i < 2; i++ {
-			if msgs, err := s.TakeOut(ctx, "gw", &pos, 10, true); err != nil || len(msgs) != 0 {
-				t.Fatalf("TakeOut #%d = %q, %v; want nothing", i, msgs, err)
-			}
+		push("a", "b")
+		msgs, err = s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, time.Second)
+		if err != nil || !slices.Equal(msgs, []string{"a", "b"}) || pos.Taken != 2 {
+			t.Fatalf("TakeOutWait with two waiting = %q, %v, pos %+v; want a b, taken 2", msgs, err, pos)
 		}
-		// A WaitOut whose reply was lost: the message is still in the
-		// list, not counted, and the next take hands it out.
+		// Nothing comes: it returns nothing after the timeout, with the
+		// list empty.
+		if msgs, err := s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, time.Second); err != nil || len(msgs) != 0 || pos.Taken != 0 {
+			t.Fatalf("idle TakeOutWait = %q, %v, pos %+v; want nothing", msgs, err, pos)
+		}
+		// A take whose reply was lost: the message is still in the list,
+		// and the same call made again (pos as before) hands it out.
 		push("y")
-		if _, _, err := s.WaitOut(ctx, s.rdb, "gw", time.Second); err != nil {
+		lost := pos
+		if msgs, err := s.TakeOutWait(ctx, s.rdb, "gw", &lost, 10, time.Second); err != nil || !slices.Equal(msgs, []string{"y"}) {
+			t.Fatalf("TakeOutWait = %q, %v; want y", msgs, err)
+		}
+		if msgs, err := s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, time.Second); err != nil || !slices.Equal(msgs, []string{"y"}) {
+			t.Fatalf("TakeOutWait after a lost reply = %q, %v; want y again", msgs, err)
+		}
+		// A Redis that restarted has no scripts: the take blocks until a
+		// message comes (nothing to hand out before), then loads the
+		// script and takes it.
+		if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if msgs, err := s.TakeOut(ctx, "gw", &pos, 10, true); err != nil || !slices.Equal(msgs, []string{"y"}) {
-			t.Fatalf("TakeOut after a lost WaitOut = %q, %v; want y", msgs, err)
+		pushed = pushLater("w")
+		msgs, err = s.TakeOutWait(ctx, s.rdb, "gw", &pos, 10, 5*time.Second)
+		<-pushed
+		if err != nil || !slices.Equal(msgs, []string{"w"}) {
+			t.Fatalf("TakeOutWait without the script loaded = %q, %v; want w (y was handed out)", msgs, err)
 		}
 		if msgs, _ := s.TakeOut(ctx, "gw", &pos, 10, true); len(msgs) != 0 {
-			t.Fatalf("after y was handed out, TakeOut = %q; want nothing", msgs)
+			t.Fatalf("after w was handed out, TakeOut = %q; want nothing", msgs)
 		}
 		if n, _ := s.rdb.LLen(ctx, s.Keys.Outbound("gw")).Result(); n != 0 {
 			t.Errorf("outbound list holds %d messages after everything was handed out", n)
