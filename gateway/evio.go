@@ -61,6 +61,9 @@ type evioTransport struct {
 	dupMax     int64
 	wakes      *atomic.Int64 // Stats.Wakes
 	direct     *atomic.Int64 // Stats.DirectWrites
+	// afterRead runs on the loop after each read is handed over (the
+	// push queue's handOff); nil: nothing.
+	afterRead func()
 }
 
 // evioPeer is a connection's state shared between the loop goroutine and
@@ -261,6 +264,9 @@ func (t *evioTransport) serve(ctx context.Context) error {
 		}
 		p.lastIn.Store(time.Now().UnixNano())
 		out, next, reason := p.proto.read(in)
+		if t.afterRead != nil {
+			t.afterRead()
+		}
 		switch next {
 		case closeNow:
 			p.mu.Lock()

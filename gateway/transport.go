@@ -186,5 +186,6 @@ func (s *Server) newTransport() *evioTransport {
 		t.stops = append(t.stops, ws.stop)
 	}
 	t.wakes, t.direct = &s.Stats.Wakes, &s.Stats.DirectWrites
+	t.afterRead = s.queue.handOff
 	return t
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 
@@ -40,6 +41,8 @@ type dispatcher struct {
 	// the runners take them (work signals one).
 	runnable []*connQueue
 	work     *sync.Cond
+	waiting  int           // runners waiting for work
+	woke     bool          // an admission since handOff woke a runner of an idle worker
 	stopped  bool          // the drain is over: runners take nothing more
 	roomWait chan struct{} // made by a reader waiting for room; closed when there is
 	idleWait chan struct{} // made by the drain; closed when nothing is held
@@ -332,9 +335,30 @@ func (d *dispatcher) admitLocked(dl *queue.Delivery) bool {
 	if !q.running {
 		q.running = true
 		d.runnable = append(d.runnable, q)
+		if d.waiting == d.concurrency {
+			d.woke = true
+		}
 		d.work.Signal()
 	}
 	return true
+}
+
+// handOff lets the runner that an admission since the last call woke on
+// an idle worker run at once on the calling goroutine's thread: the
+// reader calls it once it has admitted a read. Signalled, the runner
+// would wait for the Go scheduler to wake another thread to take it,
+// about 30 µs of a 1 x 1 round trip on a 2-core machine
+// (docs/benchmarks.md); yielding runs it here, and the reader's next read
+// follows as soon as the runner has sent its results and waits on the
+// network. A busy worker's runners are awake already: no yield.
+func (d *dispatcher) handOff() {
+	d.mu.Lock()
+	woke := d.woke
+	d.woke = false
+	d.mu.Unlock()
+	if woke {
+		runtime.Gosched()
+	}
 }
 
 // envelopeOverhead is what an envelope held costs beyond its bytes: its
@@ -356,7 +380,9 @@ func (d *dispatcher) runner() {
 	defer d.mu.Unlock()
 	for {
 		for len(d.runnable) == 0 && !d.stopped {
+			d.waiting++
 			d.work.Wait()
+			d.waiting--
 		}
 		if d.stopped {
 			return // the drain is over: what is left stays pending in Redis

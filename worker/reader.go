@@ -94,6 +94,7 @@ type intake interface {
 	waitRoom(ctx context.Context) bool
 	room() (conns, envs int, bytes int64)
 	admit(ds []queue.Delivery, recovered bool) int
+	handOff() // after admit: let a runner it woke run now
 }
 
 type readerParams struct {
@@ -359,7 +360,9 @@ func (r *reader) deliver(ctx context.Context, ds []queue.Delivery, parts []int, 
 	if lost := r.table.notHeld(parts); len(lost) > 0 {
 		ds = slices.DeleteFunc(ds, func(d queue.Delivery) bool { return slices.Contains(lost, d.Part) })
 	}
-	return r.dispatch.admit(ds, recovered)
+	n := r.dispatch.admit(ds, recovered)
+	r.dispatch.handOff()
+	return n
 }
 
 // readCount is how many entries the next read takes per partition: as
