@@ -5,10 +5,11 @@
 # CPU (INFO cpu, user + sys) and INFO commandstats. Prints per binary and round: Redis
 # calls/s, commandstats usec/s (time Redis spent in commands), Redis CPU ms/s, and the
 # top commands. Rounds alternate the binaries, so the figures are side by side.
-# Env: WORKERS [2] DUR [20] WARMUP [3] ROUNDS [3]
+# After the rounds, per binary: the median of each figure over the rounds and its range.
+# Env: WORKERS [2] DUR [20] WARMUP [3] ROUNDS [3] TOP [6] (commands listed per round)
 #   scripts/idle.sh /tmp/maple-before /tmp/maple-after
 set -uo pipefail
-WORKERS=${WORKERS:-2}; DUR=${DUR:-20}; WARMUP=${WARMUP:-3}; ROUNDS=${ROUNDS:-3}
+WORKERS=${WORKERS:-2}; DUR=${DUR:-20}; WARMUP=${WARMUP:-3}; ROUNDS=${ROUNDS:-3}; TOP=${TOP:-6}
 [ $# -gt 0 ] || { echo "usage: scripts/idle.sh BIN..." >&2; exit 2; }
 tmp=$(mktemp -d /tmp/idle.XXXXXX); pids=()
 cleanup() {
@@ -38,8 +39,9 @@ for round in $(seq "$ROUNDS"); do
     sleep "$DUR"
     r1=$(rcpu "$rp")
     redis-cli -p "$rp" info commandstats >"$tmp/cs.txt"
-    python3 - "$label" "$round" "$tmp/cs.txt" "$r0" "$r1" "$DUR" <<'PY'
-import re, sys
+    TOP=$TOP python3 - "$label" "$round" "$tmp/cs.txt" "$r0" "$r1" "$DUR" "$tmp/sum.tsv" <<'PY'
+import os, re, sys
+TOP = int(os.environ["TOP"])
 label, rnd, cs, c0, c1, dur = sys.argv[1:7]
 dur = float(dur)
 rows = []
@@ -51,10 +53,24 @@ rows.sort(reverse=True)
 calls = sum(r[2] for r in rows) / dur
 usec = sum(r[0] for r in rows) / dur
 cpu_ms = (float(c1) - float(c0)) * 1000 / dur
-top = ", ".join(f"{c} {k / dur:.1f}/s" for u, c, k in rows[:6])
-print(f"{label:>14} r{rnd}: {calls:6.1f} calls/s, commands {usec:7.1f} us/s, redis CPU {cpu_ms:5.2f} ms/s | {top}")
+top = ", ".join(f"{c} {k / dur:.1f}/s {u / dur:.0f}us/s" for u, c, k in rows[:TOP])
+line = f"{label:>14} r{rnd}: {calls:6.1f} calls/s, commands {usec:7.1f} us/s, redis CPU {cpu_ms:5.2f} ms/s"
+print(f"{line} | {top}")
+with open(sys.argv[7], "a") as f:
+    f.write(f"{label}\t{calls}\t{usec}\t{cpu_ms}\n")
 PY
     kill -TERM "${run[@]}" 2>/dev/null; wait "${run[@]}" 2>/dev/null
     kill -TERM $rs; wait $rs 2>/dev/null
   done
 done
+python3 - "$tmp/sum.tsv" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, *v = line.split("\t")
+    runs.setdefault(label, []).append([float(x) for x in v])
+for label, rs in runs.items():
+    cols = list(zip(*rs))
+    f = [f"{statistics.median(c):.1f} ({min(c):.1f}-{max(c):.1f})" for c in cols]
+    print(f"{label:>14} median (range) of {len(rs)}: calls/s {f[0]}, commands us/s {f[1]}, redis CPU ms/s {f[2]}")
+PY
