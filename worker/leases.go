@@ -61,6 +61,9 @@ type leaseKeeper struct {
 	out      interface{ flush(ctx context.Context) }
 	marks    interface{ forgetPartition(p int) }
 	ready    chan struct{} // closed after the first round
+	// timers, if not nil, polls its timers in the liveness round's round
+	// trip (timers.probes).
+	timers *timers
 
 	// mu orders the fence against adding partitions: none is added
 	// while the liveness is out, and the fence drops what was added.
@@ -146,13 +149,14 @@ type leaseParams struct {
 	outbox     interface{ flush(ctx context.Context) }
 	marks      interface{ forgetPartition(p int) }
 	ready      chan struct{}
+	timers     *timers
 }
 
 func newLeaseKeeper(p leaseParams) *leaseKeeper {
 	lk := &leaseKeeper{
 		q: p.queue, log: p.log, logs: p.logs, stats: p.stats, id: p.id, parts: p.partitions,
 		ttl: p.lease, liveness: p.liveness,
-		table: p.table, taker: p.taker, held: p.held, out: p.outbox, marks: p.marks, ready: p.ready,
+		table: p.table, taker: p.taker, held: p.held, out: p.outbox, marks: p.marks, ready: p.ready, timers: p.timers,
 		renewed: make(map[int]time.Time), dead: make(map[string]bool),
 	}
 	lk.life, lk.abandon = context.WithCancel(context.Background())
@@ -209,13 +213,20 @@ func (lk *leaseKeeper) livenessRound(ctx context.Context) (changed bool) {
 	for d := range lk.dead {
 		known = append(known, d)
 	}
-	live, dead, err := lk.q.LiveRound(ctx, me, lk.liveness, lk.ttl, known...)
+	var probe *queue.TimerProbe
+	if lk.timers != nil {
+		probe = lk.timers.probe(sent)
+	}
+	live, dead, err := lk.q.LiveRound(ctx, me, lk.liveness, lk.ttl, known, probe)
 	if err != nil {
 		if ctx.Err() == nil {
 			lk.stats.RedisErrs.Add(1)
 			lk.logs.Error("liveness renewal failed", "err", err)
 		}
 		return false
+	}
+	if probe != nil {
+		lk.timers.probed(probe)
 	}
 	lk.alive(sent)
 	lk.live = live

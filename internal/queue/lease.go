@@ -94,24 +94,34 @@ func (q *Broker) ReleaseLease(ctx context.Context, p int, id string) error {
 // whoever lists it reads a mark that was set. What runs between the
 // commands only makes a verdict a moment old, as a script's was once
 // returned.
-func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time.Duration, known ...string) (live, dead []string, err error) {
+//
+// probe, if not nil, rides in the same round trip (its errors are its
+// own: TimerProbe.Due).
+func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time.Duration, known []string, probe *TimerProbe) (live, dead []string, err error) {
 	now := time.Now().UnixMilli()
 	reg := q.Keys.Live()
 	marks := make(map[string]*redis.IntCmd, len(known))
-	var all *redis.ZSliceCmd
-	_, err = q.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.Set(ctx, q.Keys.LiveMark(id), "1", liveness)
-		pipe.ZAdd(ctx, reg, redis.Z{Score: float64(now), Member: id})
-		all = pipe.ZRangeByScoreWithScores(ctx, reg, &redis.ZRangeBy{Min: "-inf", Max: "+inf"})
-		for _, w := range known {
-			if w != id {
-				marks[w] = pipe.Exists(ctx, q.Keys.LiveMark(w))
-			}
+	pipe := q.rdb.Pipeline()
+	renew := []redis.Cmder{
+		pipe.Set(ctx, q.Keys.LiveMark(id), "1", liveness),
+		pipe.ZAdd(ctx, reg, redis.Z{Score: float64(now), Member: id}),
+	}
+	all := pipe.ZRangeByScoreWithScores(ctx, reg, &redis.ZRangeBy{Min: "-inf", Max: "+inf"})
+	renew = append(renew, all)
+	for _, w := range known {
+		if w != id {
+			marks[w] = pipe.Exists(ctx, q.Keys.LiveMark(w))
+			renew = append(renew, marks[w])
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+	}
+	if probe != nil {
+		probe.add(ctx, q, pipe)
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range renew {
+		if err := c.Err(); err != nil {
+			return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+		}
 	}
 	var unknown []string
 	for _, z := range all.Val() {

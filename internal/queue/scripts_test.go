@@ -702,7 +702,7 @@ func TestLiveRound(t *testing.T) {
 					if rounds == "next" {
 						k = append([]string{"w0"}, known[id]...)
 					}
-					live, dead, err = s.LiveRound(ctx, id, liveness, forget, k...)
+					live, dead, err = s.LiveRound(ctx, id, liveness, forget, k, nil)
 					known[id] = append(slices.Clone(live), dead...)
 					slices.Sort(live)
 					slices.Sort(dead)

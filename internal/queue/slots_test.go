@@ -166,7 +166,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			return err
 		}, []string{"lease_acquire"}},
 		{"LiveRound", func(ctx context.Context, s *Broker) error {
-			_, _, err := s.LiveRound(ctx, "w", time.Second, time.Second)
+			_, _, err := s.LiveRound(ctx, "w", time.Second, time.Second, nil, nil)
 			return err
 		}, nil},
 		{"ReleaseLease", func(ctx context.Context, s *Broker) error {
