@@ -771,6 +771,39 @@ func testLiveRound(t *testing.T, s *Broker, round func(id string, liveness, forg
 	}
 }
 
+// TestLiveRoundProbesTimers: a liveness round carrying a TimerProbe finds
+// the partitions with a timer due, and only those; MoveTimersOf moves
+// their timers.
+func TestLiveRoundProbesTimers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Broker) {
+		ctx := testCtx(t)
+		const parts = 4
+		id, err := s.ScheduleAfter(ctx, parts, 0, 9, []byte("due"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ScheduleAfter(ctx, parts, time.Hour, 9, []byte("later")); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(id[:strings.IndexByte(id, '.')])
+		probe := &TimerProbe{Parts: []int{0, 1, 2, 3}, Now: time.Now().Add(time.Millisecond)}
+		if _, _, err := s.LiveRound(ctx, "w1", time.Minute, time.Minute, nil, probe); err != nil {
+			t.Fatal(err)
+		}
+		due, err := probe.Due()
+		if err != nil || !slices.Equal(due, []int{p}) {
+			t.Fatalf("probe found %v, %v; want [%d]", due, err, p)
+		}
+		n, err := s.MoveTimersOf(ctx, due, probe.Now, 10)
+		if err != nil || !slices.Equal(n, []int{1}) {
+			t.Fatalf("MoveTimersOf = %v, %v; want [1]", n, err)
+		}
+		if l, _ := s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result(); l != 1 {
+			t.Errorf("partition %d's stream holds %d entries, want 1", p, l)
+		}
+	})
+}
+
 // TestDeadLetter: DeadLetter copies an envelope to its partition's
 // dead-letter stream and nothing more: the entry stays pending and the
 // handled marks are left alone (the worker marks and acknowledges through
