@@ -17,9 +17,10 @@ import (
 // changes the partition table.
 //
 // Two clocks run it. The liveness round, Options.Liveness/livenessRounds
-// apart, renews this worker's liveness (one script call, whatever the
-// partitions) and learns who is alive and who died. The lease round,
-// every Options.Lease/4, heartbeats, renews each partition's lease, takes
+// apart, renews this worker's liveness (one round trip of native
+// commands, whatever the partitions: queue.LiveRound) and learns who is
+// alive and who died. The lease round, every Options.Lease/4, heartbeats,
+// renews each partition's lease (one pipeline for all), takes
 // free partitions up to ceil(partitions/live workers) and hands extra
 // ones back once their frames are done; a worker short of its share looks
 // for free partitions every Lease/10. A liveness round that finds
@@ -33,6 +34,18 @@ import (
 // one whose lease renewals failed for Lease less fenceMargin. A frame of
 // a dropped partition that has not started is left pending for the next
 // owner (processor.handle); one running finishes, as when a lease is lost.
+//
+// So no partition runs on two workers at once. Worker B names A dead only
+// when an EXISTS of A's mark found none (queue.LiveRound): Redis expired
+// it, Liveness after it ran A's last SET, or A deleted it on a clean stop
+// after giving its leases up. A sent that SET before Redis ran it, and
+// its fence counts from the send, so A dropped every partition before B
+// could see it dead (fenceMargin covers a timer firing late). The round's
+// commands need not run atomically: the verdict rests on that one EXISTS,
+// and B may act on it a moment later because after a fence A never holds
+// a partition under the old name again: it leases under a new name (gen).
+// Lease renewals go in one pipeline, all sent after the instant their
+// fence counts from, as each one was when they went one by one.
 type leaseKeeper struct {
 	q        *queue.Broker
 	log      *slog.Logger
@@ -48,6 +61,9 @@ type leaseKeeper struct {
 	out      interface{ flush(ctx context.Context) }
 	marks    interface{ forgetPartition(p int) }
 	ready    chan struct{} // closed after the first round
+	// timers, if not nil, polls its timers in the liveness round's round
+	// trip (timers.probes).
+	timers *timers
 
 	// mu orders the fence against adding partitions: none is added
 	// while the liveness is out, and the fence drops what was added.
@@ -133,13 +149,14 @@ type leaseParams struct {
 	outbox     interface{ flush(ctx context.Context) }
 	marks      interface{ forgetPartition(p int) }
 	ready      chan struct{}
+	timers     *timers
 }
 
 func newLeaseKeeper(p leaseParams) *leaseKeeper {
 	lk := &leaseKeeper{
 		q: p.queue, log: p.log, logs: p.logs, stats: p.stats, id: p.id, parts: p.partitions,
 		ttl: p.lease, liveness: p.liveness,
-		table: p.table, taker: p.taker, held: p.held, out: p.outbox, marks: p.marks, ready: p.ready,
+		table: p.table, taker: p.taker, held: p.held, out: p.outbox, marks: p.marks, ready: p.ready, timers: p.timers,
 		renewed: make(map[int]time.Time), dead: make(map[string]bool),
 	}
 	lk.life, lk.abandon = context.WithCancel(context.Background())
@@ -190,13 +207,26 @@ func (lk *leaseKeeper) run(ctx context.Context) {
 func (lk *leaseKeeper) livenessRound(ctx context.Context) (changed bool) {
 	me, _ := lk.name()
 	sent := time.Now()
-	live, dead, err := lk.q.LiveRound(ctx, me, lk.liveness, lk.ttl)
+	// The workers of the last round: their marks are read in the same
+	// round trip as the renewal.
+	known := append(make([]string, 0, len(lk.live)+len(lk.dead)), lk.live...)
+	for d := range lk.dead {
+		known = append(known, d)
+	}
+	var probe *queue.TimerProbe
+	if lk.timers != nil {
+		probe = lk.timers.probe(sent)
+	}
+	live, dead, err := lk.q.LiveRound(ctx, me, lk.liveness, lk.ttl, known, probe)
 	if err != nil {
 		if ctx.Err() == nil {
 			lk.stats.RedisErrs.Add(1)
 			lk.logs.Error("liveness renewal failed", "err", err)
 		}
 		return false
+	}
+	if probe != nil {
+		lk.timers.probed(probe)
 	}
 	lk.alive(sent)
 	lk.live = live
@@ -297,12 +327,15 @@ func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 		lk.workers = len(lk.live) + lk.legacy
 	}
 
-	// Renew what we hold.
+	// Renew what we hold, in one round trip. Every renewal was sent after
+	// sent: a lease's fence counts from there, early if anything.
 	me, gen := lk.name()
-	for _, p := range lk.table.held() {
-		sent := time.Now()
-		ok, err := lk.q.AcquireLease(ctx, p, me, lk.ttl)
-		lk.mu.Lock()
+	held := lk.table.held()
+	sent := time.Now()
+	oks, errs := lk.q.RenewLeases(ctx, held, me, lk.ttl)
+	lk.mu.Lock()
+	for i, p := range held {
+		ok, err := oks[i], errs[i]
 		switch {
 		case gen != lk.gen:
 			// A fence dropped it meanwhile.
@@ -317,8 +350,8 @@ func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 		default:
 			lk.stats.RedisErrs.Add(1) // keep it; the next round retries
 		}
-		lk.mu.Unlock()
 	}
+	lk.mu.Unlock()
 	lk.take(ctx, offset)
 }
 

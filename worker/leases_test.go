@@ -30,7 +30,7 @@ func TestDeadWorkersPartitionsMoveWithinLiveness(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if _, _, err := st.LiveRound(ctx, "ghost", 300*time.Millisecond, time.Minute); err != nil {
+		if _, _, err := st.LiveRound(ctx, "ghost", 300*time.Millisecond, time.Minute, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Heartbeat(ctx, st.Keys.Workers(), "old", time.Now()); err != nil {

@@ -84,7 +84,9 @@ type Options struct {
 	// sessions are removed (it died without saying so).
 	GatewayTimeout time.Duration
 	// TimerTick is how often due timers are moved to the streams: a
-	// timer fires at most this late (plus queueing).
+	// timer fires at most this late (plus queueing). When it is
+	// Liveness/7 (the defaults), the liveness rounds poll the timers in
+	// their own round trip, saving Redis one round trip per tick.
 	TimerTick time.Duration
 	// MaxHeldBytes bounds the bytes of envelopes a worker holds, read and
 	// not yet done: past it, it reads nothing new until some are done.
@@ -317,11 +319,18 @@ func (w *Worker) build(st *store.Store, q, rq *queue.Broker, parts int, cluster 
 		maxHeldBytes: o.MaxHeldBytes, proc: w.proc, out: w.outbox, gateways: w.reaper})
 	w.reader = newReader(readerParams{queue: q, blocking: rq, log: duty("reader"), stats: stats, id: o.ID,
 		cluster: cluster, batch: o.Batch, table: w.table, dispatch: w.dispatch, marks: w.marks, bundles: w.outbox})
+	// At the defaults the timers' tick is the liveness round's: the rounds
+	// poll the timers in their round trip (timers.probes).
+	probed := o.TimerTick == o.Liveness/livenessRounds
+	w.timers = newTimers(timersParams{queue: q, log: duty("timers"), stats: stats, partitions: parts,
+		tick: o.TimerTick, jobs: w.app.jobs, table: w.table, probed: probed})
+	var polls *timers
+	if probed {
+		polls = w.timers
+	}
 	w.leases = newLeaseKeeper(leaseParams{queue: q, log: duty("leases"), logs: logs, stats: stats, id: o.ID,
 		partitions: parts, lease: o.Lease, liveness: o.Liveness, table: w.table, taker: w.reader, held: w.dispatch, outbox: w.outbox, marks: w.marks,
-		ready: w.ready})
-	w.timers = newTimers(timersParams{queue: q, log: duty("timers"), stats: stats, partitions: parts,
-		tick: o.TimerTick, jobs: w.app.jobs, table: w.table})
+		ready: w.ready, timers: polls})
 	w.janitor = newJanitor(janitorParams{queue: q, log: w.log, id: o.ID, lease: o.Lease, marks: w.marks,
 		table: w.table, ready: w.ready})
 }

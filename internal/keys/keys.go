@@ -125,8 +125,8 @@ func (k Keys) Workers() string { return k.Prefix + ":workers" }
 // and they take its partitions over without waiting for their leases.
 func (k Keys) Live() string { return k.Prefix + ":{live}" }
 
-// LiveMark is worker id's liveness mark (live_round.lua spells it too:
-// Live() + ":" + id, in Live's slot).
+// LiveMark is worker id's liveness mark, in Live's slot (hash tag
+// {live}).
 func (k Keys) LiveMark(id string) string { return k.Live() + ":" + id }
 
 // PartitionCount holds the farm's number of partitions.

@@ -29,6 +29,40 @@ func (q *Broker) AcquireLease(ctx context.Context, p int, id string, ttl time.Du
 	return n == 1, nil
 }
 
+// RenewLeases renews worker id's leases on parts in one round trip
+// (lease_acquire.lua per partition, pipelined; on Redis Cluster one per
+// master). held[i] says whether id holds parts[i] now; errs[i] is that
+// partition's error, if any.
+func (q *Broker) RenewLeases(ctx context.Context, parts []int, id string, ttl time.Duration) (held []bool, errs []error) {
+	held, errs = make([]bool, len(parts)), make([]error, len(parts))
+	if len(parts) == 0 {
+		return held, errs
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(parts))
+		for i, p := range parts {
+			cmds[i] = scriptLeaseAcquire.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id, ttl.Milliseconds())
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && IsNoScript(err) && attempt == 0 {
+			// Redis restarted with an empty script cache.
+			if err := LoadScripts(ctx, q.rdb); err == nil {
+				continue
+			}
+		}
+		for i, c := range cmds {
+			n, err := c.Int()
+			if err != nil {
+				errs[i] = fmt.Errorf("store: renew lease of partition %d: %w", parts[i], err)
+				continue
+			}
+			held[i] = n == 1
+		}
+		return held, errs
+	}
+}
+
 // scriptLeaseRelease (lua/lease_release.lua) gives a lease up if still the caller's.
 var scriptLeaseRelease = loadScript("lease_release")
 
@@ -40,23 +74,93 @@ func (q *Broker) ReleaseLease(ctx context.Context, p int, id string) error {
 	return nil
 }
 
-// scriptLiveRound (lua/live_round.lua) renews a worker's liveness and
-// lists the live and the dead.
-var scriptLiveRound = loadScript("live_round")
-
 // LiveRound marks worker id alive for liveness more (by Redis's clock),
 // and returns the workers alive and those that stopped renewing less than
 // forget ago (dead). Those silent for longer are forgotten.
-func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time.Duration) (live, dead []string, err error) {
-	res, err := scriptLiveRound.Run(ctx, q.rdb, []string{q.Keys.Live()}, id, liveness.Milliseconds(),
-		forget.Milliseconds(), time.Now().UnixMilli()).Slice()
-	if err != nil {
-		return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+//
+// known names the workers the caller listed at its last round, live or
+// dead: their marks are read in the same round trip as the renewal, so a
+// round is one round trip of native commands (an idle farm's most
+// frequent call to Redis: a script cost Redis several times as much). A
+// worker listed that is not in known (new to the caller) has its mark
+// read in a second round trip.
+//
+// The commands need not run atomically. A worker is named dead only by
+// an EXISTS of its mark that found none, sent after the ZRANGEBYSCORE
+// that listed it: by then Redis expired its mark (liveness after Redis ran
+// its last SET, which it sent earlier still, so it fenced itself before;
+// worker/leases.go) or the worker deleted it, having given its leases up
+// (LiveForget). A worker's SET goes before its ZADD on one connection, so
+// whoever lists it reads a mark that was set. What runs between the
+// commands only makes a verdict a moment old, as a script's was once
+// returned.
+//
+// probe, if not nil, rides in the same round trip (its errors are its
+// own: TimerProbe.Due).
+func (q *Broker) LiveRound(ctx context.Context, id string, liveness, forget time.Duration, known []string, probe *TimerProbe) (live, dead []string, err error) {
+	now := time.Now().UnixMilli()
+	reg := q.Keys.Live()
+	marks := make(map[string]*redis.IntCmd, len(known))
+	pipe := q.rdb.Pipeline()
+	renew := []redis.Cmder{
+		pipe.Set(ctx, q.Keys.LiveMark(id), "1", liveness),
+		pipe.ZAdd(ctx, reg, redis.Z{Score: float64(now), Member: id}),
 	}
-	if len(res) != 2 {
-		return nil, nil, fmt.Errorf("store: liveness round: %d replies, want 2", len(res))
+	all := pipe.ZRangeByScoreWithScores(ctx, reg, &redis.ZRangeBy{Min: "-inf", Max: "+inf"})
+	renew = append(renew, all)
+	for _, w := range known {
+		if w != id {
+			marks[w] = pipe.Exists(ctx, q.Keys.LiveMark(w))
+			renew = append(renew, marks[w])
+		}
 	}
-	return stringList(res[0]), stringList(res[1]), nil
+	if probe != nil {
+		probe.add(ctx, q, pipe)
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range renew {
+		if err := c.Err(); err != nil {
+			return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+		}
+	}
+	var unknown []string
+	for _, z := range all.Val() {
+		w, _ := z.Member.(string)
+		if _, ok := marks[w]; !ok && w != id {
+			unknown = append(unknown, w)
+		}
+	}
+	if len(unknown) > 0 {
+		_, err = q.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, w := range unknown {
+				marks[w] = pipe.Exists(ctx, q.Keys.LiveMark(w))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+		}
+	}
+	var forgotten []any
+	for _, z := range all.Val() {
+		w, _ := z.Member.(string)
+		switch {
+		case w == id || marks[w].Val() == 1:
+			live = append(live, w)
+		case z.Score < float64(now-forget.Milliseconds()):
+			// Silent for longer than forget: its leases, which it stopped
+			// renewing too, ran out by then.
+			forgotten = append(forgotten, w)
+		default:
+			dead = append(dead, w)
+		}
+	}
+	if len(forgotten) > 0 {
+		if err := q.rdb.ZRem(ctx, reg, forgotten...).Err(); err != nil {
+			return nil, nil, fmt.Errorf("store: liveness round: %w", err)
+		}
+	}
+	return live, dead, nil
 }
 
 // LiveForget takes worker id off the liveness registry (it stopped
@@ -68,18 +172,6 @@ func (q *Broker) LiveForget(ctx context.Context, id string) error {
 		return nil
 	})
 	return err
-}
-
-// stringList converts a script's array of strings.
-func stringList(v any) []string {
-	a, _ := v.([]any)
-	out := make([]string, 0, len(a))
-	for _, x := range a {
-		if s, ok := x.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // ForgetConsumers deletes the consumers of partition p's group that hold

@@ -28,7 +28,6 @@ import (
 // script is added without a test.
 var testedScripts = map[string]string{
 	"lease_acquire":  "TestLease, TestLiveRound",
-	"live_round":     "TestLiveRound",
 	"lease_release":  "TestLease",
 	"dead_requeue":   "TestDeadLetter",
 	"session_bind":   "TestBindUser",
@@ -688,57 +687,119 @@ func TestLease(t *testing.T) {
 // TestLiveRound: a worker is alive for the liveness it renewed, by Redis's
 // clock; then dead, and its leases are free to whoever names it dead;
 // then, after forget, not listed at all. A lease whose owner is not named
-// dead stays with it.
+// dead stays with it. Each step runs as a first round (no worker known:
+// the marks are read in a second round trip) and as a worker's next round
+// (the workers it listed last read in the renewal's round trip; known
+// holds a worker forgotten since and misses one that is new).
 func TestLiveRound(t *testing.T) {
+	for _, rounds := range []string{"first", "next"} {
+		t.Run(rounds, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, s *Broker) {
+				ctx := testCtx(t)
+				known := map[string][]string{}
+				round := func(id string, liveness, forget time.Duration) (live, dead []string, err error) {
+					var k []string
+					if rounds == "next" {
+						k = append([]string{"w0"}, known[id]...)
+					}
+					live, dead, err = s.LiveRound(ctx, id, liveness, forget, k, nil)
+					known[id] = append(slices.Clone(live), dead...)
+					slices.Sort(live)
+					slices.Sort(dead)
+					return live, dead, err
+				}
+				testLiveRound(t, s, round)
+			})
+		})
+	}
+}
+
+func testLiveRound(t *testing.T, s *Broker, round func(id string, liveness, forget time.Duration) ([]string, []string, error)) {
+	ctx := testCtx(t)
+	const short, forget = 200 * time.Millisecond, 600 * time.Millisecond
+	if _, _, err := round("w2", time.Minute, forget); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := round("w1", short, forget); err != nil {
+		t.Fatal(err)
+	}
+	live, dead, err := round("w2", time.Minute, forget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(live, []string{"w1", "w2"}) || len(dead) != 0 {
+		t.Errorf("both just renewed: live %q dead %q, want live [w1 w2]", live, dead)
+	}
+	if ok, err := s.AcquireLease(ctx, 7, "w1", time.Minute); err != nil || !ok {
+		t.Fatalf("w1 takes partition 7: %v %v", ok, err)
+	}
+	if ok, _ := s.AcquireLease(ctx, 7, "w2", time.Minute, "w9"); ok {
+		t.Error("w2 took w1's lease naming another worker dead")
+	}
+
+	time.Sleep(short + 100*time.Millisecond)
+	live, dead, err = round("w2", time.Minute, forget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(live, []string{"w2"}) || !slices.Equal(dead, []string{"w1"}) {
+		t.Errorf("w1 silent past its liveness: live %q dead %q, want [w2] and [w1]", live, dead)
+	}
+	if ok, err := s.AcquireLease(ctx, 7, "w2", time.Minute, dead...); err != nil || !ok {
+		t.Errorf("w2 takes dead w1's lease: %v %v", ok, err)
+	}
+	if owner, _ := s.rdb.Get(ctx, s.Keys.Owner(7)).Result(); owner != "w2" {
+		t.Errorf("owner %q, want w2", owner)
+	}
+
+	time.Sleep(forget)
+	live, dead, err = round("w2", time.Minute, forget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(live, []string{"w2"}) || len(dead) != 0 {
+		t.Errorf("w1 silent past forget: live %q dead %q, want [w2] and none", live, dead)
+	}
+	if n, _ := s.rdb.ZCard(ctx, s.Keys.Live()).Result(); n != 1 {
+		t.Errorf("registry holds %d workers after w1 was forgotten, want 1", n)
+	}
+	if err := s.LiveForget(ctx, "w2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.rdb.Exists(ctx, s.Keys.Live(), s.Keys.LiveMark("w2")).Result(); n != 0 {
+		t.Errorf("%d liveness keys left after the last worker went, want 0", n)
+	}
+}
+
+// TestLiveRoundProbesTimers: a liveness round carrying a TimerProbe finds
+// the partitions with a timer due, and only those; MoveTimersOf moves
+// their timers.
+func TestLiveRoundProbesTimers(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *Broker) {
 		ctx := testCtx(t)
-		const short, forget = 200 * time.Millisecond, 600 * time.Millisecond
-		if _, _, err := s.LiveRound(ctx, "w1", short, forget); err != nil {
-			t.Fatal(err)
-		}
-		live, dead, err := s.LiveRound(ctx, "w2", time.Minute, forget)
+		const parts = 4
+		id, err := s.ScheduleAfter(ctx, parts, 0, 9, []byte("due"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		slices.Sort(live)
-		if !slices.Equal(live, []string{"w1", "w2"}) || len(dead) != 0 {
-			t.Errorf("both just renewed: live %q dead %q, want live [w1 w2]", live, dead)
-		}
-		if ok, err := s.AcquireLease(ctx, 7, "w1", time.Minute); err != nil || !ok {
-			t.Fatalf("w1 takes partition 7: %v %v", ok, err)
-		}
-		if ok, _ := s.AcquireLease(ctx, 7, "w2", time.Minute, "w9"); ok {
-			t.Error("w2 took w1's lease naming another worker dead")
-		}
-
-		time.Sleep(short + 100*time.Millisecond)
-		live, dead, err = s.LiveRound(ctx, "w2", time.Minute, forget)
-		if err != nil {
+		if _, err := s.ScheduleAfter(ctx, parts, time.Hour, 9, []byte("later")); err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(live, []string{"w2"}) || !slices.Equal(dead, []string{"w1"}) {
-			t.Errorf("w1 silent past its liveness: live %q dead %q, want [w2] and [w1]", live, dead)
-		}
-		if ok, err := s.AcquireLease(ctx, 7, "w2", time.Minute, dead...); err != nil || !ok {
-			t.Errorf("w2 takes dead w1's lease: %v %v", ok, err)
-		}
-		if owner, _ := s.rdb.Get(ctx, s.Keys.Owner(7)).Result(); owner != "w2" {
-			t.Errorf("owner %q, want w2", owner)
-		}
-
-		time.Sleep(forget)
-		live, dead, err = s.LiveRound(ctx, "w2", time.Minute, forget)
-		if err != nil {
+		p, _ := strconv.Atoi(id[:strings.IndexByte(id, '.')])
+		probe := &TimerProbe{Parts: []int{0, 1, 2, 3}, Now: time.Now().Add(time.Millisecond)}
+		if _, _, err := s.LiveRound(ctx, "w1", time.Minute, time.Minute, nil, probe); err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(live, []string{"w2"}) || len(dead) != 0 {
-			t.Errorf("w1 silent past forget: live %q dead %q, want [w2] and none", live, dead)
+		due, err := probe.Due()
+		if err != nil || !slices.Equal(due, []int{p}) {
+			t.Fatalf("probe found %v, %v; want [%d]", due, err, p)
 		}
-		if err := s.LiveForget(ctx, "w2"); err != nil {
-			t.Fatal(err)
+		n, err := s.MoveTimersOf(ctx, due, probe.Now, 10)
+		if err != nil || !slices.Equal(n, []int{1}) {
+			t.Fatalf("MoveTimersOf = %v, %v; want [1]", n, err)
 		}
-		if n, _ := s.rdb.Exists(ctx, s.Keys.Live(), s.Keys.LiveMark("w2")).Result(); n != 0 {
-			t.Errorf("%d liveness keys left after the last worker went, want 0", n)
+		if l, _ := s.rdb.XLen(ctx, s.Keys.Inbound(p)).Result(); l != 1 {
+			t.Errorf("partition %d's stream holds %d entries, want 1", p, l)
 		}
 	})
 }

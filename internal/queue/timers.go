@@ -70,14 +70,33 @@ var scriptTimerDue = loadScript("timer_due")
 // MoveDueTimersOf is MoveDueTimers for each of parts, in one pipeline; it
 // returns how many moved per partition, in the order of parts.
 func (q *Broker) MoveDueTimersOf(ctx context.Context, parts []int, now time.Time, max int) ([]int, error) {
-	n := make([]int, len(parts))
 	// Most polls find nothing due: a plain ZRANGEBYSCORE per partition
 	// tells, at a fraction of a script's cost to Redis (the timer poll is
 	// most of an idle farm's Redis load), and the script runs only where
 	// a timer is due.
 	due, err := q.dueTimers(ctx, parts, now)
-	if err != nil || len(due) == 0 {
-		return n, err
+	if err != nil {
+		return make([]int, len(parts)), err
+	}
+	return q.moveTimers(ctx, parts, due, now, max)
+}
+
+// MoveTimersOf is MoveDueTimersOf for partitions known to have timers due
+// (TimerProbe): it runs the script on each of parts without asking first.
+func (q *Broker) MoveTimersOf(ctx context.Context, parts []int, now time.Time, max int) ([]int, error) {
+	all := make([]int, len(parts))
+	for i := range all {
+		all[i] = i
+	}
+	return q.moveTimers(ctx, parts, all, now, max)
+}
+
+// moveTimers runs timer_due.lua on parts[i] for each i of due, in one
+// pipeline; it returns how many moved per partition of parts.
+func (q *Broker) moveTimers(ctx context.Context, parts, due []int, now time.Time, max int) ([]int, error) {
+	n := make([]int, len(parts))
+	if len(due) == 0 {
+		return n, nil
 	}
 	for attempt := 0; ; attempt++ {
 		pipe := q.rdb.Pipeline()
@@ -107,6 +126,40 @@ func (q *Broker) MoveDueTimersOf(ctx context.Context, parts []int, now time.Time
 		}
 		return n, nil
 	}
+}
+
+// TimerProbe asks which of Parts have a timer due at Now in the round trip
+// of another call (LiveRound), so that an idle worker's timer poll costs
+// Redis no round trip of its own: at idle, a round trip costs Redis far
+// more than the commands in it.
+type TimerProbe struct {
+	Parts []int
+	Now   time.Time
+	cmds  []*redis.StringSliceCmd
+}
+
+// add queues the probe's commands on pipe.
+func (tp *TimerProbe) add(ctx context.Context, q *Broker, pipe redis.Pipeliner) {
+	tp.cmds = make([]*redis.StringSliceCmd, len(tp.Parts))
+	max := strconv.FormatInt(tp.Now.UnixMilli(), 10)
+	for i, p := range tp.Parts {
+		tp.cmds[i] = pipe.ZRangeByScore(ctx, q.Keys.Timers(p), &redis.ZRangeBy{Min: "-inf", Max: max, Count: 1})
+	}
+}
+
+// Due returns the partitions of Parts with a timer due, for MoveTimersOf,
+// once the call that carried the probe returned.
+func (tp *TimerProbe) Due() ([]int, error) {
+	var due []int
+	for i, c := range tp.cmds {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("store: due timers: %w", err)
+		}
+		if len(c.Val()) > 0 {
+			due = append(due, tp.Parts[i])
+		}
+	}
+	return due, nil
 }
 
 // dueTimers returns the indexes of parts with a timer due at now.
