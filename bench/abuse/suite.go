@@ -426,9 +426,10 @@ func (r Result) WriteDetails(w io.Writer) {
 	fmt.Fprintf(w, "  attacker: %d conns, %d frames, %s sent (%s on the wire); replies %d ok, %d -10002, %d -10001, %d other; %d conns closed by the gateway; %v\n",
 		o.Conns, o.Frames, mib(o.Sent), mib(o.WireBytes()), o.OK, o.Busy, o.Failed, o.OtherRet, o.Closed, o.Dur.Round(time.Millisecond))
 	s := r.Steady
-	fmt.Fprintf(w, "  steady:   %d requests in %v, p50 %s p99 %s max %s, errors %s, pushes %d (baseline %d requests, errors %s)\n",
+	b := r.Baseline
+	fmt.Fprintf(w, "  steady:   %d requests in %v, p50 %s p99 %s max %s, errors %s, pushes %d (baseline %d requests, p50 %s p99 %s max %s, errors %s)\n",
 		s.Requests, s.Dur.Round(time.Millisecond), fmtDur(s.P50), fmtDur(s.P99), fmtDur(s.Max), s.ErrorString(), s.Pushes,
-		r.Baseline.Requests, r.Baseline.ErrorString())
+		b.Requests, fmtDur(b.P50), fmtDur(b.P99), fmtDur(b.Max), b.ErrorString())
 	fmt.Fprintf(w, "  redis:    %s in, of which the steady player ~%s; the attack %s (limit %s)\n",
 		mib(r.RedisIn), mib(r.RedisSteady), mib(r.RedisAttack()), mib(r.RedisLimit()))
 	fmt.Fprintf(w, "  logs:     gateway %s, worker %s\n", kib(r.GatewayLog), kib(r.WorkerLog))
