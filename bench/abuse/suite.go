@@ -227,6 +227,8 @@ type Result struct {
 
 	Baseline SteadyStats // the steady player alone, before the attack
 	Steady   SteadyStats // during the attack and After
+	// The machine's noise (a Probe) in the same windows.
+	BaselineNoise, Noise NoiseStats
 
 	Gateway, Worker Range
 
@@ -291,10 +293,14 @@ func Run(ctx context.Context, f *Farm, a Attack, o RunOptions) Result {
 	// Warm up, then learn the steady player's cost in Redis bytes.
 	sleepCtx(ctx, 300*time.Millisecond)
 	st.Reset()
+	probeSleep := max(o.SteadyGap, time.Millisecond)
+	pb := StartProbe(probeSleep)
 	b0, err0 := f.Redis.InputBytes(ctx)
 	sleepCtx(ctx, o.Baseline)
 	b1, err1 := f.Redis.InputBytes(ctx)
 	res.Baseline = st.Reset() // and the attack's window starts
+	res.BaselineNoise = pb.Stop()
+	pb = StartProbe(probeSleep)
 	perReq := 0.0
 	if err0 == nil && err1 == nil && res.Baseline.Requests > 0 {
 		perReq = float64(b1-b0) / float64(res.Baseline.Requests)
@@ -318,6 +324,7 @@ func Run(ctx context.Context, f *Farm, a Attack, o RunOptions) Result {
 	sleepCtx(ctx, o.After)
 
 	res.Steady = st.Stop()
+	res.Noise = pb.Stop()
 	r1, errR1 := f.Redis.InputBytes(ctx)
 	res.Gateway.Peak, res.Worker.Peak = gwSampler.Stop(), wkSampler.Stop()
 	res.Gateway.After, _ = RSS(f.Gateway.Pid())
@@ -430,6 +437,8 @@ func (r Result) WriteDetails(w io.Writer) {
 	fmt.Fprintf(w, "  steady:   %d requests in %v, p50 %s p99 %s max %s, errors %s, pushes %d (baseline %d requests, p50 %s p99 %s max %s, errors %s)\n",
 		s.Requests, s.Dur.Round(time.Millisecond), fmtDur(s.P50), fmtDur(s.P99), fmtDur(s.Max), s.ErrorString(), s.Pushes,
 		b.Requests, fmtDur(b.P50), fmtDur(b.P99), fmtDur(b.Max), b.ErrorString())
+	fmt.Fprintf(w, "  noise:    a goroutine waking from %v sleeps, late by p50 %s p99 %s max %s (baseline p50 %s p99 %s max %s)\n", r.Noise.Sleep,
+		fmtDur(r.Noise.P50), fmtDur(r.Noise.P99), fmtDur(r.Noise.Max), fmtDur(r.BaselineNoise.P50), fmtDur(r.BaselineNoise.P99), fmtDur(r.BaselineNoise.Max))
 	fmt.Fprintf(w, "  redis:    %s in, of which the steady player ~%s; the attack %s (limit %s)\n",
 		mib(r.RedisIn), mib(r.RedisSteady), mib(r.RedisAttack()), mib(r.RedisLimit()))
 	fmt.Fprintf(w, "  logs:     gateway %s, worker %s\n", kib(r.GatewayLog), kib(r.WorkerLog))
