@@ -42,10 +42,10 @@ type Observation struct {
 	Closed                     int64 // its connections the gateway closed (not the attacker)
 	Expect                     string
 	// InflightWait, if set, is how long the farm took in this run to
-	// carry one window of the attack's frames in flight (--max-inflight of
-	// them) for a client that reads: the wait behind them the design lets
-	// another player's frame have. Run adds it to the steady p99 and
-	// max targets.
+	// carry one window of the attack's frames in flight (noread: its
+	// --max-inflight; bigecho: the two it keeps) for a client that reads:
+	// the wait behind them the design lets another player's frame have.
+	// Run adds it to the steady p99 and max targets (Result.P99Limit).
 	InflightWait time.Duration
 	Saw          []string // what it saw, one fact a line
 	Problems     []string // where what it saw is not what it expected

@@ -203,11 +203,28 @@ func BigSay(ctx context.Context, addr string, maxFrame int) Observation {
 // BigEcho is attack (e): one connection keeps depth echoes of a largest
 // frame (maxFrame bytes) in flight and reads every reply, for rounds
 // round trips, at readRate bytes a second (0: as fast as it can) through
-// a 256 KiB socket receive buffer, as over a real link. It keeps reading,
+// a 64 KiB socket receive buffer, as over a real link. It keeps reading,
 // so it must not be dropped as a slow reader.
+//
+// Another player's frame may wait behind the depth frames the attacker
+// has in the farm, as behind NoRead's: in the pusher's pipeline, the
+// worker's batch, the gateway's take (how fast the attacker reads its
+// replies is its own connection's business: they wait in its output, not
+// in anyone else's way). So first it measures, on this machine now, how
+// long the farm takes to carry one such window (depth frames of maxFrame
+// bytes) for a client that reads at full speed (Observation.InflightWait,
+// the median of three); Run allows the steady player's p99 and max that
+// much above the targets.
 func BigEcho(ctx context.Context, addr string, maxFrame, rounds, depth, readRate int) Observation {
 	t := newTally()
-	expect := fmt.Sprintf("%d echoes of %d bytes, %d in flight, read at %s, all answered right; the reader is never dropped", rounds, maxFrame, depth, rate(readRate))
+	body := make([]byte, maxFrame-box.HeaderLen)
+	for i := range body {
+		body[i] = byte('A' + i%23)
+	}
+	t.inflightWait = inflightWindow(ctx, t, addr, box.Append(nil, demo.CmdEcho, 0, 1, body), depth, 3)
+	expect := fmt.Sprintf("%d echoes of %d bytes, %d in flight, read at %s, all answered right; the reader is never dropped; nobody else notices beyond waiting behind its frames in flight (steady p99 <= %v, max <= %v, + %v: a window of %d of its frames carried for a client that reads)",
+		rounds, maxFrame, depth, rate(readRate), TargetP99, TargetMax, fmtDur(t.inflightWait), depth)
+	start := time.Now()
 	c, err := t.dial(ctx, addr)
 	if err != nil {
 		t.problemf("dial: %v", err)
@@ -217,10 +234,6 @@ func BigEcho(ctx context.Context, addr string, maxFrame, rounds, depth, readRate
 		_ = tc.SetReadBuffer(64 << 10)
 	}
 	c.rate = readRate
-	body := make([]byte, maxFrame-box.HeaderLen)
-	for i := range body {
-		body[i] = byte('A' + i%23)
-	}
 	credits := make(chan struct{}, depth)
 	for range depth {
 		credits <- struct{}{}
@@ -278,7 +291,7 @@ send:
 	c.Close()
 	<-done
 	n := answered.Load()
-	t.sawf("%d of %d round trips of %d bytes (%d in flight) done in %v", n, rounds, maxFrame, depth, time.Since(t.start).Round(time.Millisecond))
+	t.sawf("%d of %d round trips of %d bytes (%d in flight) done in %v", n, rounds, maxFrame, depth, time.Since(start).Round(time.Millisecond))
 	if closed {
 		t.problemf("dropped by the gateway after %d of %d round trips", n, rounds)
 	} else if n < int64(rounds) {

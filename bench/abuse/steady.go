@@ -161,11 +161,7 @@ func (s *Steady) statsLocked(end time.Time) SteadyStats {
 	if len(s.lat) > 0 {
 		l := slices.Clone(s.lat)
 		slices.Sort(l)
-		q := func(p float64) time.Duration {
-			i := int(p*float64(len(l))+0.999999) - 1
-			return l[min(max(i, 0), len(l)-1)]
-		}
-		st.P50, st.P99, st.Max = q(0.50), q(0.99), l[len(l)-1]
+		st.P50, st.P99, st.Max = quantile(l, 0.50), quantile(l, 0.99), l[len(l)-1]
 	}
 	return st
 }
@@ -281,4 +277,70 @@ func (s *Steady) run(nc net.Conn) {
 			time.Sleep(s.gap)
 		}
 	}
+}
+
+// NoiseStats is what a noise probe saw (see Probe).
+type NoiseStats struct {
+	Sleep         time.Duration // the probe's sleep between wakes
+	Samples       int
+	P50, P99, Max time.Duration // how late its wakes were
+}
+
+// Probe measures the machine's noise as this process sees it: a goroutine
+// sleeps again and again and records how late it wakes, that is how long
+// a goroutine that became runnable waited for a CPU (the Go scheduler's
+// and the kernel's run queues). It goes through no part of the farm, so a
+// farm that makes the steady player wait behind an attacker does not
+// make it late; an attack, or anything else on the machine, that keeps
+// the cores busy does.
+type Probe struct {
+	sleep time.Duration
+	stop  chan struct{}
+	done  chan struct{}
+	late  []time.Duration
+}
+
+// StartProbe starts a noise probe that sleeps sleep between wakes. Run
+// gives it the steady player's gap: it then wakes about as often as the
+// steady player sends, so that its p99 and the steady player's are over
+// as many moments of the same window.
+func StartProbe(sleep time.Duration) *Probe {
+	p := &Probe{sleep: sleep, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTimer(sleep)
+		defer t.Stop()
+		for {
+			at := time.Now()
+			t.Reset(sleep)
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.late = append(p.late, max(0, time.Since(at)-p.sleep))
+			}
+		}
+	}()
+	return p
+}
+
+// Stop stops the probe and returns what it saw.
+func (p *Probe) Stop() NoiseStats {
+	close(p.stop)
+	<-p.done
+	n := NoiseStats{Sleep: p.sleep, Samples: len(p.late)}
+	if n.Samples == 0 {
+		return n
+	}
+	l := slices.Clone(p.late)
+	slices.Sort(l)
+	n.P50, n.P99, n.Max = quantile(l, 0.50), quantile(l, 0.99), l[len(l)-1]
+	return n
+}
+
+// quantile is the q-quantile of sorted, which is not empty: the smallest
+// value at least a fraction q of them do not exceed.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
 }
