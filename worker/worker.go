@@ -281,8 +281,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	var intake, sending, running sync.WaitGroup
 	w.outbox.start(&sending)
 	w.dispatch.start(&running)
-	w.leases.start(&intake)
+	// The reader first: the lease keeper starts its interim reads of
+	// partitions taken over (reader.readInterim), which need it started.
 	w.reader.start(&intake)
+	w.leases.start(&intake)
 	w.timers.start(&intake)
 	w.reaper.start(&intake)
 	w.janitor.start(&intake)
