@@ -21,11 +21,10 @@ import (
 // design lets its frame wait behind, measured in the same run
 // (abuse.Result.P99Limit): bigecho and noread, the time the farm took to
 // carry one window of the attacker's frames in flight for a client that
-// reads (abuse.BigEcho, abuse.NoRead); churn and malformed, which keep the
-// cores busy with small requests, p99 plus 4 x the machine's noise during
-// the attack, the p99 of how late a goroutine of this process wakes from
-// 5 ms sleeps (abuse.Probe: 5-14 ms on a quiet machine, up to ~40 ms
-// beside other packages' tests); bytes into Redis
+// reads (abuse.BigEcho, abuse.NoRead); and for every attack, p99 plus 4 x
+// the machine's noise during the attack, the p99 of how late a goroutine
+// of this process wakes from 5 ms sleeps (abuse.Probe: 1.6-14 ms on a
+// quiet machine, up to ~40 ms beside other packages' tests); bytes into Redis
 // <= 4 x the attacker's bytes + 1 MiB; 200 half-sent 1 MiB frames raise the
 // gateway's RSS by <= 128 MiB; 20,000 panics grow the worker's log by <= 2
 // MiB; a new connection is answered within 1 s afterwards; and what each
