@@ -483,11 +483,18 @@ func (lk *leaseKeeper) stop() { lk.abandon() }
 
 // giveUpAll gives up every lease still held and takes the worker off the
 // list of live workers: other workers take its partitions over at once
-// rather than after the lease.
+// rather than after the lease. It asks for every partition, not only
+// those listed: a take or renewal cut short by the shutdown may have
+// reached Redis without its reply reaching us, and that partition's
+// players would wait out the lease.
 func (lk *leaseKeeper) giveUpAll(ctx context.Context) {
 	me, _ := lk.name()
-	for _, p := range lk.table.held() {
-		_ = lk.q.ReleaseLease(ctx, p, me)
+	all := make([]int, lk.parts)
+	for p := range all {
+		all[p] = p
+	}
+	if err := lk.q.ReleaseLeases(ctx, all, me); err != nil {
+		lk.log.Warn("giving leases up failed: their partitions wait for the lease", "err", err)
 	}
 	_ = lk.q.Deregister(ctx, lk.q.Keys.Workers(), lk.id)
 	_ = lk.q.LiveForget(ctx, me)

@@ -409,6 +409,43 @@ func TestStopReleasesLeases(t *testing.T) {
 	})
 }
 
+// TestStopGivesUpLeasesItDoesNotList: a lease under a stopping worker's
+// name that its table does not list (a take whose reply the shutdown cut
+// short, after Redis had run it) is given up too, so that partition's
+// players do not wait out the lease.
+func TestStopGivesUpLeasesItDoesNotList(t *testing.T) {
+	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
+		const parts = 4
+		f := newTestFarm(t, ro, parts)
+		st := f.store()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		// Partition 3 is held by a worker of an older release (no
+		// liveness), whose lease is respected.
+		if ok, err := st.AcquireLease(ctx, 3, "older", time.Minute); err != nil || !ok {
+			t.Fatalf("AcquireLease = %v, %v", ok, err)
+		}
+		app := NewApp()
+		app.Route(1, replyWith("ok"))
+		w := f.worker(app, func(o *Options) { o.Lease = time.Minute })
+		waitFor(t, 10*time.Second, "the worker to take the free partitions", func() bool {
+			return w.Stats.Partitions.Load() == parts-1
+		})
+		// Its take of partition 3 reached Redis; the reply never came.
+		if err := st.Client().Set(ctx, st.Keys.Owner(3), w.ID(), time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.stop(); err != nil {
+			t.Fatalf("stopping the worker: Run returned %v", err)
+		}
+		for p, o := range owners(t, st, parts) {
+			if o != "" {
+				t.Errorf("partition %d still leased by %q after its worker stopped", p, o)
+			}
+		}
+	})
+}
+
 func TestDuplicateEnvelopeHandledOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, ro *redis.UniversalOptions) {
 		const parts = 4

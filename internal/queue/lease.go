@@ -74,6 +74,33 @@ func (q *Broker) ReleaseLease(ctx context.Context, p int, id string) error {
 	return nil
 }
 
+// ReleaseLeases gives up the leases on parts that id holds, in one round
+// trip (lease_release.lua per partition, pipelined). Asked for every
+// partition, it also drops a lease whose taking or renewal reached Redis
+// while its reply did not reach the caller (a worker stopping mid-round).
+func (q *Broker) ReleaseLeases(ctx context.Context, parts []int, id string) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := q.rdb.Pipeline()
+		for _, p := range parts {
+			scriptLeaseRelease.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && IsNoScript(err) && attempt == 0 {
+			// Redis restarted with an empty script cache.
+			if err := LoadScripts(ctx, q.rdb); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("store: release partitions: %w", err)
+		}
+		return nil
+	}
+}
+
 // LiveRound marks worker id alive for liveness more (by Redis's clock),
 // and returns the workers alive and those that stopped renewing less than
 // forget ago (dead). Those silent for longer are forgotten.

@@ -28,7 +28,7 @@ import (
 // script is added without a test.
 var testedScripts = map[string]string{
 	"lease_acquire":  "TestLease, TestLiveRound",
-	"lease_release":  "TestLease",
+	"lease_release":  "TestLease, TestReleaseLeases",
 	"dead_requeue":   "TestDeadLetter",
 	"session_bind":   "TestBindUser",
 	"session_unbind": "TestUnbindUser, TestForgetGateway",
@@ -680,6 +680,45 @@ func TestLease(t *testing.T) {
 					}
 				}
 			})
+		}
+	})
+}
+
+// TestReleaseLeases: asked for every partition, it gives up those the
+// caller holds and no other's, also with the script cache flushed (a
+// restarted Redis).
+func TestReleaseLeases(t *testing.T) {
+	eachBackend(t, func(t *testing.T, s *Broker) {
+		ctx := testCtx(t)
+		for _, flush := range []bool{false, true} {
+			for p, w := range []string{"w1", "w2", "w1", ""} {
+				if w == "" {
+					continue
+				}
+				if ok, err := s.AcquireLease(ctx, p, w, time.Minute); err != nil || !ok {
+					t.Fatalf("AcquireLease(%d, %s) = %v, %v", p, w, ok, err)
+				}
+			}
+			if flush {
+				if err := s.rdb.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.ReleaseLeases(ctx, []int{0, 1, 2, 3}, "w1"); err != nil {
+				t.Fatalf("ReleaseLeases (flushed %v): %v", flush, err)
+			}
+			for p, want := range []string{"", "w2", "", ""} {
+				owner, err := s.rdb.Get(ctx, s.Keys.Owner(p)).Result()
+				if err != nil && !errors.Is(err, redis.Nil) {
+					t.Fatal(err)
+				}
+				if owner != want {
+					t.Errorf("flushed %v: partition %d owned by %q after w1 released all, want %q", flush, p, owner, want)
+				}
+			}
+			if err := s.ReleaseLeases(ctx, []int{1}, "w2"); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }

@@ -172,6 +172,9 @@ func TestScriptKeysShareSlot(t *testing.T) {
 		{"ReleaseLease", func(ctx context.Context, s *Broker) error {
 			return s.ReleaseLease(ctx, 3, "w")
 		}, []string{"lease_release"}},
+		{"ReleaseLeases", func(ctx context.Context, s *Broker) error {
+			return s.ReleaseLeases(ctx, []int{0, 1, 2, 3}, "w")
+		}, []string{"lease_release"}},
 		{"DeadLetter, Requeue", func(ctx context.Context, s *Broker) error {
 			if err := s.EnsureGroups(ctx, parts); err != nil {
 				return err
