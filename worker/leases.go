@@ -333,12 +333,18 @@ func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 	held := lk.table.held()
 	sent := time.Now()
 	oks, errs := lk.q.RenewLeases(ctx, held, me, lk.ttl)
+	var orphans []int
 	lk.mu.Lock()
 	for i, p := range held {
 		ok, err := oks[i], errs[i]
 		switch {
 		case gen != lk.gen:
 			// A fence dropped it meanwhile.
+		case err == nil && ok && !lk.table.holds(p):
+			// Given back meanwhile: a renewal takes a free lease, so this
+			// one may have taken it again after the release. Nobody would
+			// read it until the lease ran out.
+			orphans = append(orphans, p)
 		case err == nil && ok:
 			lk.renewed[p] = sent
 		case err == nil:
@@ -352,6 +358,11 @@ func (lk *leaseKeeper) leaseRound(ctx context.Context, offset int) {
 		}
 	}
 	lk.mu.Unlock()
+	if len(orphans) > 0 {
+		if err := lk.q.ReleaseLeases(ctx, orphans, me); err != nil && ctx.Err() == nil {
+			lk.logs.Error("release failed", "partitions", orphans, "err", err)
+		}
+	}
 	lk.take(ctx, offset)
 }
 
