@@ -38,29 +38,21 @@ func (q *Broker) RenewLeases(ctx context.Context, parts []int, id string, ttl ti
 	if len(parts) == 0 {
 		return held, errs
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := q.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(parts))
+	cmds := make([]*redis.Cmd, len(parts))
+	_ = q.execScripts(ctx, func(pipe redis.Pipeliner) {
 		for i, p := range parts {
 			cmds[i] = scriptLeaseAcquire.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id, ttl.Milliseconds())
 		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && IsNoScript(err) && attempt == 0 {
-			// Redis restarted with an empty script cache.
-			if err := LoadScripts(ctx, q.rdb); err == nil {
-				continue
-			}
+	})
+	for i, c := range cmds {
+		n, err := c.Int()
+		if err != nil {
+			errs[i] = fmt.Errorf("store: renew lease of partition %d: %w", parts[i], err)
+			continue
 		}
-		for i, c := range cmds {
-			n, err := c.Int()
-			if err != nil {
-				errs[i] = fmt.Errorf("store: renew lease of partition %d: %w", parts[i], err)
-				continue
-			}
-			held[i] = n == 1
-		}
-		return held, errs
+		held[i] = n == 1
 	}
+	return held, errs
 }
 
 // scriptLeaseRelease (lua/lease_release.lua) gives a lease up if still the caller's.
@@ -82,23 +74,15 @@ func (q *Broker) ReleaseLeases(ctx context.Context, parts []int, id string) erro
 	if len(parts) == 0 {
 		return nil
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := q.rdb.Pipeline()
+	err := q.execScripts(ctx, func(pipe redis.Pipeliner) {
 		for _, p := range parts {
 			scriptLeaseRelease.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id)
 		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && IsNoScript(err) && attempt == 0 {
-			// Redis restarted with an empty script cache.
-			if err := LoadScripts(ctx, q.rdb); err == nil {
-				continue
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("store: release partitions: %w", err)
-		}
-		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: release partitions: %w", err)
 	}
+	return nil
 }
 
 // LiveRound marks worker id alive for liveness more (by Redis's clock),

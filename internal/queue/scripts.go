@@ -53,6 +53,22 @@ func loadAll(ctx context.Context, c redis.Scripter) error {
 	return nil
 }
 
+// execScripts runs the commands fill queues (EVALSHAs among them) in one
+// pipeline. If Redis lacks a script (it restarted: NOSCRIPT), it loads
+// them all and runs fill's commands once more; fill makes new ones each
+// time. It returns the pipeline's error; each command holds its own.
+func (q *Broker) execScripts(ctx context.Context, fill func(pipe redis.Pipeliner)) error {
+	for attempt := 0; ; attempt++ {
+		pipe := q.rdb.Pipeline()
+		fill(pipe)
+		_, err := pipe.Exec(ctx)
+		if err != nil && IsNoScript(err) && attempt == 0 && LoadScripts(ctx, q.rdb) == nil {
+			continue
+		}
+		return err
+	}
+}
+
 // IsNoScript reports whether err says the server lacks a script.
 func IsNoScript(err error) bool {
 	return redis.HasErrorPrefix(err, "NOSCRIPT")

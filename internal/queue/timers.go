@@ -98,34 +98,25 @@ func (q *Broker) moveTimers(ctx context.Context, parts, due []int, now time.Time
 	if len(due) == 0 {
 		return n, nil
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := q.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(parts))
+	cmds := make([]*redis.Cmd, len(parts))
+	_ = q.execScripts(ctx, func(pipe redis.Pipeliner) {
 		for _, i := range due {
 			p := parts[i]
 			cmds[i] = scriptTimerDue.EvalSha(ctx, pipe, []string{q.Keys.Timers(p), q.Keys.TimerData(p), q.Keys.Inbound(p)},
 				now.UnixMilli(), max)
 		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && IsNoScript(err) && attempt == 0 {
-			// Redis restarted with an empty script cache.
-			if err := LoadScripts(ctx, q.rdb); err != nil {
-				return nil, fmt.Errorf("store: due timers: %w", err)
-			}
+	})
+	for i, c := range cmds {
+		if c == nil {
 			continue
 		}
-		for i, c := range cmds {
-			if c == nil {
-				continue
-			}
-			v, err := c.Int()
-			if err != nil {
-				return nil, fmt.Errorf("store: due timers of partition %d: %w", parts[i], err)
-			}
-			n[i] = v
+		v, err := c.Int()
+		if err != nil {
+			return nil, fmt.Errorf("store: due timers of partition %d: %w", parts[i], err)
 		}
-		return n, nil
+		n[i] = v
 	}
+	return n, nil
 }
 
 // TimerProbe asks which of Parts have a timer due at Now in the round trip
