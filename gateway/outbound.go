@@ -13,6 +13,10 @@ import (
 // outBatch is how many messages one non-blocking take reads.
 const outBatch = 512
 
+// outWait is how long a take that found nothing blocks for the next
+// message (TakeOutWait), in whole seconds.
+const outWait = time.Second
+
 // trimEvery is how many messages handed out the gateway leaves in its
 // list before a take drops them (a script call; the takes between are one
 // LRANGE each).
@@ -36,7 +40,7 @@ func (s *Server) runOutbound(ctx context.Context) {
 			// Drop what was handed out, read what is waiting, and block
 			// until a message comes if nothing is: one round trip per
 			// message for a quiet gateway.
-			msgs, err = s.q.TakeOutWait(ctx, s.block, s.opts.ID, &pos, outBatch, time.Second)
+			msgs, err = s.q.TakeOutWait(ctx, s.block, s.opts.ID, &pos, outBatch, outWait)
 		} else {
 			msgs, err = s.q.TakeOut(ctx, s.opts.ID, &pos, outBatch, trim)
 		}

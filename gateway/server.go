@@ -341,7 +341,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.rdb.Close()
 	// BLMOVE's own client: a BLMOVE whose reply was lost surfaces as an
 	// error, so that the next take asks for the transit batch again.
-	s.block = queue.NewBlockingClient(&ro, 2)
+	s.block = queue.NewBlockingClient(&ro, 2, outWait)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)
 	s.q = queue.New(s.rdb, s.opts.Prefix)

@@ -322,8 +322,11 @@ func (w *Worker) build(st *store.Store, q, rq *queue.Broker, parts int, cluster 
 	w.reader = newReader(readerParams{queue: q, blocking: rq, log: duty("reader"), stats: stats, id: o.ID,
 		cluster: cluster, batch: o.Batch, table: w.table, dispatch: w.dispatch, marks: w.marks, bundles: w.outbox})
 	// At the defaults the timers' tick is the liveness round's: the rounds
-	// poll the timers in their round trip (timers.probes).
-	probed := o.TimerTick == o.Liveness/livenessRounds
+	// poll the timers in their round trip (timers.probes). Not on a
+	// Cluster, where the timers live on every master: a master that does
+	// not answer (failing over; a dial waits out its timeout) would hold
+	// up the liveness round, and every worker would fence itself.
+	probed := o.TimerTick == o.Liveness/livenessRounds && !cluster
 	w.timers = newTimers(timersParams{queue: q, log: duty("timers"), stats: stats, partitions: parts,
 		tick: o.TimerTick, jobs: w.app.jobs, table: w.table, probed: probed})
 	var polls *timers
@@ -378,7 +381,7 @@ func (w *Worker) connect(ctx context.Context) (*connection, error) {
 	// (ReadOwnPending). A blocked read holds a connection: one per
 	// partition at most (on a cluster, per node), plus room for recovery
 	// reads.
-	read := queue.NewBlockingClient(&ro, max(ro.PoolSize, parts+4))
+	read := queue.NewBlockingClient(&ro, max(ro.PoolSize, parts+4), 0)
 	_, cluster := rdb.(*redis.ClusterClient)
 	return &connection{rdb: rdb, read: read, st: store.New(rdb, w.opts.Prefix), q: q, rq: queue.New(read, w.opts.Prefix),
 		parts: parts, cluster: cluster}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -117,13 +118,21 @@ func topologyError(err error) bool {
 // blocking commands get their own pool, apart from the pipelines'.
 //
 // Its commands have no read timeout (a blocking command sets its own
-// deadline) and are never retried silently: a blocking read whose reply
-// was lost must surface as an error, so that the caller recovers what it
-// took (ReadOwnPending; a WaitOut leaves its message in the list for the
-// next TakeOut); a retry would take more and lose the first.
-func NewBlockingClient(o *redis.UniversalOptions, pool int) redis.UniversalClient {
+// deadline: its block and 10 s) and are never retried silently: a
+// blocking read whose reply was lost must surface as an error, so that
+// the caller recovers what it took (ReadOwnPending; a TakeOutWait leaves
+// its message in the list for the next take); a retry would take more and
+// lose the first. A pipeline that blocks (TakeOutWait) gets no such
+// deadline from go-redis: with pipelineBlock > 0 every read times out
+// after pipelineBlock and 10 s, so that a node that never answers (a
+// network partition drops packets, no reset comes) is given up like a
+// blocking command's, not waited for forever.
+func NewBlockingClient(o *redis.UniversalOptions, pool int, pipelineBlock time.Duration) redis.UniversalClient {
 	bo := *o
 	bo.ReadTimeout = -1
+	if pipelineBlock > 0 {
+		bo.ReadTimeout = pipelineBlock + 10*time.Second
+	}
 	bo.MaxRetries = -1
 	if pool > 0 {
 		bo.PoolSize = pool
