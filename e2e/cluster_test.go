@@ -1101,9 +1101,15 @@ type failoverCase struct {
 // client again, and the requests lost with the master are few.
 func runFailover(t *testing.T, fc failoverCase) {
 	f := newFarm(t, fc.ro)
+	f.keepLogTail(300)
 	gw := f.gateway(nil)
-	f.worker(nil, nil)
-	f.worker(nil, nil)
+	w1, w2 := f.worker(nil, nil), f.worker(nil, nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("at the end: worker partitions %d and %d, leases lost %d and %d, gateway redis errors %d",
+				w1.Stats.Partitions.Load(), w2.Stats.Partitions.Load(), w1.Stats.LeasesLost.Load(), w2.Stats.LeasesLost.Load(), gw.Stats.RedisErrs.Load())
+		}
+	})
 	if fc.prepare != nil {
 		fc.prepare(f)
 	}

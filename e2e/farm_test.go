@@ -7,6 +7,8 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +54,55 @@ type farm struct {
 	t      *testing.T
 	ro     *redis.UniversalOptions
 	prefix string
+	// tail, if set (keepLogTail), keeps the last lines its processes log,
+	// shown if the test fails.
+	tail *tailLog
+}
+
+// log is the logger of the farm's processes: the test's (-verbose), or
+// the tail kept for a failure.
+func (f *farm) log() *slog.Logger {
+	if f.tail != nil && !*verbose {
+		return slog.New(slog.NewTextHandler(f.tail, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return logger(f.t)
+}
+
+// keepLogTail keeps the last n lines the farm's processes log from now
+// on (info and up) and shows them if the test fails: a failure under
+// load in CI, where -verbose is off, says what the farm saw.
+func (f *farm) keepLogTail(n int) {
+	f.tail = &tailLog{max: n}
+	f.t.Cleanup(func() {
+		if f.t.Failed() {
+			f.t.Logf("the farm's last %d log lines:\n%s", n, f.tail)
+		}
+	})
+}
+
+// tailLog is an io.Writer that keeps the last max lines written.
+type tailLog struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (l *tailLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		l.lines = append(l.lines, line)
+	}
+	if over := len(l.lines) - l.max; over > 0 {
+		l.lines = append(l.lines[:0], l.lines[over:]...)
+	}
+	return len(p), nil
+}
+
+func (l *tailLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 func (f *farm) keys() keys.Keys { return keys.New(f.prefix) }
@@ -64,7 +115,7 @@ func newFarm(t *testing.T, ro *redis.UniversalOptions) *farm {
 // the test ends.
 func (f *farm) gateway(mod func(*gateway.Options)) *gateway.Server {
 	f.t.Helper()
-	o := gateway.Options{Listen: "127.0.0.1:0", Redis: f.ro, Prefix: f.prefix, Logger: logger(f.t)}
+	o := gateway.Options{Listen: "127.0.0.1:0", Redis: f.ro, Prefix: f.prefix, Logger: f.log()}
 	if mod != nil {
 		mod(&o)
 	}
@@ -104,7 +155,7 @@ func (f *farm) worker(app *worker.App, mod func(*worker.Options)) *runningWorker
 	if app == nil {
 		app = demo.New()
 	}
-	o := worker.Options{Redis: f.ro, Prefix: f.prefix, Logger: logger(f.t), Lease: 2 * time.Second}
+	o := worker.Options{Redis: f.ro, Prefix: f.prefix, Logger: f.log(), Lease: 2 * time.Second}
 	if mod != nil {
 		mod(&o)
 	}
