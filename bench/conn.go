@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/maple-farm/maple/internal/stages"
 	"io"
 	"net"
 	"os"
@@ -191,6 +192,7 @@ func (c *conn) write() {
 		}
 		c.mu.Unlock()
 		c.sent.Add(int64(n))
+		stages.Mark("bench.send")
 		if _, err := c.w.Write(buf); err != nil {
 			c.fail()
 			return
@@ -218,6 +220,7 @@ func (c *conn) read() {
 			c.fail()
 			return
 		}
+		stages.Mark("bench.recv")
 		at := c.run.now()
 		if b.SN == 0 {
 			c.pushes.Add(1)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"github.com/maple-farm/maple/internal/stages"
 	"strconv"
 	"time"
 
@@ -185,6 +186,7 @@ func (s *Server) enqueueItem(c *conn, kind queue.Kind, frame []byte, h box.Heade
 	if kind == queue.KindFrame {
 		it.cmd, it.sn, it.frame = h.Cmd, h.SN, true
 	}
+	stages.Mark("gw.cut")
 	if !s.queue.push(it) {
 		c.seq-- // not queued: the workers must not see a gap
 		return false

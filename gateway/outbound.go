@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/maple-farm/maple/internal/stages"
 	"time"
 	"unsafe"
 
@@ -54,6 +55,9 @@ func (s *Server) runOutbound(ctx context.Context) {
 			continue
 		}
 		backoff.Reset()
+		if len(msgs) > 0 {
+			stages.Mark("gw.take")
+		}
 		for _, m := range msgs {
 			s.deliver(w, readOnly(m))
 		}

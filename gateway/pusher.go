@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -196,6 +197,7 @@ func (p *pusher) push(ctx context.Context, items []pushItem) bool {
 	backoff := retry.New(10*time.Millisecond, time.Second)
 	for len(batches) > 0 {
 		s.Stats.Pipelines.Add(1)
+		stages.Mark("gw.push")
 		err := s.q.EnqueueCached(ctx, s.opts.ID, batches, s.opts.QueueBound, &p.queued)
 		// Answer what Redis refused; it is not sent again.
 		kept := 0

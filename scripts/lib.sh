@@ -1,4 +1,4 @@
-# Shell helpers shared by scripts/bench.sh, scale.sh and ws.sh, which
+# Shell helpers shared by scripts/bench.sh, scale.sh, stages.sh and ws.sh, which
 # source this file after defining log(). wait_for reads $OUT for logs.
 
 # stop PID...: TERM, up to 5 s to drain, then KILL.

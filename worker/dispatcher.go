@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -215,6 +216,14 @@ func (d *dispatcher) waitIdle(ctx context.Context) bool {
 	return waitSignal(ctx, ch)
 }
 
+// holdsPartition reports whether an entry of partition p is in flight.
+func (d *dispatcher) holdsPartition(p int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pe := d.entries[p]
+	return pe != nil && len(pe.byID) > 0
+}
+
 // waitPartition returns once no entry of partition p is in flight (true),
 // or when ctx ends (false).
 func (d *dispatcher) waitPartition(ctx context.Context, p int) bool {
@@ -402,6 +411,7 @@ func (d *dispatcher) runner() {
 			if drop {
 				d.finish(it, d.proc.dropClosed(*it.d))
 			} else {
+				stages.Mark("wk.run")
 				d.finish(it, d.proc.handle(*it.d))
 			}
 			d.mu.Lock()

@@ -96,6 +96,9 @@ func TestDispatcherSignals(t *testing.T) {
 	if !d.waitPartition(t.Context(), 2) {
 		t.Fatal("waitPartition of a partition with nothing held waits")
 	}
+	if !d.holdsPartition(0) || !d.holdsPartition(1) || d.holdsPartition(2) {
+		t.Errorf("holdsPartition(0, 1, 2) = %v, %v, %v; want true, true, false", d.holdsPartition(0), d.holdsPartition(1), d.holdsPartition(2))
+	}
 
 	var runners sync.WaitGroup
 	d.start(&runners)
@@ -111,6 +114,9 @@ func TestDispatcherSignals(t *testing.T) {
 	proc.gate <- struct{}{}
 	proc.gate <- struct{}{} // partition 0 done
 	returns(t, "waitPartition(0)", part0, true)
+	if d.holdsPartition(0) {
+		t.Error("holdsPartition(0) after its entries were done")
+	}
 	isBlocked(t, "waitIdle", idle)
 	proc.gate <- struct{}{}
 	returns(t, "waitIdle", idle, true)

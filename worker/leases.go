@@ -132,6 +132,7 @@ type taker interface {
 // dispatcher).
 type heldEntries interface {
 	waitPartition(ctx context.Context, p int) bool
+	holdsPartition(p int) bool
 }
 
 type leaseParams struct {
@@ -399,6 +400,17 @@ func (lk *leaseKeeper) take(ctx context.Context, offset int) {
 	for i := 0; i < lk.parts && active < target; i++ {
 		p := (offset + i) % lk.parts
 		if lk.table.holds(p) {
+			continue
+		}
+		if lk.held.holdsPartition(p) {
+			// Entries of p read before this worker dropped it (a fence,
+			// a lost lease) are still in flight: their envelopes not yet
+			// run are being left pending (processor.handle: kept). Taken
+			// now, p would run the later ones of those entries and the
+			// pending ones would never be read again (their entries are
+			// held: takeOver leaves them alone), or run after later
+			// frames of their connections and be dropped as copies. A
+			// later round takes p, once they are all left pending.
 			continue
 		}
 		sent := time.Now()

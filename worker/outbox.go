@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"sync"
 	"time"
@@ -258,6 +259,7 @@ func (ob *outbox) drain(ctx context.Context) bool {
 			return true
 		}
 		ob.gather(ops)
+		stages.Mark("wk.commit")
 		err := ob.q.Commit(ctx, &ob.batch, queue.CommitOptions{
 			Budget:       ob.budget,
 			ReadsBatches: ob.readsBatches,

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"slices"
 	"sync"
@@ -247,6 +248,9 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			log.Error("read failed, retrying", "err", err, "backoff", backoff.Delay())
 			backoff.Wait(ctx)
 			continue
+		}
+		if len(ds) > 0 {
+			stages.Mark("wk.read")
 		}
 		backoff.Reset()
 		r.sizes.learn(ds)
