@@ -460,6 +460,20 @@ func (g *game) left(ctx context.Context, r *worker.Request) error {
 	if err := r.Store.LeaveGroup(ctx, LobbyGroup, uid); err != nil {
 		return err
 	}
+	// A login on another connection may have entered the lobby between
+	// the check above and the leave (a gateway restart: the old
+	// connection's close and the new connection's login run side by
+	// side). The page logs in before it enters the lobby, so the session
+	// tells: if it moved on, the player is back in the lobby.
+	sess, err = r.Store.Sessions(ctx, []string{uid})
+	if err != nil {
+		return err
+	}
+	if s, ok := sess[uid]; ok && s.Conn != r.Conn.ID {
+		if err := r.Store.JoinGroup(ctx, LobbyGroup, uid); err != nil {
+			return err
+		}
+	}
 	_, err = g.presence(ctx, r)
 	return err
 }
