@@ -36,6 +36,7 @@ const (
 	CmdMove      int32 = 103 // mark a cell: "0" to "8", row by row; reply: Match
 	CmdResign    int32 = 104 // give the running match up; reply: Match
 	CmdState     int32 = 105 // reply: the player's latest Match, or an empty body
+	CmdPlayers   int32 = 107 // reply: who is in the lobby now (Lobby, players only); pushes nothing
 )
 
 // CmdTurnTimeout is the turn timer's frame (a System request, never a
@@ -97,6 +98,7 @@ func Register(app *worker.App, o Options) {
 	players.Route(CmdMove, g.move)
 	players.Route(CmdResign, g.resign)
 	players.Route(CmdState, g.state)
+	players.Route(CmdPlayers, g.players)
 	app.Route(CmdTurnTimeout, g.timeout)
 	app.OnClose(g.left)
 }
@@ -182,15 +184,44 @@ func (g *game) lobby(ctx context.Context, r *worker.Request) error {
 	return replyJSON(r, l)
 }
 
+// players answers who is in the lobby now, without telling anyone else.
+// A page asks it whenever a presence push comes: pushes computed by
+// handlers running side by side may arrive in another order than they
+// were computed, but a connection's requests run in order, so the reply
+// to the request after the last push is the lobby as it is.
+func (g *game) players(ctx context.Context, r *worker.Request) error {
+	l, _, err := g.lobbyNow(ctx, r)
+	if err != nil {
+		return err
+	}
+	return replyJSON(r, l)
+}
+
 // presence pushes the lobby's players to everyone in it and returns them.
 func (g *game) presence(ctx context.Context, r *worker.Request) (Lobby, error) {
+	l, here, err := g.lobbyNow(ctx, r)
+	if err != nil {
+		return l, err
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return l, err
+	}
+	if _, err := r.PushUsers(ctx, here, CmdPresence, b); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+// lobbyNow reads who is in the lobby and online, and their user ids.
+func (g *game) lobbyNow(ctx context.Context, r *worker.Request) (Lobby, []string, error) {
 	uids, err := r.Store.Members(ctx, LobbyGroup)
 	if err != nil {
-		return Lobby{}, err
+		return Lobby{}, nil, err
 	}
 	online, err := r.Store.Sessions(ctx, uids)
 	if err != nil {
-		return Lobby{}, err
+		return Lobby{}, nil, err
 	}
 	l := Lobby{Players: []Player{}}
 	var here []string
@@ -206,14 +237,7 @@ func (g *game) presence(ctx context.Context, r *worker.Request) (Lobby, error) {
 		l.Players = append(l.Players, p)
 	}
 	sort.Slice(l.Players, func(i, j int) bool { return l.Players[i].Name < l.Players[j].Name })
-	b, err := json.Marshal(l)
-	if err != nil {
-		return l, err
-	}
-	if _, err := r.PushUsers(ctx, here, CmdPresence, b); err != nil {
-		return l, err
-	}
-	return l, nil
+	return l, here, nil
 }
 
 // say pushes a chat line to everyone in the lobby.

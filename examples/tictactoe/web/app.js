@@ -10,6 +10,7 @@ const Cmd = {
   Move: 103,
   Resign: 104,
   State: 105,
+  Players: 107,
   Chat: 110,
   Presence: 111,
   Match: 112,
@@ -58,7 +59,18 @@ client.on('error', (err) => console.warn('maple:', err));
 
 // Pushes.
 client.onPush(Cmd.Chat, (f) => addChat(f.json()));
-client.onPush(Cmd.Presence, (f) => renderPlayers(f.json().players));
+// A presence push says the lobby changed; pushes of handlers running side
+// by side may come in another order than they were made, so ask who is
+// there now: a connection's requests run in order, and the reply to the
+// last one is the lobby as it is.
+client.onPush(Cmd.Presence, async () => {
+  try {
+    const r = await client.request(Cmd.Players);
+    if (r.ret === Ret.OK) renderPlayers(r.json().players);
+  } catch (err) {
+    console.warn('players:', err);
+  }
+});
 client.onPush(Cmd.Match, (f) => renderMatch(f.json()));
 
 // Login.
