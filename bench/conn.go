@@ -3,7 +3,6 @@ package bench
 import (
 	"encoding/binary"
 	"errors"
-	"github.com/maple-farm/maple/internal/stages"
 	"io"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/maple-farm/maple/box"
+	"github.com/maple-farm/maple/internal/stages"
 	"github.com/maple-farm/maple/internal/wsframe"
 )
 

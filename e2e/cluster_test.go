@@ -1101,7 +1101,7 @@ type failoverCase struct {
 // client again, and the requests lost with the master are few.
 func runFailover(t *testing.T, fc failoverCase) {
 	f := newFarm(t, fc.ro)
-	f.keepLogTail(300)
+	f.keepLog()
 	gw := f.gateway(nil)
 	w1, w2 := f.worker(nil, nil), f.worker(nil, nil)
 	t.Cleanup(func() {

@@ -7,8 +7,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
-	"strings"
-	"sync"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -54,55 +53,37 @@ type farm struct {
 	t      *testing.T
 	ro     *redis.UniversalOptions
 	prefix string
-	// tail, if set (keepLogTail), keeps the last lines its processes log,
-	// shown if the test fails.
-	tail *tailLog
+	// logOut, if set (keepLog), is where its processes log.
+	logOut *os.File
 }
 
 // log is the logger of the farm's processes: the test's (-verbose), or
-// the tail kept for a failure.
+// the file kept for a failure (keepLog).
 func (f *farm) log() *slog.Logger {
-	if f.tail != nil && !*verbose {
-		return slog.New(slog.NewTextHandler(f.tail, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if f.logOut != nil && !*verbose {
+		return slog.New(slog.NewTextHandler(f.logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return logger(f.t)
 }
 
-// keepLogTail keeps the last n lines the farm's processes log from now
-// on (info and up) and shows them if the test fails: a failure under
-// load in CI, where -verbose is off, says what the farm saw.
-func (f *farm) keepLogTail(n int) {
-	f.tail = &tailLog{max: n}
+// keepLog has the farm's processes started from now on log (info and up)
+// to a file, whose tail is shown if the test fails, as a process farm's
+// logs are: a failure under load in CI, where -verbose is off, says what
+// the farm saw.
+func (f *farm) keepLog() {
+	path := filepath.Join(f.t.TempDir(), "farm.log")
+	out, err := os.Create(path)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.logOut = out
 	f.t.Cleanup(func() {
+		out.Close()
 		if f.t.Failed() {
-			f.t.Logf("the farm's last %d log lines:\n%s", n, f.tail)
+			b, _ := os.ReadFile(path)
+			f.t.Logf("--- tail of the farm's log:\n%s", tail(b, 30000))
 		}
 	})
-}
-
-// tailLog is an io.Writer that keeps the last max lines written.
-type tailLog struct {
-	mu    sync.Mutex
-	max   int
-	lines []string
-}
-
-func (l *tailLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		l.lines = append(l.lines, line)
-	}
-	if over := len(l.lines) - l.max; over > 0 {
-		l.lines = append(l.lines[:0], l.lines[over:]...)
-	}
-	return len(p), nil
-}
-
-func (l *tailLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
 }
 
 func (f *farm) keys() keys.Keys { return keys.New(f.prefix) }

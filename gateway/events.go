@@ -3,12 +3,12 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"github.com/maple-farm/maple/internal/stages"
 	"strconv"
 	"time"
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // The core's side of the seam of transport.go: what the protocols report

@@ -2,13 +2,13 @@ package gateway
 
 import (
 	"context"
-	"github.com/maple-farm/maple/internal/stages"
 	"time"
 	"unsafe"
 
 	"github.com/maple-farm/maple/box"
 	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/retry"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // outBatch is how many messages one non-blocking take reads.

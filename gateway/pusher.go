@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/retry"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // pushItem is one envelope on its way to Redis.

@@ -339,8 +339,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ro := *s.opts.Redis
 	s.rdb = queue.NewClient(&ro)
 	defer s.rdb.Close()
-	// BLMOVE's own client: a BLMOVE whose reply was lost surfaces as an
-	// error, so that the next take asks for the transit batch again.
+	// The blocking take's own client (TakeOutWait): a take whose reply was
+	// lost surfaces as an error, and the next take reads its messages again.
 	s.block = queue.NewBlockingClient(&ro, 2, outWait)
 	defer s.block.Close()
 	s.st = store.New(s.rdb, s.opts.Prefix)

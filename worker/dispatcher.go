@@ -2,13 +2,13 @@ package worker
 
 import (
 	"context"
-	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"runtime"
 	"strconv"
 	"sync"
 
 	"github.com/maple-farm/maple/internal/queue"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // dispatcher owns the envelopes this worker holds, read and not yet done:

@@ -2,13 +2,13 @@ package worker
 
 import (
 	"context"
-	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/ratelog"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // outbox owns the worker's writes to Redis: replies, pushes and control

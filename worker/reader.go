@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"github.com/maple-farm/maple/internal/stages"
 	"log/slog"
 	"slices"
 	"sync"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/maple-farm/maple/internal/queue"
 	"github.com/maple-farm/maple/internal/retry"
+	"github.com/maple-farm/maple/internal/stages"
 )
 
 // reader brings the leased partitions' entries in: new ones, one

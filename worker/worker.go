@@ -86,7 +86,8 @@ type Options struct {
 	// TimerTick is how often due timers are moved to the streams: a
 	// timer fires at most this late (plus queueing). When it is
 	// Liveness/7 (the defaults), the liveness rounds poll the timers in
-	// their own round trip, saving Redis one round trip per tick.
+	// their own round trip, saving Redis one round trip per tick (not on
+	// a Redis Cluster).
 	TimerTick time.Duration
 	// MaxHeldBytes bounds the bytes of envelopes a worker holds, read and
 	// not yet done: past it, it reads nothing new until some are done.

@@ -39,7 +39,7 @@ func (q *Broker) RenewLeases(ctx context.Context, parts []int, id string, ttl ti
 		return held, errs
 	}
 	cmds := make([]*redis.Cmd, len(parts))
-	_ = q.execScripts(ctx, func(pipe redis.Pipeliner) {
+	_ = execScripts(ctx, q.rdb, func(pipe redis.Pipeliner) {
 		for i, p := range parts {
 			cmds[i] = scriptLeaseAcquire.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id, ttl.Milliseconds())
 		}
@@ -74,7 +74,7 @@ func (q *Broker) ReleaseLeases(ctx context.Context, parts []int, id string) erro
 	if len(parts) == 0 {
 		return nil
 	}
-	err := q.execScripts(ctx, func(pipe redis.Pipeliner) {
+	err := execScripts(ctx, q.rdb, func(pipe redis.Pipeliner) {
 		for _, p := range parts {
 			scriptLeaseRelease.EvalSha(ctx, pipe, []string{q.Keys.Owner(p)}, id)
 		}

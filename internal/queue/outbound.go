@@ -73,25 +73,16 @@ func (q *Broker) takeTrimmed(ctx context.Context, rdb redis.UniversalClient, gw 
 	var take *redis.Cmd
 	var rng *redis.StringSliceCmd
 	var next *redis.StringCmd
-	for try := 0; ; try++ {
-		pipe := rdb.Pipeline()
+	// A NOSCRIPT (a restarted Redis) dropped nothing, and the LRANGE's and
+	// BLMOVE's replies are not used: execScripts runs them all again.
+	err := execScripts(ctx, rdb, func(pipe redis.Pipeliner) {
 		take = scriptOutTrim.EvalSha(ctx, pipe, []string{out, q.Keys.OutboundBatch(gw)}, pos.Take, pos.Taken, seed)
 		rng = pipe.LRange(ctx, out, -int64(n), -1)
 		if wait > 0 {
 			next = pipe.BLMove(ctx, out, out, "RIGHT", "RIGHT", wait)
 		}
-		_, err := pipe.Exec(ctx)
-		if err == nil || (errors.Is(err, redis.Nil) && take.Err() == nil && rng.Err() == nil) {
-			break // redis.Nil: the BLMOVE timed out
-		}
-		// Not in the script cache (a restarted Redis): nothing was
-		// dropped, and the LRANGE's (and BLMOVE's) reply is not used.
-		// Load and again.
-		if try == 0 && IsNoScript(take.Err()) {
-			if err = scriptOutTrim.Load(ctx, rdb).Err(); err == nil {
-				continue
-			}
-		}
+	})
+	if err != nil && !(errors.Is(err, redis.Nil) && take.Err() == nil && rng.Err() == nil) { // redis.Nil: the BLMOVE timed out
 		return nil, fmt.Errorf("store: take out: %w", err)
 	}
 	num, err := take.Int64()

@@ -54,15 +54,15 @@ func loadAll(ctx context.Context, c redis.Scripter) error {
 }
 
 // execScripts runs the commands fill queues (EVALSHAs among them) in one
-// pipeline. If Redis lacks a script (it restarted: NOSCRIPT), it loads
-// them all and runs fill's commands once more; fill makes new ones each
-// time. It returns the pipeline's error; each command holds its own.
-func (q *Broker) execScripts(ctx context.Context, fill func(pipe redis.Pipeliner)) error {
+// pipeline on rdb. If Redis lacks a script (it restarted: NOSCRIPT), it
+// loads them all and runs fill's commands once more; fill makes new ones
+// each time. It returns the pipeline's error; each command holds its own.
+func execScripts(ctx context.Context, rdb redis.UniversalClient, fill func(pipe redis.Pipeliner)) error {
 	for attempt := 0; ; attempt++ {
-		pipe := q.rdb.Pipeline()
+		pipe := rdb.Pipeline()
 		fill(pipe)
 		_, err := pipe.Exec(ctx)
-		if err != nil && IsNoScript(err) && attempt == 0 && LoadScripts(ctx, q.rdb) == nil {
+		if err != nil && IsNoScript(err) && attempt == 0 && LoadScripts(ctx, rdb) == nil {
 			continue
 		}
 		return err

@@ -99,7 +99,7 @@ func (q *Broker) moveTimers(ctx context.Context, parts, due []int, now time.Time
 		return n, nil
 	}
 	cmds := make([]*redis.Cmd, len(parts))
-	_ = q.execScripts(ctx, func(pipe redis.Pipeliner) {
+	_ = execScripts(ctx, q.rdb, func(pipe redis.Pipeliner) {
 		for _, i := range due {
 			p := parts[i]
 			cmds[i] = scriptTimerDue.EvalSha(ctx, pipe, []string{q.Keys.Timers(p), q.Keys.TimerData(p), q.Keys.Inbound(p)},
@@ -141,34 +141,36 @@ func (tp *TimerProbe) add(ctx context.Context, q *Broker, pipe redis.Pipeliner) 
 // Due returns the partitions of Parts with a timer due, for MoveTimersOf,
 // once the call that carried the probe returned.
 func (tp *TimerProbe) Due() ([]int, error) {
+	idx, err := tp.dueIndexes()
+	for i, j := range idx {
+		idx[i] = tp.Parts[j]
+	}
+	return idx, err
+}
+
+// dueIndexes returns the indexes in Parts of the partitions with a timer
+// due.
+func (tp *TimerProbe) dueIndexes() ([]int, error) {
 	var due []int
 	for i, c := range tp.cmds {
 		if err := c.Err(); err != nil {
 			return nil, fmt.Errorf("store: due timers: %w", err)
 		}
 		if len(c.Val()) > 0 {
-			due = append(due, tp.Parts[i])
+			due = append(due, i)
 		}
 	}
 	return due, nil
 }
 
-// dueTimers returns the indexes of parts with a timer due at now.
+// dueTimers returns the indexes of parts with a timer due at now: a
+// probe in a round trip of its own.
 func (q *Broker) dueTimers(ctx context.Context, parts []int, now time.Time) ([]int, error) {
+	tp := &TimerProbe{Parts: parts, Now: now}
 	pipe := q.rdb.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(parts))
-	max := strconv.FormatInt(now.UnixMilli(), 10)
-	for i, p := range parts {
-		cmds[i] = pipe.ZRangeByScore(ctx, q.Keys.Timers(p), &redis.ZRangeBy{Min: "-inf", Max: max, Count: 1})
-	}
+	tp.add(ctx, q, pipe)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("store: due timers: %w", err)
 	}
-	var due []int
-	for i, c := range cmds {
-		if len(c.Val()) > 0 {
-			due = append(due, i)
-		}
-	}
-	return due, nil
+	return tp.dueIndexes()
 }
