@@ -2,7 +2,7 @@
 # scripts/tp.sh BIN... : throughput of each maple binary at CONNS x DEPTH, builds in turn,
 # each run a fresh redis-server + `BIN gateway` + `BIN worker --concurrency 64`,
 # plus (REF=1) `BIN refserver` of the first binary right after each farm run.
-# Per run: replies/s, p50/p99, CPU us per reply of gateway, worker, redis and bench
+# Per run: replies/s, p50/p99, CPU us per reply of gateway, worker, redis and bench (of refserver and bench for the reference)
 # (utime+stime from /proc over the measured window), Redis commandstats per reply
 # (top commands, usec per reply) when CMDSTATS=1.
 # Env: CONNS [64] DEPTH [8] DUR [6s] ROUNDS [3] REF [1] CMDSTATS [1] PROF (seconds: save gateway+worker CPU profiles to $PROFDIR)
@@ -53,8 +53,10 @@ PY
     kill -TERM $gw $wk; wait $gw $wk 2>/dev/null; kill -TERM $rs; wait $rs 2>/dev/null
     if [ "$REF" = 1 ] && [ "$bin" = "$1" ]; then
       fp=$(port); "$1" refserver --listen 127.0.0.1:$fp >/dev/null 2>&1 & rf=$!; pids+=($rf); sleep 0.3
-      "$1" bench --json --addr 127.0.0.1:$fp --conns $CONNS --depth $DEPTH --duration "$DUR" --warmup 2s >"$tmp/o.json" 2>/dev/null
-      python3 -c "import json;d=json.load(open('$tmp/o.json'));print(f\"{'ref':>14} r$round {d['conns']}x{d['depth']}: {d['replies_per_sec']:8.0f}/s p50 {d['p50_ns']/1e6:.2f} p99 {d['p99_ns']/1e6:.2f} ms\")"
+      "$1" bench --json --addr 127.0.0.1:$fp --conns $CONNS --depth $DEPTH --duration "$DUR" --warmup 2s >"$tmp/o.json" 2>/dev/null & bp=$!
+      sleep 2.2; f0=$(cpu $rf); b0=$(cpu $bp); sleep $(( ${DUR%s} - 2 )); f1=$(cpu $rf); b1=$(cpu $bp)
+      wait $bp
+      python3 -c "import json;d=json.load(open('$tmp/o.json'));n=d['replies_per_sec']*$(( ${DUR%s} - 2 ));us=lambda t: t/$tck*1e6/n if n else 0;print(f\"{'ref':>14} r$round {d['conns']}x{d['depth']}: {d['replies_per_sec']:8.0f}/s p50 {d['p50_ns']/1e6:.2f} p99 {d['p99_ns']/1e6:.2f} ms | CPU us/reply ref {us($((f1-f0))):5.1f} bench {us($((b1-b0))):5.1f}\")"
       kill -TERM $rf; wait $rf 2>/dev/null
     fi
   done

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -47,6 +48,7 @@ func (t *partitionTable) active() []int {
 			out = append(out, p)
 		}
 	}
+	slices.Sort(out) // in order, so that the main read's arguments stay the same (queue.InboundReads)
 	return out
 }
 

@@ -21,7 +21,7 @@ import (
 // pending under this worker's name). Whatever it brings goes through
 // deliver: handled marks first, then the dispatcher.
 type reader struct {
-	q, rq    *queue.Broker // rq is on the blocking client
+	q, rq    *queue.Broker // rq is on the blocking client, its read timeout past mainBlock
 	log      *slog.Logger
 	stats    *Stats
 	id       string // the consumer name
@@ -83,6 +83,10 @@ type readTable interface {
 	adopt(want []int) <-chan struct{}
 	notHeld(parts []int) []int
 }
+
+// mainBlock is how long the main read blocks: a partition taken
+// meanwhile waits at most this long for it (readInterim covers it).
+const mainBlock = 500 * time.Millisecond
 
 // interimBlock is how long an interim read blocks. The main read, when
 // it adopts the partition, waits for the interim read in progress (and
@@ -179,6 +183,7 @@ func (r *reader) run(ctx context.Context) {
 func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int, once bool) {
 	backoff := retry.New(10*time.Millisecond, time.Second)
 	recoverOwn := false
+	main := r.rq.InboundReads(r.id)
 	for ctx.Err() == nil {
 		if !r.dispatch.waitRoom(ctx) {
 			return
@@ -237,7 +242,7 @@ func (r *reader) loop(ctx context.Context, log *slog.Logger, parts func() []int,
 			}
 		}
 		r.stats.Reads.Add(1)
-		ds, err := r.rq.ReadInbound(ctx, r.id, reading, r.readCount(), 500*time.Millisecond)
+		ds, err := main.Read(ctx, reading, r.readCount(), mainBlock)
 		if err != nil {
 			done()
 			recoverOwn = true

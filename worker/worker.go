@@ -381,8 +381,9 @@ func (w *Worker) connect(ctx context.Context) (*connection, error) {
 	// surfaces as an error, so the reader recovers what it took
 	// (ReadOwnPending). A blocked read holds a connection: one per
 	// partition at most (on a cluster, per node), plus room for recovery
-	// reads.
-	read := queue.NewBlockingClient(&ro, max(ro.PoolSize, parts+4), 0)
+	// reads. Its reads time out past the main read's block: that read
+	// brings no deadline of its own (queue.InboundReads).
+	read := queue.NewBlockingClient(&ro, max(ro.PoolSize, parts+4), mainBlock)
 	_, cluster := rdb.(*redis.ClusterClient)
 	return &connection{rdb: rdb, read: read, st: store.New(rdb, w.opts.Prefix), q: q, rq: queue.New(read, w.opts.Prefix),
 		parts: parts, cluster: cluster}, nil

@@ -122,11 +122,12 @@ func topologyError(err error) bool {
 // blocking read whose reply was lost must surface as an error, so that
 // the caller recovers what it took (ReadOwnPending; a TakeOutWait leaves
 // its message in the list for the next take); a retry would take more and
-// lose the first. A pipeline that blocks (TakeOutWait) gets no such
-// deadline from go-redis: with pipelineBlock > 0 every read times out
-// after pipelineBlock and 10 s, so that a node that never answers (a
-// network partition drops packets, no reset comes) is given up like a
-// blocking command's, not waited for forever.
+// lose the first. A pipeline that blocks (TakeOutWait) and a command
+// built ahead (InboundReads) get no such deadline from go-redis: with
+// pipelineBlock > 0 (their longest block) every read times out after
+// pipelineBlock and 10 s, so that a node that never answers (a network
+// partition drops packets, no reset comes) is given up like a blocking
+// command's, not waited for forever.
 func NewBlockingClient(o *redis.UniversalOptions, pool int, pipelineBlock time.Duration) redis.UniversalClient {
 	bo := *o
 	bo.ReadTimeout = -1

@@ -135,9 +135,27 @@ func checkDeliveries(t *testing.T, what string, got []Delivery, part int, delive
 	}
 }
 
+// TestReadInbound reads through ReadInbound and through one InboundReads,
+// whose arguments are built again as the partitions read change.
 func TestReadInbound(t *testing.T) {
+	for _, via := range []string{"ReadInbound", "InboundReads"} {
+		t.Run(via, func(t *testing.T) { testReadInbound(t, via) })
+	}
+}
+
+func testReadInbound(t *testing.T, via string) {
 	eachBackend(t, func(t *testing.T, s *Broker) {
 		ctx := testCtx(t)
+		reads := map[string]*InboundReads{"w1": s.InboundReads("w1"), "w2": s.InboundReads("w2")}
+		readAs := func(consumer string, parts []int, count int64, block time.Duration) ([]Delivery, error) {
+			if via == "InboundReads" {
+				return reads[consumer].Read(ctx, parts, count, max(block, 10*time.Millisecond))
+			}
+			return s.ReadInbound(ctx, consumer, parts, count, block)
+		}
+		read := func(parts []int, count int64, block time.Duration) ([]Delivery, error) {
+			return readAs("w1", parts, count, block)
+		}
 		parts := []int{0, 1, 2, 3}
 		sizes := map[int][]int{0: {1}, 1: {2}, 2: {1, 3}, 3: {4, 1, 2}}
 		want := map[int][]queuedEntry{}
@@ -150,7 +168,7 @@ func TestReadInbound(t *testing.T) {
 				t.Fatalf("EnsureGroups: %v", err)
 			}
 		}
-		ds, err := s.ReadInbound(ctx, "w1", parts, 100, 100*time.Millisecond)
+		ds, err := read(parts, 100, 100*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +201,7 @@ func TestReadInbound(t *testing.T) {
 			for p, sizes := range tt.queue {
 				enqueueEntries(t, s, p, "x", 100, sizes...)
 			}
-			ds, err := s.ReadInbound(ctx, "w1", tt.read, tt.count, 50*time.Millisecond)
+			ds, err := read(tt.read, tt.count, 50*time.Millisecond)
 			if err != nil {
 				t.Fatalf("%s: ReadInbound: %v", tt.name, err)
 			}
@@ -223,7 +241,7 @@ func TestReadInbound(t *testing.T) {
 		t.Run("block wakes on enqueue", func(t *testing.T) {
 			done := make(chan []Delivery, 1)
 			go func() {
-				ds, err := s.ReadInbound(ctx, "w2", []int{1, 2}, 10, 3*time.Second)
+				ds, err := readAs("w2", []int{1, 2}, 10, 3*time.Second)
 				if err != nil {
 					t.Errorf("blocked ReadInbound: %v", err)
 				}
@@ -245,12 +263,12 @@ func TestReadInbound(t *testing.T) {
 			if err := s.rdb.Del(ctx, s.Keys.Inbound(3)).Err(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.ReadInbound(ctx, "w1", []int{3}, 10, -1); err == nil {
+			if _, err := read([]int{3}, 10, -1); err == nil {
 				t.Errorf("ReadInbound on a deleted stream = nil error, want one")
 			}
 			// The failed read recreated the group: the next one works.
 			enqueueFrames(t, s, 3, "again", 1, 1)
-			ds, err := s.ReadInbound(ctx, "w1", []int{3}, 10, -1)
+			ds, err := read([]int{3}, 10, -1)
 			if err != nil || len(ds) != 1 || ds[0].Env.Conn != "again" {
 				t.Errorf("ReadInbound after recreate = %+v, %v; want the new frame", ds, err)
 			}
