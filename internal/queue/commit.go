@@ -341,19 +341,63 @@ func argsLen(args []any) int {
 // its content would be refused again; it is reported (o.Refused), and the
 // rest goes on.
 func (q *Broker) exec(ctx context.Context, steps []step, o *CommitOptions) error {
-	pipe := q.rdb.Pipeline()
+	_, cluster := q.rdb.(*redis.ClusterClient)
+	discarded, err := q.execPipe(ctx, steps, o, !cluster)
+	if discarded {
+		// Redis refused a command as it queued it (out of memory refuses
+		// them all inside MULTI), so it ran none: send them again as a
+		// plain pipeline, where what Redis takes (acknowledgements) lands
+		// and what it refuses is reported, as before transactions.
+		_, err = q.execPipe(ctx, steps, o, false)
+	}
+	return err
+}
+
+// discardedTx reports whether Redis discarded a transaction whole: it
+// refused a command as it was queued (out of memory, which refuses every
+// command inside MULTI; an ACL; a failed save), so none ran. A command
+// that ran and failed (WRONGTYPE) does not discard the others.
+func discardedTx(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		for _, p := range []string{"EXECABORT", "OOM", "NOPERM", "MISCONF"} {
+			if redis.HasErrorPrefix(c.Err(), p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// execPipe sends steps in one round trip. With tx, as a transaction
+// (MULTI/EXEC): Redis runs all of them or none, so a worker killed while
+// Redis reads the pipeline cannot leave a reply in a gateway's list
+// without its handled mark, which the next worker would send again. A
+// cluster takes no transaction over keys of several slots, so there the
+// pipeline is plain, in order, and that duplicate stays possible
+// (docs/operations.md). It reports whether Redis discarded the
+// transaction.
+func (q *Broker) execPipe(ctx context.Context, steps []step, o *CommitOptions, tx bool) (discarded bool, err error) {
+	var pipe redis.Pipeliner
+	if tx {
+		pipe = q.rdb.TxPipeline()
+	} else {
+		pipe = q.rdb.Pipeline()
+	}
 	for _, s := range steps {
 		s.add(ctx, pipe)
 	}
 	if pipe.Len() == 0 {
-		return nil
+		return false, nil
 	}
 	if o.Sent != nil {
 		o.Sent()
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err == nil {
-		return nil
+		return false, nil
+	}
+	if tx && discardedTx(cmds) {
+		return true, err
 	}
 	again, noscript := false, false
 	for _, c := range cmds {
@@ -376,7 +420,7 @@ func (q *Broker) exec(ctx context.Context, steps []step, o *CommitOptions) error
 		_ = LoadScripts(ctx, q.rdb)
 	}
 	if again {
-		return err
+		return false, err
 	}
-	return nil
+	return false, nil
 }

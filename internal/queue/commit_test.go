@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maple-farm/maple/store/storetest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -52,7 +53,8 @@ func TestPlanWithinBudget(t *testing.T) {
 // TestCommitOrder: whatever order a batch was gathered in, Commit sends
 // outbound messages, then handled marks, then frame counts, then
 // acknowledgements, then the clean-up; split over several pipelines by a
-// small budget, the order holds across them. Everything arrives.
+// small budget, the order holds across them, and each pipeline is a
+// transaction. Everything arrives.
 func TestCommitOrder(t *testing.T) {
 	for _, budget := range []int{0, 600} {
 		t.Run(fmt.Sprint("budget ", budget), func(t *testing.T) {
@@ -103,8 +105,16 @@ func TestCommitOrder(t *testing.T) {
 				}
 				var order []string
 				for _, trip := range rec.take() {
+					// A worker killed mid-pipeline must leave all of it or
+					// nothing: each round trip is a transaction.
+					if len(trip) < 3 || trip[0] != "multi" || trip[len(trip)-1] != "exec" {
+						t.Errorf("round trip %v, want it in MULTI ... EXEC", trip)
+					}
 					for _, c := range trip {
 						name, _, _ := strings.Cut(c, " ")
+						if name == "multi" || name == "exec" {
+							continue
+						}
 						if len(order) == 0 || order[len(order)-1] != name {
 							order = append(order, name)
 						}
@@ -174,4 +184,56 @@ func TestCommitRefused(t *testing.T) {
 			t.Errorf("mark %q, want 3", v)
 		}
 	})
+}
+
+// TestCommitOutOfMemory: Redis out of memory refuses the writes that
+// grow it as they are queued, and discards the whole transaction; the
+// batch goes again as a plain pipeline, so the acknowledgements land and
+// each refusal is reported once, as before transactions.
+func TestCommitOutOfMemory(t *testing.T) {
+	srv := storetest.Start(t, storetest.Options{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := New(rdb, storetest.Prefix(t))
+	ctx := testCtx(t)
+	if err := s.EnsureGroups(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 2 {
+		t.Fatalf("read %d, %v", len(ds), err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	b.Out("gw1", []byte("reply"))
+	b.Mark("gw1", "gw1-1", 2)
+	for _, id := range ids {
+		b.Ack(1, id)
+	}
+	var refused []string
+	sent := 0
+	err := s.Commit(ctx, &b, CommitOptions{Sent: func() { sent++ },
+		Retry:   func(err error, _ time.Duration) { t.Fatalf("retry after %v", err) },
+		Refused: func(cmd string, err error) { refused = append(refused, cmd) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(refused) != "[lpush hset]" {
+		t.Errorf("refused %v, want [lpush hset], once each", refused)
+	}
+	if sent != 2 {
+		t.Errorf("%d round trips, want 2 (the transaction, then the plain pipeline)", sent)
+	}
+	if p := pendingOf(t, ctx, s, 1); len(p) != 0 {
+		t.Errorf("%d entries pending, want both acknowledged", len(p))
+	}
 }
