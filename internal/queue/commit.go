@@ -164,6 +164,13 @@ type CommitOptions struct {
 //  4. clean-up: marks of connections that closed, start counts of
 //     redelivered entries, trims.
 //
+// On a single Redis each pipeline is a transaction, run whole or not at
+// all. A cluster client sends each node its share of a pipeline side by
+// side, so there the order holds only within a node: the commands go in
+// up to three round trips, one after the other, by the slots of their
+// keys: the gateways' (1 to 3), the partitions' (acknowledgements, start
+// counts, trims), and the forgotten marks of closed connections.
+//
 // A batch over the budget is cut into several pipelines, sent one after
 // the other in that order. A pipeline that fails for a transient reason is
 // sent again, with backoff, until it goes through; those before it are not
@@ -193,9 +200,24 @@ func (q *Broker) Commit(ctx context.Context, b *Batch, o CommitOptions) error {
 
 // step is one command of a batch, of about size bytes.
 type step struct {
-	size int
-	add  func(ctx context.Context, pipe redis.Pipeliner)
+	size  int
+	phase phase
+	add   func(ctx context.Context, pipe redis.Pipeliner)
 }
+
+// phase groups a batch's commands by the slots of their keys, in the
+// order Commit sends them. On a cluster a pipeline's commands go to their
+// nodes side by side, so order holds only within a node: each phase goes
+// in pipelines of its own, after the one before has gone through (one
+// pipeline would let an acknowledgement land before its reply, and a
+// worker killed then would lose the reply).
+type phase int
+
+const (
+	phaseGateways phase = iota // per gateway: messages, handled marks, frame count (its slot)
+	phaseEntries               // per partition: acknowledgements, start counts, trims
+	phaseForget                // marks of connections that closed, after their entries' acknowledgements
+)
 
 // cut calls emit with consecutive runs [lo, hi) of n items whose sizes
 // add up to at most limit (an item over it runs alone).
@@ -235,14 +257,14 @@ func (q *Broker) plan(b *Batch, o *CommitOptions) [][]step {
 		m := b.marks[gw]
 		cut(len(m)/2, budget-cmdSlack, func(i int) int { return len(m[2*i].(string)) + 24 }, func(lo, hi int) {
 			args := m[2*lo : 2*hi]
-			steps = append(steps, step{size: cmdSlack + 24*(hi-lo) + argsLen(args), add: func(ctx context.Context, pipe redis.Pipeliner) {
+			steps = append(steps, step{size: cmdSlack + 24*(hi-lo) + argsLen(args), phase: phaseGateways, add: func(ctx context.Context, pipe redis.Pipeliner) {
 				q.MarkHandled(ctx, pipe, gw, args...)
 			}})
 		})
 	}
 	for _, gw := range b.finGWs {
 		n := b.finished[gw]
-		steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+		steps = append(steps, step{size: cmdSlack, phase: phaseGateways, add: func(ctx context.Context, pipe redis.Pipeliner) {
 			q.Finished(ctx, pipe, gw, n)
 		}})
 	}
@@ -254,28 +276,47 @@ func (q *Broker) plan(b *Batch, o *CommitOptions) [][]step {
 			for _, id := range ids {
 				size += len(id) + 8
 			}
-			steps = append(steps, step{size: size, add: func(ctx context.Context, pipe redis.Pipeliner) {
+			steps = append(steps, step{size: size, phase: phaseEntries, add: func(ctx context.Context, pipe redis.Pipeliner) {
 				q.Ack(ctx, pipe, p, ids...)
 			}})
 		})
 	}
 	for _, c := range b.after {
 		if c.conn != "" {
-			steps = append(steps, step{size: cmdSlack + len(c.conn), add: func(ctx context.Context, pipe redis.Pipeliner) {
+			steps = append(steps, step{size: cmdSlack + len(c.conn), phase: phaseForget, add: func(ctx context.Context, pipe redis.Pipeliner) {
 				q.ForgetHandled(ctx, pipe, c.gw, c.conn)
 			}})
 		} else {
-			steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+			steps = append(steps, step{size: cmdSlack, phase: phaseEntries, add: func(ctx context.Context, pipe redis.Pipeliner) {
 				q.ClearTries(ctx, pipe, c.part, c.id)
 			}})
 		}
 	}
 	for _, p := range b.trims {
-		steps = append(steps, step{size: cmdSlack, add: func(ctx context.Context, pipe redis.Pipeliner) {
+		steps = append(steps, step{size: cmdSlack, phase: phaseEntries, add: func(ctx context.Context, pipe redis.Pipeliner) {
 			q.Trim(ctx, pipe, p)
 		}})
 	}
-	return pack(steps, budget)
+	if !q.cluster() {
+		return pack(steps, budget) // one transaction each: Redis keeps their order
+	}
+	slices.SortStableFunc(steps, func(a, b step) int { return int(a.phase) - int(b.phase) })
+	var pipes [][]step
+	for lo := 0; lo < len(steps); {
+		hi := lo + 1
+		for hi < len(steps) && steps[hi].phase == steps[lo].phase {
+			hi++
+		}
+		pipes = append(pipes, pack(steps[lo:hi], budget)...)
+		lo = hi
+	}
+	return pipes
+}
+
+// cluster reports whether the Broker's client is a cluster's.
+func (q *Broker) cluster() bool {
+	_, ok := q.rdb.(*redis.ClusterClient)
+	return ok
 }
 
 // outSteps appends the LPUSHes of gateway gw's messages, each of at most
@@ -287,7 +328,7 @@ func (q *Broker) outSteps(steps []step, b *Batch, o *CommitOptions, gw string, m
 		cut(len(msgs), limit-OutBatchSize(nil), func(i int) int { return BundleSize(msgs[i : i+1]) }, func(lo, hi int) {
 			if hi-lo == 1 {
 				m := msgs[lo]
-				steps = append(steps, step{size: cmdSlack + len(gw) + len(m), add: func(ctx context.Context, pipe redis.Pipeliner) {
+				steps = append(steps, step{size: cmdSlack + len(gw) + len(m), phase: phaseGateways, add: func(ctx context.Context, pipe redis.Pipeliner) {
 					q.PushOut(ctx, pipe, gw, m)
 				}})
 				return
@@ -305,7 +346,7 @@ func (q *Broker) outSteps(steps []step, b *Batch, o *CommitOptions, gw string, m
 			} else {
 				buf = AppendOutBatch(nil, msgs[lo:hi])
 			}
-			steps = append(steps, step{size: cmdSlack + len(gw) + len(buf), add: func(ctx context.Context, pipe redis.Pipeliner) {
+			steps = append(steps, step{size: cmdSlack + len(gw) + len(buf), phase: phaseGateways, add: func(ctx context.Context, pipe redis.Pipeliner) {
 				q.PushOut(ctx, pipe, gw, buf)
 			}})
 		})
@@ -318,7 +359,7 @@ func (q *Broker) outSteps(steps []step, b *Batch, o *CommitOptions, gw string, m
 			args[i] = m
 			size += len(m) + 16
 		}
-		steps = append(steps, step{size: size, add: func(ctx context.Context, pipe redis.Pipeliner) {
+		steps = append(steps, step{size: size, phase: phaseGateways, add: func(ctx context.Context, pipe redis.Pipeliner) {
 			q.PushOut(ctx, pipe, gw, args...)
 		}})
 	})
@@ -341,8 +382,9 @@ func argsLen(args []any) int {
 // its content would be refused again; it is reported (o.Refused), and the
 // rest goes on.
 func (q *Broker) exec(ctx context.Context, steps []step, o *CommitOptions) error {
-	_, cluster := q.rdb.(*redis.ClusterClient)
-	discarded, err := q.execPipe(ctx, steps, o, !cluster)
+	// A transaction on a single Redis. go-redis takes none over several
+	// slots on a cluster, and a batch spans them (one slot per gateway).
+	discarded, err := q.execPipe(ctx, steps, o, !q.cluster())
 	if discarded {
 		// Redis refused a command as it queued it (out of memory refuses
 		// them all inside MULTI), so it ran none: send them again as a
@@ -371,9 +413,8 @@ func discardedTx(cmds []redis.Cmder) bool {
 // execPipe sends steps in one round trip. With tx, as a transaction
 // (MULTI/EXEC): Redis runs all of them or none, so a worker killed while
 // Redis reads the pipeline cannot leave a reply in a gateway's list
-// without its handled mark, which the next worker would send again. A
-// cluster takes no transaction over keys of several slots, so there the
-// pipeline is plain, in order, and that duplicate stays possible
+// without its handled mark, which the next worker would send again. On a
+// cluster the pipeline is plain and that duplicate stays possible
 // (docs/operations.md). It reports whether Redis discarded the
 // transaction.
 func (q *Broker) execPipe(ctx context.Context, steps []step, o *CommitOptions, tx bool) (discarded bool, err error) {

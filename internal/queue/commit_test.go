@@ -237,3 +237,94 @@ func TestCommitOutOfMemory(t *testing.T) {
 		t.Errorf("%d entries pending, want both acknowledged", len(p))
 	}
 }
+
+// TestCommitOnCluster: a cluster client sends each node its share of a
+// pipeline side by side, so Commit sends a batch in three round trips,
+// one after the other: the gateways' commands, the partitions', then the
+// forgotten marks. The gateway's list and the partition's stream live on
+// different masters here, where one pipeline would let the
+// acknowledgement land before the reply. A second gateway's replies go
+// in the same round trip (its own slot).
+func TestCommitOnCluster(t *testing.T) {
+	c := storetest.StartCluster(t, 3, 0)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.MasterAddrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := New(rdb, storetest.Prefix(t))
+	ctx := testCtx(t)
+	gw := ""
+	for i := range 100 {
+		if g := "gw" + strconv.Itoa(i); c.MasterOf(s.Keys.Outbound(g)) != c.MasterOf(s.Keys.Inbound(1)) {
+			gw = g
+			break
+		}
+	}
+	if err := s.EnsureGroups(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadScripts(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 3 {
+		t.Fatalf("read %d, %v", len(ds), err)
+	}
+	rdb.Set(ctx, s.Keys.Queued(gw), 5, 0)
+	rdb.HSet(ctx, s.Keys.Handled(gw), gw+"-old", 7)
+
+	var b Batch
+	for _, id := range ids {
+		b.Ack(1, id)
+	}
+	b.Finished(gw, 3)
+	b.ForgetHandled(gw, gw+"-old")
+	b.Trim(1)
+	for i := range 4 {
+		b.Out(gw, []byte(fmt.Sprintf("reply %d", i)))
+		b.Mark(gw, gw+"-"+strconv.Itoa(i%2), uint64(i+1))
+	}
+	other := gw + "x"
+	b.Out(other, []byte("other reply"))
+	b.Mark(other, other+"-1", 9)
+	rec := &cmdRecorder{}
+	rdb.AddHook(rec)
+	sent := 0
+	err := s.Commit(ctx, &b, CommitOptions{Sent: func() { sent++ },
+		Retry:   func(err error, _ time.Duration) { t.Errorf("retry after %v", err) },
+		Refused: func(cmd string, err error) { t.Errorf("%s refused: %v", cmd, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trips []string
+	for _, trip := range rec.take() {
+		var names []string
+		for _, c := range trip {
+			name, _, _ := strings.Cut(c, " ")
+			if name != "multi" && name != "exec" && !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+		trips = append(trips, fmt.Sprint(names))
+	}
+	if want := "[[lpush hset decrby] [xack evalsha] [hdel]]"; fmt.Sprint(trips) != want || sent != 3 {
+		t.Errorf("%d round trips %v, want %s", sent, trips, want)
+	}
+	if msgs, _ := rdb.LRange(ctx, s.Keys.Outbound(other), 0, -1).Result(); fmt.Sprint(msgs) != "[other reply]" {
+		t.Errorf("the other gateway's list %q, want its reply", msgs)
+	}
+	if msgs, _ := rdb.LRange(ctx, s.Keys.Outbound(gw), 0, -1).Result(); fmt.Sprint(msgs) != "[reply 3 reply 2 reply 1 reply 0]" {
+		t.Errorf("outbound list %q, want the 4 replies (LPUSH: the first last)", msgs)
+	}
+	if marks, _ := rdb.HGetAll(ctx, s.Keys.Handled(gw)).Result(); fmt.Sprint(marks) != fmt.Sprintf("map[%s-0:3 %s-1:4]", gw, gw) {
+		t.Errorf("handled marks %v, want the last of each connection, the old one forgotten", marks)
+	}
+	if p := pendingOf(t, ctx, s, 1); len(p) != 0 {
+		t.Errorf("%d entries pending, want all acknowledged", len(p))
+	}
+}
