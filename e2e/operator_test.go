@@ -149,8 +149,12 @@ func TestOperatorTools(t *testing.T) {
 		p99, ok := recent["request_duration_seconds_p99"]
 		t.Logf("gateway p99: %.3gms over the last second, %.3gms since start; client p99 %v over %d echoes",
 			p99*1e3, since["request_duration_seconds_p99"]*1e3, clientP99, len(lat))
-		if !ok || p99 <= 0 || p99 >= 0.025 {
-			t.Errorf("gateway p99 of the last second = %v (%v), want the fast echoes' (< 25ms)", p99, ok)
+		// The fast echoes' p99, as the client saw it: a host that slows
+		// them (the race detector, other tenants) slows the stat's too,
+		// and the sleeps' p99 since start stays well above either.
+		limit := max(25*time.Millisecond, 2*clientP99).Seconds()
+		if !ok || p99 <= 0 || p99 >= limit || p99 >= since["request_duration_seconds_p99"] {
+			t.Errorf("gateway p99 of the last second = %v (%v), want the fast echoes' (< %.3gs, and below the p99 since start)", p99, ok, limit)
 		}
 		// Since start, the 320 sleeps are about a fifth of the requests, so
 		// the p99 is about their p95: 30 ms each, 16 at once, on two cores
