@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,28 @@ import (
 	"github.com/maple-farm/maple/store/storetest"
 	"github.com/redis/go-redis/v9"
 )
+
+// readEntries queues n entries on partition 1 (groups made first) and
+// reads them as consumer "w", so that they are pending for a Commit to
+// acknowledge; it returns their ids.
+func readEntries(t *testing.T, ctx context.Context, s *Broker, n int) []string {
+	t.Helper()
+	if err := s.EnsureGroups(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range n {
+		id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != n {
+		t.Fatalf("read %d, %v", len(ds), err)
+	}
+	return ids
+}
 
 // TestPlanWithinBudget: every pipeline a batch is cut into stays within
 // the budget, and the steps keep their order.
@@ -60,23 +83,10 @@ func TestCommitOrder(t *testing.T) {
 		t.Run(fmt.Sprint("budget ", budget), func(t *testing.T) {
 			eachBackend(t, func(t *testing.T, s *Broker) {
 				ctx := testCtx(t)
-				if err := s.EnsureGroups(ctx, 2); err != nil {
-					t.Fatal(err)
-				}
 				if err := LoadScripts(ctx, s.rdb); err != nil {
 					t.Fatal(err)
 				}
-				var ids []string
-				for range 3 {
-					id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
-					if err != nil {
-						t.Fatal(err)
-					}
-					ids = append(ids, id)
-				}
-				if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 3 {
-					t.Fatalf("read %d, %v", len(ds), err)
-				}
+				ids := readEntries(t, ctx, s, 3)
 				s.rdb.Set(ctx, s.Keys.Queued("gw1"), 5, 0)
 				s.rdb.HSet(ctx, s.Keys.Handled("gw1"), "gw1-old", 7)
 				s.rdb.HSet(ctx, s.Keys.Tries(1, ids[0]), "0", 2)
@@ -196,20 +206,7 @@ func TestCommitOutOfMemory(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	s := New(rdb, storetest.Prefix(t))
 	ctx := testCtx(t)
-	if err := s.EnsureGroups(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for range 2 {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 2 {
-		t.Fatalf("read %d, %v", len(ds), err)
-	}
+	ids := readEntries(t, ctx, s, 2)
 	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,23 +255,10 @@ func TestCommitOnCluster(t *testing.T) {
 			break
 		}
 	}
-	if err := s.EnsureGroups(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
 	if err := LoadScripts(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for range 3 {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.Keys.Inbound(1), Values: []any{"e", "x"}}).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	if ds, err := s.ReadInbound(ctx, "w", []int{1}, 10, -1); err != nil || len(ds) != 3 {
-		t.Fatalf("read %d, %v", len(ds), err)
-	}
+	ids := readEntries(t, ctx, s, 3)
 	rdb.Set(ctx, s.Keys.Queued(gw), 5, 0)
 	rdb.HSet(ctx, s.Keys.Handled(gw), gw+"-old", 7)
 
